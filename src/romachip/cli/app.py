@@ -1,0 +1,27 @@
+"""The typer application every command module registers on, and the helpers they share."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="romachip",
+    help="ROMA in software: burn LLaMA models into a ROM image, plug in LoRA adapters, run the chip "
+    "bit-accurately, and measure what the silicon would do.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def print_json(data: Any) -> None:
+    """Machine output: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

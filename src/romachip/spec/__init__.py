@@ -1,0 +1,16 @@
+"""What things are: chip, technology and model specs, validated pydantic models loaded from data."""
+
+from romachip.spec.chip import ChipSpec, load_chip, list_chips
+from romachip.spec.model import ModelSpec, list_models, load_model_spec
+from romachip.spec.tech import TechSpec, load_tech
+
+__all__ = [
+    "ChipSpec",
+    "ModelSpec",
+    "TechSpec",
+    "list_chips",
+    "list_models",
+    "load_chip",
+    "load_model_spec",
+    "load_tech",
+]

@@ -1,0 +1,156 @@
+"""ChipSpec: a ROMA-class chip as data (mesh, units, memories, NoC), validated from YAML presets.
+
+Capacities are derived from organisation (macros x rows x columns x bits per cell), so changing a macro
+changes the capacity consistently everywhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+from romachip.spec._load import load_yaml_model, preset_names
+
+Strict = ConfigDict(frozen=True, extra="forbid")
+Precision = Literal["int2", "int4", "int8", "fp8_e4m3", "fp16", "bf16", "fp32"]
+
+
+class MacroArray(BaseModel):
+    """A bank of identical memory macros."""
+
+    model_config = Strict
+    macro_rows: PositiveInt = Field(description="Words (rows) per macro.")
+    macro_cols: PositiveInt = Field(description="Bits per word (columns) per macro.")
+    macros: PositiveInt = Field(description="Macros per unit.")
+    bits_per_cell: PositiveInt = Field(1, description="Bits stored per bit cell (1 = binary cells).")
+
+    @property
+    def bits(self) -> int:
+        return self.macro_rows * self.macro_cols * self.macros * self.bits_per_cell
+
+    @property
+    def bytes(self) -> int:
+        return self.bits // 8
+
+    @property
+    def read_bits_per_cycle(self) -> int:
+        """One word from every macro per cycle."""
+        return self.macro_cols * self.macros * self.bits_per_cell
+
+
+class RomArray(MacroArray):
+    brom: bool = Field(description="B-ROM encoding (4-row groups select one of 16 shared patterns).")
+    brom_rows_per_group: PositiveInt = Field(4, description="Address lines taken together by B-ROM.")
+    fused: bool = Field(description="MAC logic placed under the B-ROM (device layer) in one fused cell.")
+
+
+class LUnitSpec(BaseModel):
+    """Low-precision half of a matrix unit: base weights in ROM and the integer MACs beside them."""
+
+    model_config = Strict
+    rom: RomArray = Field(description="The unit's weight ROM.")
+    macs_per_cycle_by_weight_bits: dict[int, PositiveInt] = Field(
+        description="Integer MACs per cycle for each stored weight width (bits -> MACs/cycle)."
+    )
+    pipeline_depth_cycles: PositiveInt = Field(description="Cycles from ROM read to accumulated output.")
+
+
+class HUnitSpec(BaseModel):
+    """High-precision half of a matrix unit: SRAM for LoRA and KV cache, LoRA and attention compute."""
+
+    model_config = Strict
+    sram: MacroArray = Field(description="SRAM shared by LoRA weights and the KV cache.")
+    lora_macs_per_cycle: PositiveInt = Field(description="LoRA A/B MACs per cycle (at lora precision).")
+    attention_macs_per_cycle: PositiveInt = Field(description="QK^T and PV MACs per cycle.")
+
+
+class VectorUnitSpec(BaseModel):
+    """Vector unit: norms, softmax, RoPE, SwiGLU, residuals, with its own activation SRAM."""
+
+    model_config = Strict
+    sram: MacroArray = Field(description="Activation SRAM.")
+    lanes: PositiveInt = Field(description="Elementwise operations per cycle.")
+
+
+class MeshSpec(BaseModel):
+    model_config = Strict
+    rows: PositiveInt = Field(description="Rows of the 2-D mesh.")
+    cols: PositiveInt = Field(description="Columns of the 2-D mesh.")
+    row_roles: list[Literal["matrix", "vector"]] = Field(description="Role of each row, top to bottom.")
+
+    @model_validator(mode="after")
+    def _roles_match_rows(self) -> MeshSpec:
+        if len(self.row_roles) != self.rows:
+            raise ValueError(f"row_roles lists {len(self.row_roles)} roles for {self.rows} rows")
+        return self
+
+    @property
+    def matrix_units(self) -> int:
+        return self.row_roles.count("matrix") * self.cols
+
+    @property
+    def vector_units(self) -> int:
+        return self.row_roles.count("vector") * self.cols
+
+
+class NocSpec(BaseModel):
+    model_config = Strict
+    link_width_bits: PositiveInt = Field(description="Bits a link carries per cycle, each direction.")
+    hop_latency_cycles: PositiveInt = Field(description="Router + link latency per hop.")
+
+
+class PrecisionSpec(BaseModel):
+    model_config = Strict
+    weight_bits: list[int] = Field(description="Weight code widths the L-Units support.")
+    activation: Precision = Field(description="Activation precision into the L-Units.")
+    lora: Precision = Field(description="Precision of LoRA weights in SRAM.")
+    kv: Precision = Field(description="Precision of the KV cache in SRAM.")
+    supported_lora: list[Precision] = Field(description="LoRA precisions the H-Units can compute in.")
+    supported_kv: list[Precision] = Field(description="KV precisions the H-Units can store.")
+
+
+class ChipSpec(BaseModel):
+    model_config = Strict
+    schema_version: Literal[1] = Field(1, description="Version of this schema.")
+    name: str = Field(description="Preset name.")
+    description: str = Field("", description="What this chip is.")
+    tech: str = Field(description="Technology preset (spec/tech/<name>.yaml) or a path to one.")
+    process_node_nm: PositiveInt = Field(description="Process node.")
+    clock_hz: float = Field(gt=0, description="Clock frequency.")
+    mesh: MeshSpec
+    l_unit: LUnitSpec
+    h_unit: HUnitSpec
+    vector_unit: VectorUnitSpec
+    noc: NocSpec
+    precision: PrecisionSpec
+
+    @property
+    def matrix_units(self) -> int:
+        return self.mesh.matrix_units
+
+    @property
+    def vector_units(self) -> int:
+        return self.mesh.vector_units
+
+    @property
+    def rom_bytes(self) -> int:
+        return self.l_unit.rom.bytes * self.matrix_units
+
+    @property
+    def h_sram_bytes(self) -> int:
+        return self.h_unit.sram.bytes * self.matrix_units
+
+    @property
+    def vector_sram_bytes(self) -> int:
+        return self.vector_unit.sram.bytes * self.vector_units
+
+
+def list_chips() -> list[str]:
+    return preset_names("presets")
+
+
+def load_chip(name_or_path: str | Path) -> ChipSpec:
+    """A shipped preset name (`roma`) or a path to a chip YAML file."""
+    return load_yaml_model(ChipSpec, name_or_path, "presets", "chip")
