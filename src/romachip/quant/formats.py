@@ -46,9 +46,7 @@ class WeightFormat:
         if self.group_size is not None and self.group_size <= 0:
             raise FormatError(f"group size must be a positive number of weights, got {self.group_size}")
         if self.scale_dtype not in SCALE_DTYPE_BITS:
-            raise FormatError(
-                f"scale dtype must be one of {sorted(SCALE_DTYPE_BITS)}, got {self.scale_dtype!r}"
-            )
+            raise FormatError(f"scale dtype must be one of {sorted(SCALE_DTYPE_BITS)}, got {self.scale_dtype!r}")
 
     @property
     def format_id(self) -> FormatId:

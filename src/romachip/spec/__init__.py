@@ -1,6 +1,6 @@
 """What things are: chip, technology and model specs, validated pydantic models loaded from data."""
 
-from romachip.spec.chip import ChipSpec, load_chip, list_chips
+from romachip.spec.chip import ChipSpec, list_chips, load_chip
 from romachip.spec.model import ModelSpec, list_models, load_model_spec
 from romachip.spec.tech import TechSpec, load_tech
 

@@ -211,8 +211,7 @@ def load_model_spec(name_or_path: str | Path) -> ModelSpec:
         path = path / "config.json"
     if not path.exists():
         raise ModelConfigError(
-            f"unknown model {key!r}: not a shipped model ({', '.join(list_models())}) "
-            f"and no config.json at that path"
+            f"unknown model {key!r}: not a shipped model ({', '.join(list_models())}) and no config.json at that path"
         )
     name = path.parent.name or path.stem
     return ModelSpec.from_hf_config(read_config_json(path), name)
