@@ -75,6 +75,8 @@ class VectorUnitSpec(BaseModel):
 
 
 class MeshSpec(BaseModel):
+    """The 2-D mesh of units and the role of each row."""
+
     model_config = Strict
     rows: PositiveInt = Field(description="Rows of the 2-D mesh.")
     cols: PositiveInt = Field(description="Columns of the 2-D mesh.")
@@ -96,12 +98,16 @@ class MeshSpec(BaseModel):
 
 
 class NocSpec(BaseModel):
+    """The network-on-chip joining the units."""
+
     model_config = Strict
     link_width_bits: PositiveInt = Field(description="Bits a link carries per cycle, each direction.")
     hop_latency_cycles: PositiveInt = Field(description="Router + link latency per hop.")
 
 
 class PrecisionSpec(BaseModel):
+    """Number formats the chip computes and stores in."""
+
     model_config = Strict
     weight_bits: list[int] = Field(description="Weight code widths the L-Units support.")
     activation: Precision = Field(description="Activation precision into the L-Units.")
@@ -112,6 +118,8 @@ class PrecisionSpec(BaseModel):
 
 
 class ChipSpec(BaseModel):
+    """A ROMA-class chip: mesh, units, memories, NoC and precisions."""
+
     model_config = Strict
     schema_version: Literal[1] = Field(1, description="Version of this schema.")
     name: str = Field(description="Preset name.")

@@ -27,6 +27,8 @@ class MacroDensity(BaseModel):
 
 
 class EnergyTable(BaseModel):
+    """Energy per action, in picojoules."""
+
     model_config = Strict
     rom_read_pj_per_bit: PositiveFloat = Field(description="Standard ROM macro, per bit read.")
     brom_read_pj_per_bit: PositiveFloat = Field(description="B-ROM, per bit read.")
@@ -39,6 +41,8 @@ class EnergyTable(BaseModel):
 
 
 class TechSpec(BaseModel):
+    """A process technology: densities, energy per action, leakage."""
+
     model_config = Strict
     schema_version: Literal[1] = Field(1, description="Version of this schema.")
     name: str = Field(description="Technology preset name.")

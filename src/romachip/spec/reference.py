@@ -1,0 +1,66 @@
+"""Generate docs/config-reference.md from the pydantic schemas, so the reference never drifts.
+
+Run `python -m romachip.spec.reference > docs/config-reference.md`; a test checks it is current.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel
+
+from romachip.spec.chip import ChipSpec
+from romachip.spec.model import ModelSpec
+from romachip.spec.tech import TechSpec
+
+
+def _type_name(annotation: object) -> str:
+    name = getattr(annotation, "__name__", None)
+    if name and "[" not in str(annotation):
+        return name
+    text = str(annotation).replace("typing.", "")
+    return re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", text)
+
+
+def _model_rows(model: type[BaseModel], prefix: str, nested: list[tuple[str, type[BaseModel]]]) -> list[str]:
+    rows = []
+    for field_name, field in model.model_fields.items():
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            nested.append((f"{prefix}{field_name}.", ann))
+            rows.append(f"| `{prefix}{field_name}` | {ann.__name__} | {field.description or ann.__doc__ or ''} |")
+            continue
+        desc = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{prefix}{field_name}` | `{_type_name(ann)}` | {desc} |")
+    return rows
+
+
+def model_reference(model: type[BaseModel], title: str) -> str:
+    lines = [f"## {title}", "", (model.__doc__ or "").strip().split("\n")[0], "", "| field | type | meaning |"]
+    lines.append("|---|---|---|")
+    queue: list[tuple[str, type[BaseModel]]] = [("", model)]
+    while queue:
+        prefix, cls = queue.pop(0)
+        nested: list[tuple[str, type[BaseModel]]] = []
+        lines.extend(_model_rows(cls, prefix, nested))
+        queue.extend(nested)
+    return "\n".join(lines) + "\n"
+
+
+def render() -> str:
+    parts = [
+        "# Configuration reference",
+        "",
+        "Generated from the pydantic schemas by `python -m romachip.spec.reference`; do not edit by hand.",
+        "Chip and technology specs are YAML (see `src/romachip/spec/presets/` and `spec/tech/`); model specs",
+        "are read from a Hugging Face `config.json`.",
+        "",
+        model_reference(ChipSpec, "ChipSpec (chip presets)"),
+        model_reference(TechSpec, "TechSpec (technology presets)"),
+        model_reference(ModelSpec, "ModelSpec (from config.json)"),
+    ]
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
