@@ -1,0 +1,421 @@
+"""Placement: which weight tile lives in which L-Unit's ROM, LoRA and KV in which H-Unit, activations on
+which vector unit. The timing model, the capacity planner and the ROM image all read the same Placement.
+
+Splitting rule (one, everywhere): **output rows**. A tile of a weight [out, in] is a range of whole output
+rows with every input column, so the unit that holds it produces whole output elements (no partial sums
+to reduce) and every quantization group (which runs along the input dimension of one row) lies wholly in
+one unit: its codes, scale and zero are stored side by side in that unit's ROM. `col_start`/`col_stop`
+are kept in the tile table for a future column split; today they are always [0, in).
+
+Strategies:
+- `spread` (default): every matrix of every layer is split over all matrix units (ROMA's figures fit
+  this). Rows go out as evenly as possible; the units that get one row more rotate from tensor to tensor
+  (per input width), so ROM use stays balanced to within one row of each tensor shape.
+- `layer_groups`: the matrix units (mesh order) are cut into `num_groups` consecutive groups and
+  consecutive layers are assigned to them; each layer is spread over its group. The embedding table and
+  an untied LM head are not layers: they are spread over all units.
+
+ROM layout of one unit: a sequence of `word_bits`-bit words (one macro row; word w sits in macro
+w // macro_rows, row w % macro_rows). Tiles follow one another in execution order (embedding, layer 0
+q,k,v,o,gate,up,down, layer 1, ..., LM head); inside a tile its codes, then its scales, then its zeros,
+each segment starting on a word boundary (a unit reads whole words). Bits of padding are counted apart
+from the tensor's own bits, so totals agree with `WeightFormat.storage_bits`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from romachip.errors import CapacityError, FormatError
+from romachip.quant.formats import WeightFormat
+from romachip.spec.chip import ChipSpec
+from romachip.spec.model import ModelSpec
+
+Strategy = Literal["spread", "layer_groups"]
+STRATEGIES: tuple[str, ...] = ("spread", "layer_groups")
+EMBEDDING_POLICIES: tuple[str, ...] = ("weight", "int8", "none")
+LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PRECISION_BYTES = {"int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
+EMBED_NAME = "model.embed_tokens.weight"
+HEAD_NAME = "lm_head.weight"
+
+
+def linear_name(layer: int, module: str) -> str:
+    """Hugging Face name of one projection of one block."""
+    part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+    return f"model.layers.{layer}.{part}.{module}.weight"
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """A weight tensor to place: its name, [out, in] shape, format and layer (-1: not a block)."""
+
+    name: str
+    shape: tuple[int, int]
+    fmt: WeightFormat
+    layer: int = -1
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: rows [row_start, row_stop) x cols [col_start, col_stop) of `tensor` in L-Unit `unit`."""
+
+    unit: int
+    mesh_row: int
+    mesh_col: int
+    tensor: str
+    row_start: int
+    row_stop: int
+    col_start: int
+    col_stop: int
+    code_bits: int
+    scale_bits: int
+    zero_bits: int
+    rom_offset_bits: int  # where the tile starts in the unit's ROM (a word boundary)
+    rom_span_bits: int  # bits it occupies there, word padding included
+
+    @property
+    def bits(self) -> int:
+        """The tile's own bits (codes + scales + zeros), padding excluded."""
+        return self.code_bits + self.scale_bits + self.zero_bits
+
+
+_TILE_COLUMNS = (
+    "unit",
+    "tensor",
+    "row_start",
+    "row_stop",
+    "col_start",
+    "col_stop",
+    "code_bits",
+    "scale_bits",
+    "zero_bits",
+    "rom_offset_bits",
+    "rom_span_bits",
+)
+
+
+@dataclass
+class Placement:
+    """Where everything lives. Tile columns are int64 arrays of equal length, sorted by (unit, offset)."""
+
+    chip_name: str
+    strategy: str
+    word_bits: int  # bits of one ROM word (macro columns x bits per cell)
+    unit_rom_bits: int  # ROM capacity of one L-Unit
+    unit_mesh_row: np.ndarray  # [units] mesh row of each matrix unit
+    unit_mesh_col: np.ndarray  # [units]
+    tensors: list[TensorEntry]
+    tiles: dict[str, np.ndarray]  # one array per name in _TILE_COLUMNS; `tensor` indexes `tensors`
+    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token of context
+    lora_bytes: np.ndarray  # [units] LoRA A/B bytes each H-Unit stores
+    vector_mesh_row: np.ndarray  # [vector units]
+    vector_mesh_col: np.ndarray  # [vector units]
+    vector_hidden_start: np.ndarray  # [vector units] hidden channels each vector unit owns
+    vector_hidden_stop: np.ndarray
+    unit_vector: np.ndarray  # [units] the vector unit (same mesh column) that serves each matrix unit
+    _by_name: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
+
+    @property
+    def units(self) -> int:
+        return len(self.unit_mesh_row)
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.tiles["unit"])
+
+    def tile(self, i: int) -> Tile:
+        c = {k: int(self.tiles[k][i]) for k in _TILE_COLUMNS}
+        u = c.pop("unit")
+        name = self.tensors[c.pop("tensor")].name
+        return Tile(u, int(self.unit_mesh_row[u]), int(self.unit_mesh_col[u]), name, **c)
+
+    def tile_indices(self, *, unit: int | None = None, tensor: str | None = None) -> np.ndarray:
+        """Indices into the tile table, filtered by unit and/or tensor name, in table order."""
+        mask = np.ones(self.num_tiles, dtype=bool)
+        if unit is not None:
+            mask &= self.tiles["unit"] == unit
+        if tensor is not None:
+            if tensor not in self._by_name:
+                raise KeyError(f"no tensor {tensor!r} in this placement")
+            mask &= self.tiles["tensor"] == self._by_name[tensor]
+        return np.flatnonzero(mask)
+
+    def unit_tiles(self, unit: int) -> list[Tile]:
+        return [self.tile(i) for i in self.tile_indices(unit=unit)]
+
+    def tensor_tiles(self, name: str) -> list[Tile]:
+        """Tiles of one tensor, ordered by row."""
+        idx = self.tile_indices(tensor=name)
+        idx = idx[np.argsort(self.tiles["row_start"][idx], kind="stable")]
+        return [self.tile(i) for i in idx]
+
+    def tensor_entry(self, name: str) -> TensorEntry:
+        return self.tensors[self._by_name[name]]
+
+    def unit_bits(self) -> np.ndarray:
+        """[units] the tiles' own bits (codes + scales + zeros) per L-Unit."""
+        own = self.tiles["code_bits"] + self.tiles["scale_bits"] + self.tiles["zero_bits"]
+        return np.bincount(self.tiles["unit"], weights=own, minlength=self.units).astype(np.int64)
+
+    def unit_used_bits(self) -> np.ndarray:
+        """[units] ROM bits each L-Unit uses, word padding included."""
+        return np.bincount(self.tiles["unit"], weights=self.tiles["rom_span_bits"], minlength=self.units).astype(
+            np.int64
+        )
+
+    def bits_by_kind(self) -> dict[str, int]:
+        """Own bits of all tiles, by kind: codes, scales, zeros, and word padding."""
+        t = self.tiles
+        own = int(t["code_bits"].sum() + t["scale_bits"].sum() + t["zero_bits"].sum())
+        return {
+            "code_bits": int(t["code_bits"].sum()),
+            "scale_bits": int(t["scale_bits"].sum()),
+            "zero_bits": int(t["zero_bits"].sum()),
+            "padding_bits": int(t["rom_span_bits"].sum()) - own,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        used = self.unit_used_bits()
+        return {
+            "chip": self.chip_name,
+            "strategy": self.strategy,
+            "split": "output_rows",
+            "matrix_units": self.units,
+            "vector_units": len(self.vector_mesh_row),
+            "tiles": self.num_tiles,
+            "word_bits": self.word_bits,
+            "unit_rom_bits": self.unit_rom_bits,
+            "unit_used_bits_max": int(used.max()) if self.units else 0,
+            "unit_used_bits_min": int(used.min()) if self.units else 0,
+            **self.bits_by_kind(),
+            "kv_bytes_per_token": int(self.kv_bytes_per_token.sum()),
+            "lora_bytes": int(self.lora_bytes.sum()),
+        }
+
+
+def matrix_unit_coords(chip: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh (row, col) of each matrix unit, numbered row-major over the matrix rows of the mesh."""
+    return _role_coords(chip, "matrix")
+
+
+def vector_unit_coords(chip: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+    return _role_coords(chip, "vector")
+
+
+def _role_coords(chip: ChipSpec, role: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.array([r for r, x in enumerate(chip.mesh.row_roles) if x == role], dtype=np.int64)
+    cols = np.arange(chip.mesh.cols, dtype=np.int64)
+    return np.repeat(rows, len(cols)), np.tile(cols, len(rows))
+
+
+def model_tensors(spec: ModelSpec, fmt: WeightFormat, *, policy: str = "weight") -> list[TensorEntry]:
+    """The ROM-resident weight tensors of a model, in execution order, with their formats.
+
+    policy: how the embedding table and an untied LM head are stored: `weight` (the blocks' format),
+    `int8` (8-bit codes, same grouping) or `none` (not in ROM: only the blocks are placed, a what-if for
+    capacity studies; such a placement cannot be burned). A tied LM head is the embedding table, stored once.
+    """
+    if policy not in EMBEDDING_POLICIES:
+        raise FormatError(f"unknown storage policy {policy!r}; choose one of {', '.join(EMBEDDING_POLICIES)}")
+    efmt = fmt if policy == "weight" else WeightFormat(8, fmt.group_size, fmt.symmetric, fmt.scale_dtype)
+    shapes = spec.linear_shapes()
+    out = [] if policy == "none" else [TensorEntry(EMBED_NAME, (spec.vocab_size, spec.hidden_size), efmt)]
+    for layer in range(spec.num_layers):
+        out += [TensorEntry(linear_name(layer, m), shapes[m], fmt, layer) for m in LINEAR_MODULES]
+    if not spec.tie_word_embeddings and policy != "none":
+        out.append(TensorEntry(HEAD_NAME, (spec.vocab_size, spec.hidden_size), efmt))
+    return out
+
+
+def compile_placement(
+    chip: ChipSpec,
+    spec: ModelSpec,
+    fmt: WeightFormat,
+    *,
+    strategy: str = "spread",
+    policy: str = "weight",
+    num_groups: int | None = None,
+    lora_rank: int = 0,
+    lora_targets: tuple[str, ...] = LINEAR_MODULES,
+    lora_dtype: str | None = None,
+    kv_dtype: str | None = None,
+) -> Placement:
+    """Place a model on a chip. Raises CapacityError naming the first L-Unit whose ROM overflows.
+
+    lora_targets defaults to every linear module (QLoRA's choice); lora_dtype and kv_dtype default to
+    the chip's precisions. num_groups (layer_groups only) defaults to min(layers, matrix units).
+    """
+    tensors = model_tensors(spec, fmt, policy=policy)
+    return place_tensors(
+        chip,
+        tensors,
+        strategy=strategy,
+        num_groups=num_groups,
+        num_layers=spec.num_layers,
+        lora_rank=lora_rank,
+        lora_targets=lora_targets,
+        lora_dtype=lora_dtype,
+        kv_dtype=kv_dtype,
+        hidden_size=spec.hidden_size,
+    )
+
+
+def place_tensors(
+    chip: ChipSpec,
+    tensors: list[TensorEntry],
+    *,
+    strategy: str = "spread",
+    num_groups: int | None = None,
+    num_layers: int = 0,
+    lora_rank: int = 0,
+    lora_targets: tuple[str, ...] = LINEAR_MODULES,
+    lora_dtype: str | None = None,
+    kv_dtype: str | None = None,
+    hidden_size: int = 0,
+) -> Placement:
+    """Place an explicit list of tensors (what `burn` uses: the formats of the tensors it really has)."""
+    if strategy not in STRATEGIES:
+        raise FormatError(f"unknown placement strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    n = chip.matrix_units
+    unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
+    word_bits = chip.l_unit.rom.macro_cols * chip.l_unit.rom.bits_per_cell
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in _TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
+    rotation: dict[tuple[int, int], int] = {}
+    lora_bytes = np.zeros(n, dtype=np.float64)
+    kv_rows = np.zeros(n, dtype=np.int64)
+    lora_b = PRECISION_BYTES[lora_dtype or chip.precision.lora]
+    for ti, t in enumerate(tensors):
+        units = unit_sets[ti]
+        out_f, in_f = t.shape
+        key = (in_f, int(units[0]), len(units))  # one rotation per input width and unit set
+        start, counts = _split_rows(out_f, len(units), rotation.get(key, 0))
+        rotation[key] = (rotation.get(key, 0) + out_f % len(units)) % len(units)
+        keep = counts > 0
+        u, r0, rows = units[keep], start[keep], counts[keep]
+        groups = t.fmt.groups_per_row(in_f)
+        cols["unit"].append(u)
+        cols["tensor"].append(np.full(len(u), ti, dtype=np.int64))
+        cols["row_start"].append(r0)
+        cols["row_stop"].append(r0 + rows)
+        cols["col_start"].append(np.zeros(len(u), dtype=np.int64))
+        cols["col_stop"].append(np.full(len(u), in_f, dtype=np.int64))
+        cols["code_bits"].append(rows * in_f * t.fmt.bits)
+        cols["scale_bits"].append(rows * groups * t.fmt.scale_bits)
+        cols["zero_bits"].append(rows * groups * t.fmt.zero_bits)
+        module = t.name.split(".")[-2] if t.name.count(".") else ""
+        if t.layer >= 0 and module in ("k_proj", "v_proj"):
+            np.add.at(kv_rows, u, rows)
+        if t.layer >= 0 and lora_rank > 0 and module in lora_targets:
+            np.add.at(lora_bytes, u, rows * lora_rank * lora_b)  # B rows beside the base rows they add to
+            _, a_rows = _split_rows(lora_rank, len(units), 0)
+            lora_bytes[units] += a_rows * in_f * lora_b  # A rows spread over the same units
+    tiles = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
+    _assign_offsets(tiles, word_bits)
+    placement = _finish(chip, strategy, word_bits, tensors, tiles, kv_rows, lora_bytes, kv_dtype, hidden_size)
+    check_rom_capacity(placement)
+    return placement
+
+
+def _unit_sets(
+    n: int, tensors: list[TensorEntry], strategy: str, num_groups: int | None, num_layers: int
+) -> list[np.ndarray]:
+    everyone = np.arange(n, dtype=np.int64)
+    if strategy == "spread":
+        return [everyone] * len(tensors)
+    layers = max(num_layers, max((t.layer for t in tensors), default=-1) + 1)
+    g = num_groups if num_groups is not None else min(max(layers, 1), n)
+    if not 1 <= g <= n:
+        raise FormatError(f"layer_groups needs 1..{n} groups (one unit at least per group), got {g}")
+    bounds = [(k * n) // g for k in range(g + 1)]
+    groups = [everyone[bounds[k] : bounds[k + 1]] for k in range(g)]
+    return [everyone if t.layer < 0 else groups[(t.layer * g) // max(layers, 1)] for t in tensors]
+
+
+def _split_rows(rows: int, parts: int, rotate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start row and row count of each part: equal shares, one extra row for `rows % parts` parts
+    starting at part `rotate` (wrapping), rows handed out in part order."""
+    base, rem = divmod(rows, parts)
+    extra = ((np.arange(parts) - rotate) % parts) < rem
+    counts = base + extra.astype(np.int64)
+    start = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    return start, counts
+
+
+def _word_ceil(bits: np.ndarray, word_bits: int) -> np.ndarray:
+    return -(-bits // word_bits) * word_bits
+
+
+def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int) -> None:
+    """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM."""
+    order = np.lexsort((tiles["tensor"], tiles["unit"]))
+    for k in tiles:
+        tiles[k] = tiles[k][order]
+    span = sum(_word_ceil(tiles[k], word_bits) for k in ("code_bits", "scale_bits", "zero_bits"))
+    ends = np.cumsum(span)
+    starts = ends - span
+    first = np.ones(len(span), dtype=bool)
+    first[1:] = tiles["unit"][1:] != tiles["unit"][:-1]
+    unit_base = np.maximum.accumulate(np.where(first, starts, 0))
+    tiles["rom_offset_bits"] = starts - unit_base
+    tiles["rom_span_bits"] = span
+
+
+def _finish(
+    chip: ChipSpec,
+    strategy: str,
+    word_bits: int,
+    tensors: list[TensorEntry],
+    tiles: dict[str, np.ndarray],
+    kv_rows: np.ndarray,
+    lora_bytes: np.ndarray,
+    kv_dtype: str | None,
+    hidden_size: int,
+) -> Placement:
+    mrow, mcol = matrix_unit_coords(chip)
+    vrow, vcol = vector_unit_coords(chip)
+    v = len(vrow)
+    hidden = np.array([(k * hidden_size) // v for k in range(v + 1)], dtype=np.int64) if v else np.zeros(1, np.int64)
+    # the vector unit in the same mesh column serves a matrix unit (the vector row runs across the mesh)
+    col_to_vec = {int(c): i for i, c in enumerate(vcol)}
+    unit_vector = np.array([col_to_vec.get(int(c), -1) for c in mcol], dtype=np.int64)
+    kv_b = PRECISION_BYTES[kv_dtype or chip.precision.kv]
+    return Placement(
+        chip_name=chip.name,
+        strategy=strategy,
+        word_bits=word_bits,
+        unit_rom_bits=chip.l_unit.rom.bits,
+        unit_mesh_row=mrow,
+        unit_mesh_col=mcol,
+        tensors=tensors,
+        tiles=tiles,
+        kv_bytes_per_token=np.ceil(kv_rows * kv_b).astype(np.int64),
+        lora_bytes=np.ceil(lora_bytes).astype(np.int64),
+        vector_mesh_row=vrow,
+        vector_mesh_col=vcol,
+        vector_hidden_start=hidden[:-1],
+        vector_hidden_stop=hidden[1:],
+        unit_vector=unit_vector,
+    )
+
+
+def check_rom_capacity(placement: Placement) -> None:
+    """CapacityError naming the fullest L-Unit when any unit's tiles exceed its ROM."""
+    used = placement.unit_used_bits()
+    if not len(used) or used.max() <= placement.unit_rom_bits:
+        return
+    u = int(np.argmax(used))
+    over = int((used > placement.unit_rom_bits).sum())
+    need, have = math.ceil(int(used[u]) / 8), placement.unit_rom_bits // 8
+    raise CapacityError(
+        f"L-Unit {u} (mesh row {int(placement.unit_mesh_row[u])}, col {int(placement.unit_mesh_col[u])}) needs "
+        f"{need:,} bytes of ROM but holds {have:,} bytes ({over} of {placement.units} units overflow, "
+        f"strategy {placement.strategy!r}); use fewer weight bits, a larger group size, or a chip with more ROM"
+    )
