@@ -1,0 +1,91 @@
+"""What the chip holds besides the base model: the LoRA adapters and the KV cache, as plain configs.
+
+Both are frozen dataclasses whose defaults are the ROMA evaluation setup (rank-16 FP8 adapters on all
+seven projections; an INT8 KV cache of 4K tokens). The CLI reads its defaults from here, so they are
+defined once. The graph (op shapes), the capacity planner (bytes) and the engine (numerics) share them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from romachip.errors import AdapterError, CapacityError
+
+#: Projections of a LLaMA block, by their PEFT/Hugging Face module names, in execution order.
+ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+#: Bytes per element of each LoRA weight dtype the H-Units can hold.
+LORA_DTYPE_BYTES = {"fp8_e4m3": 1, "fp16": 2, "bf16": 2}
+
+#: FP8 matrices carry one FP32 scale each (per-tensor scaling, as in the FP8 E4M3 recipes); wider
+#: dtypes carry none. [assumption] the numeric contract (docs/numerics.md) owns the final choice.
+LORA_SCALE_BYTES_PER_MATRIX = {"fp8_e4m3": 4, "fp16": 0, "bf16": 0}
+
+#: Bytes per element of each KV-cache dtype.
+KV_DTYPE_BYTES = {"int8": 1, "fp16": 2}
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """LoRA adapters on `targets` of every layer: A is [rank, in], B is [out, rank]; rank 0 = no adapter."""
+
+    rank: int = 16
+    targets: tuple[str, ...] = ALL_TARGETS
+    dtype: str = "fp8_e4m3"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 0:
+            raise AdapterError(f"LoRA rank must be a whole number >= 0, got {self.rank!r}")
+        if self.dtype not in LORA_DTYPE_BYTES:
+            raise AdapterError(f"LoRA dtype must be one of {sorted(LORA_DTYPE_BYTES)}, got {self.dtype!r}")
+        object.__setattr__(self, "targets", tuple(self.targets))
+        unknown = [t for t in self.targets if t not in ALL_TARGETS]
+        if unknown:
+            raise AdapterError(f"unknown LoRA target module(s) {unknown}; choose from {', '.join(ALL_TARGETS)}")
+        if len(set(self.targets)) != len(self.targets):
+            raise AdapterError(f"LoRA targets list a module twice: {list(self.targets)}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.rank > 0 and len(self.targets) > 0
+
+    @property
+    def bytes_per_element(self) -> int:
+        return LORA_DTYPE_BYTES[self.dtype]
+
+    @property
+    def scale_bytes_per_matrix(self) -> int:
+        return LORA_SCALE_BYTES_PER_MATRIX[self.dtype]
+
+    def adapts(self, module: str) -> bool:
+        return self.enabled and module in self.targets
+
+    def matrix_bytes(self, rows: int, cols: int) -> int:
+        """Bytes of one stored LoRA matrix (elements plus its scale)."""
+        return rows * cols * self.bytes_per_element + self.scale_bytes_per_matrix
+
+
+@dataclass(frozen=True)
+class KvConfig:
+    """The KV cache: `dtype` per element and the context length the user asks for.
+
+    `scale_bytes_per_vector` is what each cached K or V head vector of one token carries besides its
+    elements. The default 0 models an INT8 cache with static per-layer scales calibrated offline (they
+    sit with the norm weights and cost no bytes per token); use 2 for a per-token FP16 scale per head.
+    """
+
+    dtype: str = "int8"
+    context_tokens: int = 4096
+    scale_bytes_per_vector: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in KV_DTYPE_BYTES:
+            raise CapacityError(f"KV dtype must be one of {sorted(KV_DTYPE_BYTES)}, got {self.dtype!r}")
+        if isinstance(self.context_tokens, bool) or not isinstance(self.context_tokens, int) or self.context_tokens < 0:
+            raise CapacityError(f"KV context must be a whole number of tokens >= 0, got {self.context_tokens!r}")
+        if self.scale_bytes_per_vector < 0:
+            raise CapacityError(f"KV scale bytes per vector must be >= 0, got {self.scale_bytes_per_vector}")
+
+    @property
+    def bytes_per_element(self) -> int:
+        return KV_DTYPE_BYTES[self.dtype]
