@@ -17,9 +17,10 @@ ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 #: Bytes per element of each LoRA weight dtype the H-Units can hold.
 LORA_DTYPE_BYTES = {"fp8_e4m3": 1, "fp16": 2, "bf16": 2}
 
-#: FP8 matrices carry one FP32 scale each (per-tensor scaling, as in the FP8 E4M3 recipes); wider
-#: dtypes carry none. [assumption] the numeric contract (docs/numerics.md) owns the final choice.
-LORA_SCALE_BYTES_PER_MATRIX = {"fp8_e4m3": 4, "fp16": 0, "bf16": 0}
+#: Every stored LoRA matrix carries one FP32 scale word (docs/numerics.md, "LoRA storage"): for FP8, A's
+#: word is its power-of-two scale and B's is its power-of-two scale times the module's LoRA scale
+#: (alpha/r); for FP16/BF16, A's word is 1.0 and B's holds alpha/r (src/romachip/sram/storage.py).
+LORA_SCALE_BYTES_PER_MATRIX = {"fp8_e4m3": 4, "fp16": 4, "bf16": 4}
 
 #: Bytes per element of each KV-cache dtype.
 KV_DTYPE_BYTES = {"int8": 1, "fp16": 2}
