@@ -18,6 +18,8 @@ from romachip.errors import CapacityError, FormatError
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
 from romachip.spec.chip import MeshSpec, RomArray
+from romachip.storage import StoragePolicy
+from romachip.workload import KvConfig, LoraConfig
 
 ROMA = load_chip("roma")
 
@@ -48,9 +50,10 @@ def test_every_weight_placed_exactly_once(strategy):
     spec = load_model_spec("smollm2-135m")
     p = compile_placement(ROMA, spec, WeightFormat(4, 128), strategy=strategy)
     names = [t.name for t in p.tensors]
-    assert names[0] == EMBED_NAME and HEAD_NAME not in names  # SmolLM2 ties its LM head
-    assert len(names) == 1 + 7 * spec.num_layers
-    for name in (EMBED_NAME, linear_name(0, "k_proj"), linear_name(29, "down_proj")):
+    assert names[-1] == EMBED_NAME and HEAD_NAME not in names  # SmolLM2 ties its LM head: one copy, used last
+    assert len(names) == 1 + 9 * spec.num_layers + 1  # table, 7 projections + 2 norms per block, final norm
+    norm = "model.layers.3.post_attention_layernorm.weight"
+    for name in (EMBED_NAME, linear_name(0, "k_proj"), linear_name(29, "down_proj"), norm, "model.norm.weight"):
         assert (coverage(p, name) == 1).all()
     # rows of every tensor sum to its height: nothing lost, nothing doubled
     rows = np.bincount(p.tiles["tensor"], weights=p.tiles["row_stop"] - p.tiles["row_start"])
@@ -61,7 +64,8 @@ def test_tiles_hold_whole_rows_so_groups_never_split():
     spec = load_model_spec("smollm2-135m")
     fmt = WeightFormat(4, 64)
     p = compile_placement(ROMA, spec, fmt)
-    t = p.tiles
+    quantized = np.array([p.tensors[i].fmt is not None for i in p.tiles["tensor"]])
+    t = {k: v[quantized] for k, v in p.tiles.items()}
     widths = np.array([p.tensors[i].shape[1] for i in t["tensor"]])
     assert (t["col_start"] == 0).all() and (t["col_stop"] == widths).all()
     rows = t["row_stop"] - t["row_start"]
@@ -75,7 +79,8 @@ def test_tiles_hold_whole_rows_so_groups_never_split():
 def test_rom_ranges_disjoint_word_aligned_and_inside_the_unit(strategy):
     p = compile_placement(ROMA, load_model_spec("smollm2-135m"), WeightFormat(2, 128), strategy=strategy)
     t = p.tiles
-    assert (t["rom_offset_bits"] % p.word_bits == 0).all()
+    assert p.align_bits == 4 * 64  # B-ROM groups of four 64-bit words
+    assert (t["rom_offset_bits"] % p.align_bits == 0).all()
     assert (t["rom_span_bits"] >= t["code_bits"] + t["scale_bits"] + t["zero_bits"]).all()
     for u in (0, 77, p.units - 1):
         idx = p.tile_indices(unit=u)
@@ -90,6 +95,9 @@ def test_totals_agree_with_the_format():
     p = compile_placement(ROMA, spec, fmt)
     code = scale = zero = 0
     for t in model_tensors(spec, fmt):
+        if t.fmt is None:  # an RMSNorm vector, FP16
+            code += 16 * t.shape[1]
+            continue
         tb = fmt.storage_bits(*t.shape)
         code, scale, zero = code + tb.code_bits, scale + tb.scale_bits, zero + tb.zero_bits
     got = p.bits_by_kind()
@@ -117,9 +125,10 @@ def test_hand_checked_tiny_placement():
     b = [(t.unit, t.row_start, t.row_stop) for t in p.tensor_tiles("b")]
     assert b == [(2, 0, 1), (3, 1, 2), (4, 2, 3)]
     t0 = p.unit_tiles(0)[0]  # 2 rows x 8 cols x 4 bits = 64 code bits; 4 groups x 16 scale, x 4 zero bits
-    assert (t0.code_bits, t0.scale_bits, t0.zero_bits, t0.rom_span_bits) == (64, 64, 16, 192)
+    # three one-word segments, rounded up to a B-ROM group of four words
+    assert (t0.code_bits, t0.scale_bits, t0.zero_bits, t0.rom_span_bits) == (64, 64, 16, 256)
     b2 = p.unit_tiles(2)[1]
-    assert b2.tensor == "b" and b2.rom_offset_bits == 3 * 64  # after a's 1-row tile: 3 words
+    assert b2.tensor == "b" and b2.rom_offset_bits == 4 * 64  # after a's 1-row tile: one B-ROM group
     assert p.vector_mesh_row.tolist() == [1, 1, 1] and p.unit_vector.tolist() == [0, 1, 2, 0, 1, 2]
 
 
@@ -145,23 +154,28 @@ def test_llama_3_8b_two_bit_overflows_roma_with_embeddings_and_fits_blocks_only(
     spec = load_model_spec("llama-3-8b")
     with pytest.raises(CapacityError, match="256 of 256 units overflow"):
         compile_placement(ROMA, spec, WeightFormat(2, 128))
-    p = compile_placement(ROMA, spec, WeightFormat(2, 128), policy="none")
+    p = compile_placement(ROMA, spec, WeightFormat(2, 128), policy=StoragePolicy.OFF_CHIP_ALL)
+    assert {t.name for t in p.tensors}.isdisjoint({EMBED_NAME, HEAD_NAME})
     assert p.unit_used_bits().max() <= p.unit_rom_bits
 
 
 def test_kv_and_lora_shares_sum_to_the_model_totals():
     spec = load_model_spec("llama-3.2-3b")
-    p = compile_placement(ROMA, spec, WeightFormat(4, 128), lora_rank=16, kv_dtype="int8", lora_dtype="fp8_e4m3")
+    lora = LoraConfig(rank=16, dtype="fp8_e4m3")
+    p = compile_placement(ROMA, spec, WeightFormat(4, 128), lora=lora, kv=KvConfig(dtype="int8"))
     assert p.kv_bytes_per_token.sum() == 2 * spec.num_layers * spec.kv_size  # K and V, one byte each
-    per_layer = sum(16 * (o + i) for o, i in spec.linear_shapes().values())
+    per_layer = sum(16 * (o + i) + 2 * 4 for o, i in spec.linear_shapes().values())  # + an FP32 scale each
     assert p.lora_bytes.sum() == spec.num_layers * per_layer
+    p = compile_placement(ROMA, spec, WeightFormat(4, 128), kv=KvConfig(dtype="fp16", scale_bytes_per_vector=2))
+    heads = 2 * spec.num_layers * spec.num_kv_heads
+    assert p.kv_bytes_per_token.sum() == 2 * 2 * spec.num_layers * spec.kv_size + 2 * heads
 
 
 def test_bad_strategy_and_policy_and_groups():
     spec = load_model_spec("smollm2-135m")
     with pytest.raises(FormatError, match="strategy 'diagonal'"):
         compile_placement(ROMA, spec, WeightFormat(), strategy="diagonal")
-    with pytest.raises(FormatError, match="storage policy 'dram'"):
+    with pytest.raises(FormatError, match="storage policy 'dram'; choose one of rom_weight"):
         compile_placement(ROMA, spec, WeightFormat(), policy="dram")
     with pytest.raises(FormatError, match="1..256 groups"):
         compile_placement(ROMA, spec, WeightFormat(), strategy="layer_groups", num_groups=300)
@@ -170,6 +184,6 @@ def test_bad_strategy_and_policy_and_groups():
 def test_llama_3_8b_compiles_fast():
     spec = load_model_spec("llama-3.1-8b")
     t0 = time.perf_counter()
-    p = compile_placement(ROMA, spec, WeightFormat(2, 128), policy="none", lora_rank=16)
+    p = compile_placement(ROMA, spec, WeightFormat(2, 128), policy="off_chip_all", lora=LoraConfig())
     assert time.perf_counter() - t0 < 1.0
-    assert p.num_tiles == 7 * 32 * 256  # every projection has >= 256 rows: one tile per unit each
+    assert p.num_tiles == (7 * 256 + 2) * 32 + 1  # every projection has >= 256 rows; a norm is one tile

@@ -15,11 +15,18 @@ Strategies:
   consecutive layers are assigned to them; each layer is spread over its group. The embedding table and
   an untied LM head are not layers: they are spread over all units.
 
+What is placed: the ROM-resident tensors `storage.model_tensors` lists under a StoragePolicy (the
+capacity planner's list, so totals agree): the seven projections of every block, the FP16 RMSNorm
+vectors ([1, hidden], one row: each lands whole in one unit), and the embedding table / LM head when the
+policy keeps them on chip (a tied model's shared table once).
+
 ROM layout of one unit: a sequence of `word_bits`-bit words (one macro row; word w sits in macro
-w // macro_rows, row w % macro_rows). Tiles follow one another in execution order (embedding, layer 0
-q,k,v,o,gate,up,down, layer 1, ..., LM head); inside a tile its codes, then its scales, then its zeros,
-each segment starting on a word boundary (a unit reads whole words). Bits of padding are counted apart
-from the tensor's own bits, so totals agree with `WeightFormat.storage_bits`.
+w // macro_rows, row w % macro_rows). Tiles follow one another in execution order (storage.py's order:
+embedding, per block input norm, q,k,v,o,gate,up,down, post-attention norm, final norm, LM head); inside
+a tile its codes, then its scales, then its zeros, each segment starting on a word boundary (a unit
+reads whole words), and each tile starting on a B-ROM group of `brom_rows_per_group` words, so that a
+tile's B-ROM encoding is a byte range of its own. Padding bits are counted apart from the tensors' own
+bits, so totals agree with `WeightFormat.storage_bits` and the capacity planner.
 """
 
 from __future__ import annotations
@@ -30,16 +37,17 @@ from typing import Any, Literal
 
 import numpy as np
 
+from romachip import storage
 from romachip.errors import CapacityError, FormatError
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
+from romachip.storage import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy, TensorKind
+from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 Strategy = Literal["spread", "layer_groups"]
 STRATEGIES: tuple[str, ...] = ("spread", "layer_groups")
-EMBEDDING_POLICIES: tuple[str, ...] = ("weight", "int8", "none")
-LINEAR_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PRECISION_BYTES = {"int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
+LINEAR_MODULES = ALL_TARGETS
 EMBED_NAME = "model.embed_tokens.weight"
 HEAD_NAME = "lm_head.weight"
 
@@ -52,12 +60,20 @@ def linear_name(layer: int, module: str) -> str:
 
 @dataclass(frozen=True)
 class TensorEntry:
-    """A weight tensor to place: its name, [out, in] shape, format and layer (-1: not a block)."""
+    """A tensor to place: name, [out, in] shape, format (None: an FP16 norm vector, shape [1, hidden]),
+    layer (-1: not part of a block) and kind (as the capacity breakdown groups tensors)."""
 
     name: str
     shape: tuple[int, int]
-    fmt: WeightFormat
+    fmt: WeightFormat | None
     layer: int = -1
+    kind: str = TensorKind.ATTENTION
+
+    @property
+    def module(self) -> str:
+        """`q_proj` ... for projections, else the kind."""
+        parts = self.name.split(".")
+        return parts[-2] if len(parts) >= 2 and parts[-2] in ALL_TARGETS else str(self.kind)
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,7 @@ class Placement:
     chip_name: str
     strategy: str
     word_bits: int  # bits of one ROM word (macro columns x bits per cell)
+    align_bits: int  # every tile starts on a multiple of this (word_bits x B-ROM rows per group)
     unit_rom_bits: int  # ROM capacity of one L-Unit
     unit_mesh_row: np.ndarray  # [units] mesh row of each matrix unit
     unit_mesh_col: np.ndarray  # [units]
@@ -118,6 +135,7 @@ class Placement:
     vector_hidden_start: np.ndarray  # [vector units] hidden channels each vector unit owns
     vector_hidden_stop: np.ndarray
     unit_vector: np.ndarray  # [units] the vector unit (same mesh column) that serves each matrix unit
+    policy: str = str(DEFAULT_POLICY)  # the storage policy that chose the tensors (storage.py)
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -188,6 +206,8 @@ class Placement:
             "chip": self.chip_name,
             "strategy": self.strategy,
             "split": "output_rows",
+            "policy": self.policy,
+            "align_bits": self.align_bits,
             "matrix_units": self.units,
             "vector_units": len(self.vector_mesh_row),
             "tiles": self.num_tiles,
@@ -216,23 +236,32 @@ def _role_coords(chip: ChipSpec, role: str) -> tuple[np.ndarray, np.ndarray]:
     return np.repeat(rows, len(cols)), np.tile(cols, len(rows))
 
 
-def model_tensors(spec: ModelSpec, fmt: WeightFormat, *, policy: str = "weight") -> list[TensorEntry]:
-    """The ROM-resident weight tensors of a model, in execution order, with their formats.
+def layer_of(name: str) -> int:
+    """Block index of a `model.layers.N....` name, else -1."""
+    parts = name.split(".")
+    return int(parts[2]) if len(parts) > 2 and parts[:2] == ["model", "layers"] and parts[2].isdigit() else -1
 
-    policy: how the embedding table and an untied LM head are stored: `weight` (the blocks' format),
-    `int8` (8-bit codes, same grouping) or `none` (not in ROM: only the blocks are placed, a what-if for
-    capacity studies; such a placement cannot be burned). A tied LM head is the embedding table, stored once.
-    """
-    if policy not in EMBEDDING_POLICIES:
-        raise FormatError(f"unknown storage policy {policy!r}; choose one of {', '.join(EMBEDDING_POLICIES)}")
-    efmt = fmt if policy == "weight" else WeightFormat(8, fmt.group_size, fmt.symmetric, fmt.scale_dtype)
-    shapes = spec.linear_shapes()
-    out = [] if policy == "none" else [TensorEntry(EMBED_NAME, (spec.vocab_size, spec.hidden_size), efmt)]
-    for layer in range(spec.num_layers):
-        out += [TensorEntry(linear_name(layer, m), shapes[m], fmt, layer) for m in LINEAR_MODULES]
-    if not spec.tie_word_embeddings and policy != "none":
-        out.append(TensorEntry(HEAD_NAME, (spec.vocab_size, spec.hidden_size), efmt))
-    return out
+
+def model_tensors(
+    spec: ModelSpec, fmt: WeightFormat, *, policy: StoragePolicy | str = DEFAULT_POLICY
+) -> list[TensorEntry]:
+    """The ROM-resident tensors of a model in execution order, as the storage policy lists them
+    (storage.py): projections, FP16 norm vectors, and the embedding table / LM head when on chip.
+    A tied model stores its shared table once."""
+    pol = _policy(policy)
+    return [
+        TensorEntry(t.name, (t.rows, t.cols), t.fmt, layer_of(t.name), t.kind)
+        for t in storage.model_tensors(spec, fmt, pol)
+        if t.on_chip
+    ]
+
+
+def _policy(policy: StoragePolicy | str) -> StoragePolicy:
+    try:
+        return StoragePolicy(policy)
+    except ValueError:
+        choices = ", ".join(p.value for p in StoragePolicy)
+        raise FormatError(f"unknown storage policy {policy!r}; choose one of {choices}") from None
 
 
 def compile_placement(
@@ -241,30 +270,19 @@ def compile_placement(
     fmt: WeightFormat,
     *,
     strategy: str = "spread",
-    policy: str = "weight",
+    policy: StoragePolicy | str = DEFAULT_POLICY,
     num_groups: int | None = None,
-    lora_rank: int = 0,
-    lora_targets: tuple[str, ...] = LINEAR_MODULES,
-    lora_dtype: str | None = None,
-    kv_dtype: str | None = None,
+    lora: LoraConfig | None = None,
+    kv: KvConfig | None = None,
 ) -> Placement:
-    """Place a model on a chip. Raises CapacityError naming the first L-Unit whose ROM overflows.
+    """Place a model on a chip. Raises CapacityError naming the fullest L-Unit when a ROM overflows.
 
-    lora_targets defaults to every linear module (QLoRA's choice); lora_dtype and kv_dtype default to
-    the chip's precisions. num_groups (layer_groups only) defaults to min(layers, matrix units).
+    lora: adapters whose share each H-Unit holds (None: no adapter). kv: KV cache dtype (None: the
+    chip's KV precision). num_groups (layer_groups only) defaults to min(layers, matrix units).
     """
     tensors = model_tensors(spec, fmt, policy=policy)
     return place_tensors(
-        chip,
-        tensors,
-        strategy=strategy,
-        num_groups=num_groups,
-        num_layers=spec.num_layers,
-        lora_rank=lora_rank,
-        lora_targets=lora_targets,
-        lora_dtype=lora_dtype,
-        kv_dtype=kv_dtype,
-        hidden_size=spec.hidden_size,
+        chip, tensors, strategy=strategy, num_groups=num_groups, lora=lora, kv=kv, spec=spec, policy=policy
     )
 
 
@@ -274,24 +292,26 @@ def place_tensors(
     *,
     strategy: str = "spread",
     num_groups: int | None = None,
-    num_layers: int = 0,
-    lora_rank: int = 0,
-    lora_targets: tuple[str, ...] = LINEAR_MODULES,
-    lora_dtype: str | None = None,
-    kv_dtype: str | None = None,
-    hidden_size: int = 0,
+    lora: LoraConfig | None = None,
+    kv: KvConfig | None = None,
+    spec: ModelSpec | None = None,
+    policy: StoragePolicy | str = DEFAULT_POLICY,
 ) -> Placement:
     """Place an explicit list of tensors (what `burn` uses: the formats of the tensors it really has)."""
     if strategy not in STRATEGIES:
         raise FormatError(f"unknown placement strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     n = chip.matrix_units
+    num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
-    word_bits = chip.l_unit.rom.macro_cols * chip.l_unit.rom.bits_per_cell
+    rom = chip.l_unit.rom
+    word_bits = rom.macro_cols * rom.bits_per_cell
+    align_bits = word_bits * (rom.brom_rows_per_group if rom.brom else 1)
+    kv = kv or KvConfig(dtype=chip.precision.kv)
+    head_dim = spec.head_dim if spec is not None else 1
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
-    rotation: dict[tuple[int, int], int] = {}
-    lora_bytes = np.zeros(n, dtype=np.float64)
-    kv_rows = np.zeros(n, dtype=np.int64)
-    lora_b = PRECISION_BYTES[lora_dtype or chip.precision.lora]
+    rotation: dict[tuple[int, int, int], int] = {}
+    lora_bytes = np.zeros(n, dtype=np.int64)
+    kv_bytes = np.zeros(n, dtype=np.int64)
     for ti, t in enumerate(tensors):
         units = unit_sets[ti]
         out_f, in_f = t.shape
@@ -300,28 +320,50 @@ def place_tensors(
         rotation[key] = (rotation.get(key, 0) + out_f % len(units)) % len(units)
         keep = counts > 0
         u, r0, rows = units[keep], start[keep], counts[keep]
-        groups = t.fmt.groups_per_row(in_f)
         cols["unit"].append(u)
         cols["tensor"].append(np.full(len(u), ti, dtype=np.int64))
         cols["row_start"].append(r0)
         cols["row_stop"].append(r0 + rows)
         cols["col_start"].append(np.zeros(len(u), dtype=np.int64))
         cols["col_stop"].append(np.full(len(u), in_f, dtype=np.int64))
-        cols["code_bits"].append(rows * in_f * t.fmt.bits)
-        cols["scale_bits"].append(rows * groups * t.fmt.scale_bits)
-        cols["zero_bits"].append(rows * groups * t.fmt.zero_bits)
-        module = t.name.split(".")[-2] if t.name.count(".") else ""
-        if t.layer >= 0 and module in ("k_proj", "v_proj"):
-            np.add.at(kv_rows, u, rows)
-        if t.layer >= 0 and lora_rank > 0 and module in lora_targets:
-            np.add.at(lora_bytes, u, rows * lora_rank * lora_b)  # B rows beside the base rows they add to
-            _, a_rows = _split_rows(lora_rank, len(units), 0)
-            lora_bytes[units] += a_rows * in_f * lora_b  # A rows spread over the same units
+        code, scale, zero = _tile_bits(t, rows)
+        cols["code_bits"].append(code)
+        cols["scale_bits"].append(scale)
+        cols["zero_bits"].append(zero)
+        if t.layer >= 0 and t.module in ("k_proj", "v_proj"):
+            # the unit that computes K/V rows keeps them: its H-Unit caches those channels of every token
+            heads = -(-(r0 + rows) // head_dim) - (-(-r0 // head_dim))
+            np.add.at(kv_bytes, u, rows * kv.bytes_per_element + heads * kv.scale_bytes_per_vector)
+        if t.layer >= 0 and lora is not None and lora.adapts(t.module):
+            _add_lora(lora_bytes, lora, units, u, rows, in_f)
     tiles = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
-    _assign_offsets(tiles, word_bits)
-    placement = _finish(chip, strategy, word_bits, tensors, tiles, kv_rows, lora_bytes, kv_dtype, hidden_size)
+    _assign_offsets(tiles, word_bits, align_bits)
+    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_bytes, lora_bytes, spec)
+    placement.policy = str(_policy(policy))
     check_rom_capacity(placement)
     return placement
+
+
+def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Code (or FP16 value), scale and zero bits of tiles of `rows` whole rows of `t`."""
+    out_f, in_f = t.shape
+    if t.fmt is None:
+        return rows * in_f * NORM_WEIGHT_BITS, rows * 0, rows * 0
+    groups = t.fmt.groups_per_row(in_f)
+    return rows * in_f * t.fmt.bits, rows * groups * t.fmt.scale_bits, rows * groups * t.fmt.zero_bits
+
+
+def _add_lora(
+    lora_bytes: np.ndarray, lora: LoraConfig, units: np.ndarray, u: np.ndarray, rows: np.ndarray, in_f: int
+) -> None:
+    """B [out, rank] rows sit beside the base rows they add to; A [rank, in] rows spread over the same
+    unit set (its rank outputs are broadcast); each matrix's scale sits with its first row."""
+    e = lora.bytes_per_element
+    np.add.at(lora_bytes, u, rows * lora.rank * e)
+    _, a_rows = _split_rows(lora.rank, len(units), 0)
+    lora_bytes[units] += a_rows * in_f * e
+    lora_bytes[u[0]] += lora.scale_bytes_per_matrix
+    lora_bytes[units[0]] += lora.scale_bytes_per_matrix
 
 
 def _unit_sets(
@@ -353,12 +395,14 @@ def _word_ceil(bits: np.ndarray, word_bits: int) -> np.ndarray:
     return -(-bits // word_bits) * word_bits
 
 
-def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int) -> None:
-    """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM."""
+def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int) -> None:
+    """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM, each
+    segment on a word boundary and each tile on an `align_bits` boundary (a B-ROM group of words)."""
     order = np.lexsort((tiles["tensor"], tiles["unit"]))
     for k in tiles:
         tiles[k] = tiles[k][order]
     span = sum(_word_ceil(tiles[k], word_bits) for k in ("code_bits", "scale_bits", "zero_bits"))
+    span = _word_ceil(span, align_bits)
     ends = np.cumsum(span)
     starts = ends - span
     first = np.ones(len(span), dtype=bool)
@@ -372,32 +416,33 @@ def _finish(
     chip: ChipSpec,
     strategy: str,
     word_bits: int,
+    align_bits: int,
     tensors: list[TensorEntry],
     tiles: dict[str, np.ndarray],
-    kv_rows: np.ndarray,
+    kv_bytes: np.ndarray,
     lora_bytes: np.ndarray,
-    kv_dtype: str | None,
-    hidden_size: int,
+    spec: ModelSpec | None,
 ) -> Placement:
     mrow, mcol = matrix_unit_coords(chip)
     vrow, vcol = vector_unit_coords(chip)
     v = len(vrow)
+    hidden_size = spec.hidden_size if spec is not None else 0
     hidden = np.array([(k * hidden_size) // v for k in range(v + 1)], dtype=np.int64) if v else np.zeros(1, np.int64)
     # the vector unit in the same mesh column serves a matrix unit (the vector row runs across the mesh)
     col_to_vec = {int(c): i for i, c in enumerate(vcol)}
     unit_vector = np.array([col_to_vec.get(int(c), -1) for c in mcol], dtype=np.int64)
-    kv_b = PRECISION_BYTES[kv_dtype or chip.precision.kv]
     return Placement(
         chip_name=chip.name,
         strategy=strategy,
         word_bits=word_bits,
+        align_bits=align_bits,
         unit_rom_bits=chip.l_unit.rom.bits,
         unit_mesh_row=mrow,
         unit_mesh_col=mcol,
         tensors=tensors,
         tiles=tiles,
-        kv_bytes_per_token=np.ceil(kv_rows * kv_b).astype(np.int64),
-        lora_bytes=np.ceil(lora_bytes).astype(np.int64),
+        kv_bytes_per_token=kv_bytes,
+        lora_bytes=lora_bytes,
         vector_mesh_row=vrow,
         vector_mesh_col=vcol,
         vector_hidden_start=hidden[:-1],
