@@ -65,6 +65,12 @@ class LoraConfig:
         """Bytes of one stored LoRA matrix (elements plus its scale)."""
         return rows * cols * self.bytes_per_element + self.scale_bytes_per_matrix
 
+    def module_bytes(self, out_features: int, in_features: int) -> int:
+        """SRAM bytes of the adapter of one projection [out, in]: A [rank, in] + B [out, rank] (0 if rank 0)."""
+        if not self.rank:
+            return 0
+        return self.matrix_bytes(self.rank, in_features) + self.matrix_bytes(out_features, self.rank)
+
 
 @dataclass(frozen=True)
 class KvConfig:

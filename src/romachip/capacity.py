@@ -1,0 +1,378 @@
+"""Does a model, with its LoRA adapters and a KV context, fit a chip, and where does every byte go?
+
+`plan(chip, spec, fmt=..., lora=..., kv=..., policy=...) -> CapacityReport` answers from three sources,
+each the single definition of its quantity:
+
+- ROM: the exact bits of every stored tensor (storage.py: codes, scales, zeros; FP16 norm vectors) and
+  their per-unit layout (compile.py's Placement: whole output rows per L-Unit, segments on word
+  boundaries, tiles on B-ROM group boundaries). It fits when the fullest L-Unit fits its own ROM; the
+  chip-wide margin is reported too, but a unit cannot lend ROM to its neighbour.
+- H-Unit SRAM (LoRA + KV): each H-Unit caches the K/V channels its L-Unit computes, for every token
+  (the Placement's `kv_bytes_per_token`). LoRA B [out, rank] rows sit beside the base rows they add to
+  (the Placement's row split); the rank rows of every A [rank, in] are dealt round-robin over the units
+  that hold the module, continuing from one module to the next, so no unit holds more than one A row
+  above its fair share (`lora_unit_bytes`). Each matrix's FP32 scale word sits with its first row. The
+  LoRA share is rounded up to whole SRAM words (macro columns); the rest of the unit holds KV. The maximum context is
+  the smallest, over units, of floor(free bytes / KV bytes per token of that unit), capped by the
+  model's max_position_embeddings. Adapters that alone overflow a unit give 0 tokens and say why.
+- Vector-unit SRAM (activations): the peak live activations of one decode step at the context (the
+  largest op's input + output, from the graph, plus the residual stream), split evenly over the vector
+  units and rounded up to whole bytes. Prefill is assumed chunked so that it never needs more.
+
+Library code: no printing; bad input raises RomachipError subclasses.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+
+from romachip.compile import Placement, compile_placement
+from romachip.errors import CapacityError
+from romachip.graph import decode_ops
+from romachip.quant.formats import WeightFormat
+from romachip.spec.chip import ChipSpec
+from romachip.spec.model import ModelSpec
+from romachip.storage import DEFAULT_POLICY, StoragePolicy, TensorKind, model_tensors
+from romachip.workload import KvConfig, LoraConfig
+
+#: Bytes per activation element for each activation precision a chip may declare.
+ACTIVATION_BYTES = {"int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
+
+DEFAULT_FORMAT = WeightFormat()
+DEFAULT_LORA = LoraConfig()
+DEFAULT_KV = KvConfig()
+DEFAULT_STRATEGY = "spread"
+
+#: Reasons the maximum context stops where it does.
+LIMIT_H_SRAM = "h_unit_sram"
+LIMIT_LORA = "lora_overflows_h_unit_sram"
+LIMIT_VECTOR = "vector_unit_sram"
+LIMIT_MODEL = "model_max_position_embeddings"
+
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    """Bytes of one kind of content. ROM kinds give exact tensor bits (rounded up to bytes); `padding`
+    is the layout's word/alignment padding; `kv_cache` is at the requested context."""
+
+    kind: str
+    memory: str  # rom | host | h_unit_sram | vector_sram | none
+    tensors: int
+    params: int
+    code_bytes: int
+    scale_bytes: int
+    zero_bytes: int
+    bytes: int
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    """The answer of `plan`. Every field is always present; sizes are bytes, contexts tokens."""
+
+    chip: str
+    model: str
+    weight_format: str
+    policy: str
+    strategy: str
+    lora_rank: int
+    lora_targets: tuple[str, ...]
+    lora_dtype: str
+    kv_dtype: str
+    context_tokens: int
+    fits: bool
+    rom_fits: bool
+    sram_fits: bool
+    rom_bytes_needed: int  # exact bytes of the on-chip tensors (codes + scales + zeros + norms)
+    rom_bytes_allocated: int  # what the per-unit layout occupies, padding included
+    rom_bytes_available: int
+    rom_margin_bytes: int  # available - needed (negative: short by that much chip-wide)
+    rom_unit_bytes: int  # ROM of one L-Unit
+    rom_unit_bytes_used_max: int  # the fullest L-Unit
+    rom_unit_margin_bytes: int  # headroom of the fullest L-Unit (negative: it overflows)
+    host_bytes: int  # tables the policy keeps in host memory
+    sram_bytes_available: int  # H-Unit SRAM for LoRA + KV, all units
+    sram_unit_bytes: int
+    lora_bytes: int  # exact adapter bytes, all units
+    lora_unit_bytes_max: int  # the fullest H-Unit's adapter share, rounded up to SRAM words
+    kv_bytes_per_token: int  # all units
+    kv_unit_bytes_per_token_max: int
+    kv_bytes: int  # at context_tokens
+    activation_bytes: int  # peak of a decode step at context_tokens
+    activation_unit_bytes: int
+    vector_sram_bytes_available: int
+    vector_unit_bytes: int
+    max_context_tokens: int
+    context_limit: str
+    reasons: tuple[str, ...]  # why it does not fit, or what limits the context
+    breakdown: tuple[BreakdownRow, ...]
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "breakdown"}
+        d["lora_targets"] = list(self.lora_targets)
+        d["reasons"] = list(self.reasons)
+        d["breakdown"] = {row.kind: {k: v for k, v in asdict(row).items() if k != "kind"} for row in self.breakdown}
+        return d
+
+
+def _check_chip_support(chip: ChipSpec, fmt: WeightFormat, lora: LoraConfig, kv: KvConfig) -> None:
+    p = chip.precision
+    if fmt.bits not in p.weight_bits:
+        raise CapacityError(
+            f"chip {chip.name!r} runs {fmt.bits}-bit weights on no unit (its L-Units support "
+            f"{', '.join(map(str, p.weight_bits))} bits); pick one of those with --bits"
+        )
+    if lora.dtype not in p.supported_lora:
+        raise CapacityError(f"chip {chip.name!r} cannot hold {lora.dtype} LoRA weights (supports {p.supported_lora})")
+    if kv.dtype not in p.supported_kv:
+        raise CapacityError(f"chip {chip.name!r} cannot hold a {kv.dtype} KV cache (supports {p.supported_kv})")
+
+
+def _rom_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tuple[list[BreakdownRow], int, int]:
+    """ROM breakdown rows per tensor kind, exact on-chip bits and host bytes."""
+    tensors = model_tensors(spec, fmt, policy)
+    rows, on_bits, host_bits = [], 0, 0
+    for kind in TensorKind:
+        ts = [t for t in tensors if t.kind is kind]
+        on = [t for t in ts if t.on_chip]
+        memory = "none" if not ts else ("rom" if on else "host")
+        pick = on or ts
+        code, scale, zero = (sum(getattr(t.bits, k) for t in pick) for k in ("code_bits", "scale_bits", "zero_bits"))
+        total = code + scale + zero
+        rows.append(
+            BreakdownRow(str(kind), memory, len(pick), sum(t.params for t in pick), math.ceil(code / 8),
+                         math.ceil(scale / 8), math.ceil(zero / 8), math.ceil(total / 8))
+        )  # fmt: skip
+        on_bits += sum(t.bits.total_bits for t in on)
+        host_bits += sum(t.bits.total_bits for t in ts if not t.on_chip)
+    return rows, on_bits, math.ceil(host_bits / 8)
+
+
+def _unbounded_rom(chip: ChipSpec, bits_needed: int) -> ChipSpec:
+    """The same chip with enough ROM macros per L-Unit that the placement never overflows, so that
+    an overflowing model still gets a layout to measure (compile_placement refuses to return one)."""
+    rom = chip.l_unit.rom
+    macro_bits = rom.macro_rows * rom.macro_cols * rom.bits_per_cell
+    macros = max(rom.macros, 2 * math.ceil(bits_needed / macro_bits) + 16)
+    l_unit = chip.l_unit.model_copy(update={"rom": rom.model_copy(update={"macros": macros})})
+    return chip.model_copy(update={"l_unit": l_unit})
+
+
+def lora_unit_bytes(placement: Placement, lora: LoraConfig) -> np.ndarray:
+    """[units] LoRA bytes each H-Unit holds under the rule of the module docstring (B beside the base
+    rows; A rows dealt round-robin over the module's units, continuing across modules)."""
+    out = np.zeros(placement.units, dtype=np.int64)
+    if not lora.enabled:
+        return out
+    e, r, t = lora.bytes_per_element, lora.rank, placement.tiles
+    next_unit: dict[tuple[int, ...], int] = {}
+    for entry in placement.tensors:
+        if entry.layer < 0 or not lora.adapts(entry.module):
+            continue
+        idx = placement.tile_indices(tensor=entry.name)
+        units, rows = t["unit"][idx], t["row_stop"][idx] - t["row_start"][idx]
+        np.add.at(out, units, rows * r * e)  # B rows beside their base rows
+        out[units[np.argmin(t["row_start"][idx])]] += lora.scale_bytes_per_matrix
+        members = tuple(np.unique(units).tolist())
+        start = next_unit.get(members, 0)
+        a_units = np.asarray(members)[(start + np.arange(r)) % len(members)]
+        np.add.at(out, a_units, entry.shape[1] * e)  # A rows, round-robin
+        out[a_units[0]] += lora.scale_bytes_per_matrix
+        next_unit[members] = (start + r) % len(members)
+    return out
+
+
+def _activation_peak_bytes(spec: ModelSpec, fmt: WeightFormat, context: int, act_bytes: int) -> int:
+    """Peak live activation bytes of one decode step: the largest op's in + out, plus the residual stream."""
+    ops = decode_ops(spec, context, fmt=fmt, activation_bytes=act_bytes)
+    return max(op.activation_bytes_in + op.activation_bytes_out for op in ops) + spec.hidden_size * act_bytes
+
+
+def _h_unit_max_context(unit_bytes: int, lora_u: np.ndarray, kv_u: np.ndarray) -> tuple[int, int]:
+    """(largest context every H-Unit can hold, the limiting unit); -1 tokens when adapters overflow."""
+    free = unit_bytes - lora_u
+    if (free < 0).any():
+        return -1, int(np.argmin(free))
+    holds = kv_u > 0
+    if not holds.any():
+        return np.iinfo(np.int64).max, -1
+    per_unit = free[holds] // kv_u[holds]
+    i = int(np.argmin(per_unit))
+    return int(per_unit[i]), int(np.flatnonzero(holds)[i])
+
+
+def _vector_max_context(spec: ModelSpec, fmt: WeightFormat, act: int, units: int, unit_bytes: int, hi: int) -> int:
+    """Largest context <= hi whose decode activations fit each vector unit (-1 if even 0 does not)."""
+
+    def fits(n: int) -> bool:
+        return math.ceil(_activation_peak_bytes(spec, fmt, n, act) / units) <= unit_bytes
+
+    if fits(hi):
+        return hi
+    if not fits(0):
+        return -1
+    lo = 0
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo
+
+
+def _parse_policy(policy: StoragePolicy | str) -> StoragePolicy:
+    try:
+        return StoragePolicy(policy)
+    except ValueError:
+        choices = ", ".join(p.value for p in StoragePolicy)
+        raise CapacityError(f"unknown storage policy {policy!r}; choose one of {choices}") from None
+
+
+def _sram_rows(spec: ModelSpec, lora: LoraConfig, kv_bytes: int, act_bytes: int) -> list[BreakdownRow]:
+    shapes = spec.linear_shapes()
+    adapted = [shapes[m] for m in lora.targets] if lora.enabled else []
+    layers = spec.num_layers
+    params = layers * sum(lora.rank * (o + i) for o, i in adapted)
+    lora_total = layers * sum(lora.module_bytes(o, i) for o, i in adapted)
+    elements = params * lora.bytes_per_element
+    return [
+        BreakdownRow("lora", "h_unit_sram" if adapted else "none", 2 * layers * len(adapted), params, elements,
+                     lora_total - elements, 0, lora_total),
+        BreakdownRow("kv_cache", "h_unit_sram", 0, 0, 0, 0, 0, kv_bytes),
+        BreakdownRow("activations", "vector_sram", 0, 0, 0, 0, 0, act_bytes),
+    ]  # fmt: skip
+
+
+def kv_bytes_per_token(spec: ModelSpec, kv: KvConfig) -> int:
+    """KV-cache bytes one token adds, all layers: K and V of every KV head, plus their scales."""
+    return 2 * spec.num_layers * spec.num_kv_heads * (spec.head_dim * kv.bytes_per_element + kv.scale_bytes_per_vector)
+
+
+def plan(
+    chip: ChipSpec,
+    spec: ModelSpec,
+    *,
+    fmt: WeightFormat = DEFAULT_FORMAT,
+    lora: LoraConfig = DEFAULT_LORA,
+    kv: KvConfig = DEFAULT_KV,
+    policy: StoragePolicy | str = DEFAULT_POLICY,
+    strategy: str = DEFAULT_STRATEGY,
+    sram_bytes: int | None = None,
+) -> CapacityReport:
+    """Check ROM, H-Unit SRAM and vector SRAM for a model + adapters + context on a chip.
+
+    `sram_bytes` overrides the chip's H-Unit SRAM for LoRA + KV (all units together; each unit gets an
+    equal whole-byte share). Raises CapacityError only for requests that make no sense (unsupported
+    precision, negative sizes); a model that does not fit is reported, not raised.
+    """
+    pol = _parse_policy(policy)
+    _check_chip_support(chip, fmt, lora, kv)
+    if sram_bytes is not None and sram_bytes < 0:
+        raise CapacityError(f"SRAM override must be >= 0 bytes, got {sram_bytes}")
+    rom_rows, on_bits, host_bytes = _rom_rows(spec, fmt, pol)
+    placement = compile_placement(
+        _unbounded_rom(chip, on_bits), spec, fmt, strategy=strategy, policy=pol,
+        lora=lora if lora.enabled else None, kv=kv,
+    )  # fmt: skip
+    used = placement.unit_used_bits()
+    unit_rom_bits = chip.l_unit.rom.bits
+    used_max = int(used.max())
+    rom_rows.append(
+        BreakdownRow("padding", "rom", 0, 0, 0, 0, 0, math.ceil(placement.bits_by_kind()["padding_bits"] / 8))
+    )
+    rom_fits = used_max <= unit_rom_bits
+
+    units = chip.matrix_units
+    sram_total = chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)
+    sram_unit = sram_total // units
+    word_bytes = chip.h_unit.sram.macro_cols * chip.h_unit.sram.bits_per_cell // 8
+    lora_u = -(-lora_unit_bytes(placement, lora) // word_bytes) * word_bytes
+    kv_u = placement.kv_bytes_per_token
+    act = ACTIVATION_BYTES[chip.precision.activation]
+    vec_unit_bytes = chip.vector_unit.sram.bytes
+
+    h_ctx, h_unit = _h_unit_max_context(sram_unit, lora_u, kv_u)
+    reasons: list[str] = []
+    if h_ctx < 0:
+        max_ctx, limit = 0, LIMIT_LORA
+        reasons.append(
+            f"LoRA adapters (rank {lora.rank}, {lora.dtype}, {len(lora.targets)} targets) need "
+            f"{int(lora_u[h_unit]):,} bytes in H-Unit {h_unit}, which holds {sram_unit:,} bytes for LoRA + KV: "
+            f"no room for any KV cache; lower the rank, adapt fewer modules, or give the chip more SRAM"
+        )
+    else:
+        cap = min(h_ctx, spec.max_position_embeddings)
+        limit = LIMIT_H_SRAM if h_ctx <= spec.max_position_embeddings else LIMIT_MODEL
+        v_ctx = _vector_max_context(spec, fmt, act, chip.vector_units, vec_unit_bytes, cap)
+        max_ctx = max(v_ctx, 0)
+        if v_ctx < cap:
+            limit = LIMIT_VECTOR
+        reasons.append(f"maximum context {max_ctx:,} tokens, limited by {limit}")
+    context = kv.context_tokens
+    sram_fits = h_ctx >= 0 and context <= max_ctx
+    if h_ctx >= 0 and context > max_ctx:
+        reasons.append(f"the requested context of {context:,} tokens exceeds the maximum of {max_ctx:,} ({limit})")
+    if not rom_fits:
+        reasons.append(
+            f"ROM: the fullest L-Unit needs {math.ceil(used_max / 8):,} bytes but holds {unit_rom_bits // 8:,} "
+            f"(chip-wide the model needs {math.ceil(on_bits / 8):,} of {chip.rom_bytes:,} bytes); use fewer weight "
+            f"bits, a larger group, or a storage policy that keeps the embedding/LM head off the L-Units"
+        )
+
+    per_token = kv_bytes_per_token(spec, kv)
+    act_peak = _activation_peak_bytes(spec, fmt, context, act)
+    rom_needed = math.ceil(on_bits / 8)
+    return CapacityReport(
+        chip=chip.name,
+        model=spec.name,
+        weight_format=fmt.describe(),
+        policy=pol.value,
+        strategy=strategy,
+        lora_rank=lora.rank,
+        lora_targets=lora.targets,
+        lora_dtype=lora.dtype,
+        kv_dtype=kv.dtype,
+        context_tokens=context,
+        fits=rom_fits and sram_fits,
+        rom_fits=rom_fits,
+        sram_fits=sram_fits,
+        rom_bytes_needed=rom_needed,
+        rom_bytes_allocated=math.ceil(int(used.sum()) / 8),
+        rom_bytes_available=chip.rom_bytes,
+        rom_margin_bytes=chip.rom_bytes - rom_needed,
+        rom_unit_bytes=unit_rom_bits // 8,
+        rom_unit_bytes_used_max=math.ceil(used_max / 8),
+        rom_unit_margin_bytes=(unit_rom_bits - used_max) // 8,
+        host_bytes=host_bytes,
+        sram_bytes_available=sram_unit * units,
+        sram_unit_bytes=sram_unit,
+        lora_bytes=_sram_rows(spec, lora, 0, 0)[0].bytes,
+        lora_unit_bytes_max=int(lora_u.max()),
+        kv_bytes_per_token=per_token,
+        kv_unit_bytes_per_token_max=int(kv_u.max()),
+        kv_bytes=per_token * context,
+        activation_bytes=act_peak,
+        activation_unit_bytes=math.ceil(act_peak / chip.vector_units),
+        vector_sram_bytes_available=chip.vector_sram_bytes,
+        vector_unit_bytes=vec_unit_bytes,
+        max_context_tokens=max_ctx,
+        context_limit=limit,
+        reasons=tuple(reasons),
+        breakdown=tuple(rom_rows + _sram_rows(spec, lora, per_token * context, act_peak)),
+    )
+
+
+def max_context_tokens(
+    chip: ChipSpec,
+    spec: ModelSpec,
+    *,
+    fmt: WeightFormat = DEFAULT_FORMAT,
+    lora: LoraConfig = DEFAULT_LORA,
+    kv: KvConfig = DEFAULT_KV,
+    policy: StoragePolicy | str = DEFAULT_POLICY,
+    strategy: str = DEFAULT_STRATEGY,
+    sram_bytes: int | None = None,
+) -> int:
+    """The longest KV context (tokens) that fits next to the adapters; 0 when the adapters alone overflow."""
+    report = plan(chip, spec, fmt=fmt, lora=lora, kv=kv, policy=policy, strategy=strategy, sram_bytes=sram_bytes)
+    return report.max_context_tokens
