@@ -114,7 +114,7 @@ def main() -> None:
         r = results[precision]
         print(
             f"{precision:9s} {r['bytes'] / 2**20:7.3f} MiB  logit rel err {r['logit_rel_error']:.2e}  "
-            f"(of the adapter's effect {r['logit_rel_error_of_adapter_effect']:.2e})  max abs {r['logit_max_abs_error']:.2e}  "
+            f"(of effect {r['logit_rel_error_of_adapter_effect']:.2e})  max {r['logit_max_abs_error']:.2e}  "
             f"top-1 agree {r['top1_agreement']:.3f}  delta-W rel err {r['delta_w_rel_error']:.2e}"
         )
 
