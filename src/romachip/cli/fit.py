@@ -1,0 +1,125 @@
+"""`romachip fit`: does a model + LoRA adapters + KV context fit a chip, and where does every byte go?"""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_LORA, DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.cli.app import app, console, print_json
+from romachip.errors import CapacityError
+from romachip.quant.formats import WeightFormat
+from romachip.spec import load_chip, load_model_spec
+from romachip.storage import DEFAULT_POLICY
+from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
+
+DEFAULT_CHIP = "roma"
+DEFAULT_MODEL = "llama-3.2-3b"
+MIB = 2**20
+
+
+def _targets(text: str) -> tuple[str, ...]:
+    if text.strip() == "all":
+        return ALL_TARGETS
+    if text.strip() in ("", "none"):
+        return ()
+    return tuple(t.strip() for t in text.split(","))
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.2f} MiB"
+
+
+def _summary_table(r: CapacityReport) -> Table:
+    t = Table(title=f"{r.model} on {r.chip}: {r.weight_format}, policy {r.policy}", show_header=True)
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_column("how", style="dim")
+    yes = {True: "[green]yes[/]", False: "[red]no[/]"}
+    rows = [
+        ("fits", yes[r.fits], f"ROM {yes[r.rom_fits]}, SRAM at {r.context_tokens:,} tokens {yes[r.sram_fits]}"),
+        ("ROM needed", _mib(r.rom_bytes_needed), f"{r.rom_bytes_needed:,} B exact tensor bits"),
+        ("ROM allocated", _mib(r.rom_bytes_allocated), "whole rows per L-Unit, word/B-ROM alignment"),
+        ("ROM available", _mib(r.rom_bytes_available), f"{r.rom_bytes_available:,} B"),
+        ("ROM margin", _mib(r.rom_margin_bytes), f"{r.rom_margin_bytes:,} B chip-wide"),
+        ("fullest L-Unit", f"{r.rom_unit_bytes_used_max:,} B", f"of {r.rom_unit_bytes:,} B per unit"),
+        ("L-Unit margin", f"{r.rom_unit_margin_bytes:,} B", "decides the fit"),
+        ("host memory", _mib(r.host_bytes), "tables kept off chip by the policy"),
+        ("H-Unit SRAM", _mib(r.sram_bytes_available), f"{r.sram_unit_bytes:,} B per unit, LoRA + KV"),
+        ("LoRA", _mib(r.lora_bytes), f"rank {r.lora_rank} {r.lora_dtype}; fullest unit {r.lora_unit_bytes_max:,} B"),
+        ("KV per token", f"{r.kv_bytes_per_token:,} B", f"{r.kv_dtype}; {r.kv_unit_bytes_per_token_max:,} B per unit"),
+        ("KV at context", _mib(r.kv_bytes), f"{r.context_tokens:,} tokens"),
+        ("activations", f"{r.activation_bytes:,} B", f"decode peak; {r.activation_unit_bytes:,} B per vector unit"),
+        ("vector SRAM", _mib(r.vector_sram_bytes_available), f"{r.vector_unit_bytes:,} B per unit"),
+        ("max context", f"{r.max_context_tokens:,} tokens", f"limited by {r.context_limit}"),
+    ]
+    for row in rows:
+        t.add_row(*row)
+    return t
+
+
+def _breakdown_table(r: CapacityReport) -> Table:
+    t = Table(title="where the bytes go (MiB; total also in bytes)")
+    for col in ("kind", "memory", "tensors", "codes", "scales", "zeros", "total", "total B"):
+        t.add_column(col, justify="left" if col in ("kind", "memory") else "right")
+    for b in r.breakdown:
+        mib = (f"{n / MIB:,.2f}" for n in (b.code_bytes, b.scale_bytes, b.zero_bytes, b.bytes))
+        t.add_row(b.kind, b.memory, f"{b.tensors:,}", *mib, f"{b.bytes:,}")
+    return t
+
+
+@app.command()
+def fit(
+    chip: str = typer.Option(DEFAULT_CHIP, "--chip", help="Chip preset name or path to a chip YAML."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Named model (see `romachip models`) or a config.json."),
+    bits: int = typer.Option(DEFAULT_FORMAT.bits, "--bits", help="Weight code width (the chip must support it)."),
+    group_size: int = typer.Option(
+        DEFAULT_FORMAT.group_size, "--group-size", help="Weights per quantization group along the input; 0 = a row."
+    ),
+    symmetric: bool = typer.Option(DEFAULT_FORMAT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
+    lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", help="LoRA rank (0: no adapters)."),
+    lora_targets: str = typer.Option(
+        "all", "--lora-targets", help=f"Comma-separated modules to adapt, or 'all' ({','.join(ALL_TARGETS)})."
+    ),
+    lora_dtype: str = typer.Option(None, "--lora-dtype", help="fp8_e4m3, fp16 or bf16 [default: the chip's]."),
+    kv_dtype: str = typer.Option(None, "--kv-dtype", help="int8 or fp16 [default: the chip's]."),
+    context: int = typer.Option(DEFAULT_KV.context_tokens, "--context", help="KV context to check, in tokens."),
+    kv_scale_bytes: int = typer.Option(
+        DEFAULT_KV.scale_bytes_per_vector, "--kv-scale-bytes", help="Scale bytes per cached head vector per token."
+    ),
+    sram_mb: float = typer.Option(
+        None, "--sram-mb", help="Override the chip's H-Unit SRAM for LoRA + KV, in MiB (all units together)."
+    ),
+    storage_policy: str = typer.Option(
+        DEFAULT_POLICY.value,
+        "--storage-policy",
+        help="Where the embedding table and LM head go: rom_weight, rom_int8, off_chip (embedding on the host), "
+        "off_chip_all (embedding and LM head on the host). See docs/capacity.md.",
+    ),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Check that a model, its LoRA adapters and a KV context fit a chip's ROM and SRAM, and find the
+    longest context that fits. Sizes are exact (codes, scales, zeros) and allocated per unit."""
+    chip_spec = load_chip(chip)
+    spec = load_model_spec(model)
+    if sram_mb is not None and sram_mb < 0:
+        raise CapacityError(f"--sram-mb must be >= 0 MiB, got {sram_mb}")
+    fmt = WeightFormat(
+        bits=bits, group_size=group_size or None, symmetric=symmetric, scale_dtype=DEFAULT_FORMAT.scale_dtype
+    )
+    lora = LoraConfig(rank=lora_rank, targets=_targets(lora_targets), dtype=lora_dtype or chip_spec.precision.lora)
+    kv = KvConfig(
+        dtype=kv_dtype or chip_spec.precision.kv, context_tokens=context, scale_bytes_per_vector=kv_scale_bytes
+    )
+    sram_bytes = None if sram_mb is None else int(sram_mb * MIB)
+    report = plan(
+        chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=storage_policy, strategy=strategy, sram_bytes=sram_bytes
+    )
+    if as_json:
+        print_json(report.to_dict())
+        return
+    console.print(_summary_table(report))
+    console.print(_breakdown_table(report))
+    for reason in report.reasons:
+        console.print(f"- {reason}", highlight=False)
