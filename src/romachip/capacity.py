@@ -25,6 +25,7 @@ Library code: no printing; bad input raises RomachipError subclasses.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
@@ -163,23 +164,35 @@ def _unbounded_rom(chip: ChipSpec, bits_needed: int) -> ChipSpec:
 def lora_unit_bytes(placement: Placement, lora: LoraConfig) -> np.ndarray:
     """[units] LoRA bytes each H-Unit holds under the rule of the module docstring (B beside the base
     rows; A rows dealt round-robin over the module's units, continuing across modules)."""
-    out = np.zeros(placement.units, dtype=np.int64)
     if not lora.enabled:
-        return out
-    e, r, t = lora.bytes_per_element, lora.rank, placement.tiles
+        return np.zeros(placement.units, dtype=np.int64)
+    ranks = {
+        e.name.removesuffix(".weight"): lora.rank for e in placement.tensors if e.layer >= 0 and lora.adapts(e.module)
+    }
+    return ranked_lora_unit_bytes(placement, ranks, lora.dtype)
+
+
+def ranked_lora_unit_bytes(placement: Placement, ranks: Mapping[str, int], dtype: str) -> np.ndarray:
+    """[units] bytes of one adapter whose modules have their own ranks (module name -> rank, e.g.
+    `model.layers.3.self_attn.q_proj`; rank_pattern / layers_to_transform adapters), by the rule of
+    `lora_unit_bytes`. The adapter bank (sram/bank.py) accounts each loaded adapter with it."""
+    out = np.zeros(placement.units, dtype=np.int64)
+    cfg = LoraConfig(rank=0, dtype=dtype)
+    e, t = cfg.bytes_per_element, placement.tiles
     next_unit: dict[tuple[int, ...], int] = {}
     for entry in placement.tensors:
-        if entry.layer < 0 or not lora.adapts(entry.module):
+        r = ranks.get(entry.name.removesuffix(".weight"), 0)
+        if entry.layer < 0 or r == 0:
             continue
         idx = placement.tile_indices(tensor=entry.name)
         units, rows = t["unit"][idx], t["row_stop"][idx] - t["row_start"][idx]
         np.add.at(out, units, rows * r * e)  # B rows beside their base rows
-        out[units[np.argmin(t["row_start"][idx])]] += lora.scale_bytes_per_matrix
+        out[units[np.argmin(t["row_start"][idx])]] += cfg.scale_bytes_per_matrix
         members = tuple(np.unique(units).tolist())
         start = next_unit.get(members, 0)
         a_units = np.asarray(members)[(start + np.arange(r)) % len(members)]
         np.add.at(out, a_units, entry.shape[1] * e)  # A rows, round-robin
-        out[a_units[0]] += lora.scale_bytes_per_matrix
+        out[a_units[0]] += cfg.scale_bytes_per_matrix
         next_unit[members] = (start + r) % len(members)
     return out
 
@@ -243,6 +256,24 @@ def _sram_rows(spec: ModelSpec, lora: LoraConfig, kv_bytes: int, act_bytes: int)
     ]  # fmt: skip
 
 
+def context_limit(
+    chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, sram_unit: int, lora_u: np.ndarray, kv_u: np.ndarray
+) -> tuple[int, int, int, str]:
+    """(H-Unit context, limiting H-Unit, maximum context, what limits it) for per-unit LoRA bytes `lora_u`
+    (already rounded to SRAM words) and per-unit KV bytes per token `kv_u`; H-Unit context -1 and maximum 0
+    when the adapters alone overflow a unit. `plan` and the adapter bank both decide with it."""
+    h_ctx, h_unit = _h_unit_max_context(sram_unit, lora_u, kv_u)
+    if h_ctx < 0:
+        return h_ctx, h_unit, 0, LIMIT_LORA
+    cap = min(h_ctx, spec.max_position_embeddings)
+    limit = LIMIT_H_SRAM if h_ctx <= spec.max_position_embeddings else LIMIT_MODEL
+    act = ACTIVATION_BYTES[chip.precision.activation]
+    v_ctx = _vector_max_context(spec, fmt, act, chip.vector_units, chip.vector_unit.sram.bytes, cap)
+    if v_ctx < cap:
+        limit = LIMIT_VECTOR
+    return h_ctx, h_unit, max(v_ctx, 0), limit
+
+
 def kv_bytes_per_token(spec: ModelSpec, kv: KvConfig) -> int:
     """KV-cache bytes one token adds, all layers: K and V of every KV head, plus their scales."""
     return 2 * spec.num_layers * spec.num_kv_heads * (spec.head_dim * kv.bytes_per_element + kv.scale_bytes_per_vector)
@@ -291,22 +322,15 @@ def plan(
     act = ACTIVATION_BYTES[chip.precision.activation]
     vec_unit_bytes = chip.vector_unit.sram.bytes
 
-    h_ctx, h_unit = _h_unit_max_context(sram_unit, lora_u, kv_u)
+    h_ctx, h_unit, max_ctx, limit = context_limit(chip, spec, fmt, sram_unit, lora_u, kv_u)
     reasons: list[str] = []
     if h_ctx < 0:
-        max_ctx, limit = 0, LIMIT_LORA
         reasons.append(
             f"LoRA adapters (rank {lora.rank}, {lora.dtype}, {len(lora.targets)} targets) need "
             f"{int(lora_u[h_unit]):,} bytes in H-Unit {h_unit}, which holds {sram_unit:,} bytes for LoRA + KV: "
             f"no room for any KV cache; lower the rank, adapt fewer modules, or give the chip more SRAM"
         )
     else:
-        cap = min(h_ctx, spec.max_position_embeddings)
-        limit = LIMIT_H_SRAM if h_ctx <= spec.max_position_embeddings else LIMIT_MODEL
-        v_ctx = _vector_max_context(spec, fmt, act, chip.vector_units, vec_unit_bytes, cap)
-        max_ctx = max(v_ctx, 0)
-        if v_ctx < cap:
-            limit = LIMIT_VECTOR
         reasons.append(f"maximum context {max_ctx:,} tokens, limited by {limit}")
     context = kv.context_tokens
     sram_fits = h_ctx >= 0 and context <= max_ctx
