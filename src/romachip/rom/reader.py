@@ -1,0 +1,310 @@
+"""Open a ROM image read-only (memory-mapped), validate it, and read the model back exactly."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from romachip.compile import Placement, TensorEntry, assemble_placement
+from romachip.errors import RomachipError, RomImageError
+from romachip.quant.formats import WeightFormat
+from romachip.quant.tensor import QuantizedModel, QuantizedTensor
+from romachip.rom.bits import unpack_scales, unpack_uint
+from romachip.rom.brom import decode_words
+from romachip.rom.layout import (
+    ALIGN_BYTES,
+    HEADER_BYTES,
+    HOST_UNIT,
+    TILE_KEYS,
+    format_from_json,
+    segment_offsets,
+    unpack_header,
+)
+from romachip.spec.chip import ChipSpec
+from romachip.spec.model import ModelSpec
+
+
+class RomImage:
+    """A ROM image opened read-only. `open` validates the header, sizes and every checksum."""
+
+    def __init__(self, path: Path, data: np.memmap, manifest: dict[str, Any], payload_start: int) -> None:
+        self.path = path
+        self._data = data
+        self.manifest = manifest
+        self.payload_start = payload_start
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> RomImage:
+        """Memory-map `path` (mode 'r'); RomImageError for a bad magic/version, a truncated or padded
+        file, a corrupted manifest, or (verify=True) a unit whose checksum fails, naming unit and tensors."""
+        path = Path(path)
+        where = f"ROM image {path}"
+        try:
+            size = path.stat().st_size
+            with path.open("rb") as f:
+                head = f.read(HEADER_BYTES)
+        except OSError as exc:
+            raise RomImageError(f"cannot open {where}: {exc.strerror}") from None
+        _, crc, mlen = unpack_header(head, where)
+        if HEADER_BYTES + mlen > size:
+            raise RomImageError(
+                f"{where}: truncated inside the manifest (file {size} bytes, manifest ends at "
+                f"{HEADER_BYTES + mlen}); burn the image again"
+            )
+        data = np.memmap(path, dtype=np.uint8, mode="r")
+        text = bytes(data[HEADER_BYTES : HEADER_BYTES + mlen])
+        if zlib.crc32(text) != crc:
+            raise RomImageError(f"{where}: the manifest is corrupted (CRC-32 mismatch); burn the image again")
+        try:
+            manifest = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RomImageError(f"{where}: the manifest is not valid JSON ({exc})") from None
+        image = cls(path, data, manifest, HEADER_BYTES + mlen)
+        image._check_structure(size)
+        if verify:
+            image.verify()
+        return image
+
+    # -- validation -------------------------------------------------------------------------------
+    def _where(self) -> str:
+        return f"ROM image {self.path}"
+
+    def _check_structure(self, size: int) -> None:
+        m = self.manifest
+        try:
+            units, host, payload = m["units"], m["host"], int(m["payload_bytes"])
+            m["tensors"], m["encoding"]["word_bits"]  # noqa: B018  (presence check)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RomImageError(f"{self._where()}: the manifest lacks a required field ({exc})") from None
+        expected = self.payload_start + payload
+        if size < expected:
+            cut = [u["index"] for u in units if self.payload_start + u["payload_offset"] + u["payload_bytes"] > size]
+            host_cut = self.payload_start + host["payload_offset"] + host["payload_bytes"] > size
+            raise RomImageError(
+                f"{self._where()}: truncated: the file has {size} bytes, header + payload need {expected}; "
+                f"{_units_text(cut)} cut off{' and the host region' if host_cut else ''} (tensors "
+                f"{_names(self._tensors_of(cut))}); burn the image again"
+            )
+        if size > expected:
+            raise RomImageError(
+                f"{self._where()}: {size - expected} unexpected bytes after the payload (header + payload = "
+                f"{expected}, file = {size}); the file is not a single ROM image"
+            )
+        offset = 0
+        for k, u in enumerate(units):
+            if u["index"] != k or u["payload_offset"] != offset or u["payload_bytes"] % ALIGN_BYTES:
+                raise RomImageError(f"{self._where()}: unit table is inconsistent at L-Unit {k} (holes or overlap)")
+            offset += u["payload_bytes"]
+        if host["payload_offset"] != offset or offset + host["payload_bytes"] != payload:
+            raise RomImageError(f"{self._where()}: the host region does not end the payload (holes or overlap)")
+
+    def verify(self) -> None:
+        """Check every unit's CRC-32 (and the host region's); name the unit and the tensors whose tiles
+        no longer match their own CRC-32."""
+        bad = []
+        for u in self.manifest["units"]:
+            if zlib.crc32(self.unit_payload(u["index"])) != u["crc32"]:
+                bad.append(u["index"])
+        host = self.manifest["host"]
+        host_bad = zlib.crc32(self.host_payload()) != host["crc32"]
+        if not bad and not host_bad:
+            return
+        hit = self._tiles_failing(bad, host_bad)
+        where = _units_text(bad) + (" and the host region" if host_bad else "") if bad else "the host region"
+        raise RomImageError(
+            f"{self._where()}: checksum mismatch in {where}: corrupted bits in tensor(s) {_names(hit)}; "
+            "burn the image again"
+        )
+
+    def _tiles_failing(self, units: list[int], host_bad: bool) -> list[str]:
+        bad_units = set(units)
+        hit = []
+        for t in self.manifest["tensors"]:
+            tiles = t["tiles"]
+            for i, u in enumerate(tiles["unit"]):
+                if u in bad_units or (u == HOST_UNIT and host_bad):
+                    off, span = tiles["rom_offset_bits"][i] // 8, tiles["rom_span_bits"][i] // 8
+                    region = self.host_payload() if u == HOST_UNIT else self.unit_payload(u)
+                    if zlib.crc32(region[off : off + span]) != tiles["crc32"][i]:
+                        hit.append(t["name"])
+                        break
+        return hit
+
+    def _tensors_of(self, units: list[int]) -> list[str]:
+        s = set(units)
+        return [t["name"] for t in self.manifest["tensors"] if s.intersection(t["tiles"]["unit"])]
+
+    # -- raw access -------------------------------------------------------------------------------
+    def unit_payload(self, unit: int) -> np.ndarray:
+        """The encoded bytes of one L-Unit's ROM as stored (a read-only view of the memory map)."""
+        u = self.manifest["units"][unit]
+        start = self.payload_start + u["payload_offset"]
+        return self._data[start : start + u["payload_bytes"]]
+
+    def host_payload(self) -> np.ndarray:
+        h = self.manifest["host"]
+        start = self.payload_start + h["payload_offset"]
+        return self._data[start : start + h["payload_bytes"]]
+
+    def unit_rom(self, unit: int) -> np.ndarray:
+        """The plain ROM bytes of one L-Unit (B-ROM decoded): word w is bytes [w*8, (w+1)*8) for 64-bit words."""
+        enc = np.asarray(self.unit_payload(unit))
+        if self.manifest["encoding"]["rom"] == "brom4":
+            return decode_words(enc, self.manifest["encoding"]["word_bits"])
+        return enc.copy()
+
+    # -- typed views ------------------------------------------------------------------------------
+    @cached_property
+    def spec(self) -> ModelSpec:
+        return _validate(ModelSpec, self.manifest["model"], self._where())
+
+    @cached_property
+    def chip(self) -> ChipSpec:
+        return _validate(ChipSpec, self.manifest["chip"]["spec"], self._where())
+
+    @cached_property
+    def fmt(self) -> WeightFormat:
+        fmt = format_from_json(self.manifest["weight_format"], self._where())
+        if fmt is None:
+            raise RomImageError(f"{self._where()}: the model's weight format cannot be an FP16 vector")
+        return fmt
+
+    @cached_property
+    def entries(self) -> list[TensorEntry]:
+        return [
+            TensorEntry(
+                t["name"], tuple(t["shape"]), format_from_json(t["format"], self._where()), t["layer"], t["kind"]
+            )
+            for t in self.manifest["tensors"]
+        ]
+
+    @cached_property
+    def placement(self) -> Placement:
+        """The Placement the image was burned with (ROM tensors only), rebuilt from the tile tables."""
+        rom = [(e, t) for e, t in zip(self.entries, self.manifest["tensors"], strict=True) if t["location"] == "rom"]
+        cols: dict[str, list[int]] = {k: [] for k in (*TILE_KEYS, "tensor")}
+        for ti, (_, t) in enumerate(rom):
+            for k in TILE_KEYS:
+                cols[k] += t["tiles"][k]
+            cols["tensor"] += [ti] * len(t["tiles"]["unit"])
+        tiles = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items() if k != "crc32"}
+        order = np.lexsort((tiles["rom_offset_bits"], tiles["unit"]))
+        tiles = {k: v[order] for k, v in tiles.items()}
+        try:
+            return assemble_placement(
+                self.chip,
+                [e for e, _ in rom],
+                tiles,
+                strategy=self.manifest["placement"]["strategy"],
+                policy=self.manifest["storage_policy"],
+                spec=self.spec,
+            )
+        except RomachipError as exc:
+            raise RomImageError(f"{self._where()}: its placement is invalid: {exc}") from None
+
+    def model(self) -> QuantizedModel:
+        """Decode every tile back into a QuantizedModel: codes, scales and zeros exactly as burned; norm
+        weights as float32 holding the stored FP16 values."""
+        word_bits = self.manifest["encoding"]["word_bits"]
+        weights: dict[str, QuantizedTensor] = {}
+        floats: dict[str, np.ndarray] = {}
+        bufs = {t["name"]: _alloc(e) for e, t in zip(self.entries, self.manifest["tensors"], strict=True)}
+        regions: dict[int, list[tuple[TensorEntry, dict[str, Any], int]]] = {}
+        for e, t in zip(self.entries, self.manifest["tensors"], strict=True):
+            for i, u in enumerate(t["tiles"]["unit"]):
+                regions.setdefault(u, []).append((e, t["tiles"], i))
+        for u, tiles in regions.items():
+            raw = np.asarray(self.host_payload()) if u == HOST_UNIT else self.unit_rom(u)
+            for e, cols, i in tiles:
+                _read_tile(raw, e, {k: cols[k][i] for k in TILE_KEYS}, bufs[e.name], word_bits)
+        for e in self.entries:
+            b = bufs[e.name]
+            if e.fmt is None:
+                floats[e.name] = b["values"].astype(np.float32).reshape(-1)
+            else:
+                weights[e.name] = QuantizedTensor(codes=b["codes"], scales=b["scales"], zeros=b["zeros"], fmt=e.fmt)
+        tok = self.manifest.get("tokenizer") or {}
+        return QuantizedModel(
+            spec=self.spec,
+            fmt=self.fmt,
+            weights=weights,
+            floats=floats,
+            tokenizer_json=tok.get("json"),
+            chat_template=tok.get("chat_template"),
+            source=self.manifest.get("source", ""),
+            metadata=dict(self.manifest.get("metadata") or {}),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "path": str(self.path),
+            "version": m["version"],
+            "model": m["model"]["name"],
+            "chip": m["chip"]["preset"],
+            "weight_format": m["weight_format"]["describe"],
+            "storage_policy": m["storage_policy"],
+            "strategy": m["placement"]["strategy"],
+            "tensors": len(m["tensors"]),
+            "tiles": m["placement"]["tiles"],
+            "units": len(m["units"]),
+            "file_bytes": self.payload_start + m["payload_bytes"],
+            "header_bytes": self.payload_start,
+            "payload_bytes": m["payload_bytes"],
+            "rom_bytes_used": sum(u["used_bits"] for u in m["units"]) // 8,
+            "rom_bytes_available": m["placement"]["unit_rom_bits"] // 8 * len(m["units"]),
+            "host_bytes": m["host"]["payload_bytes"],
+            "has_tokenizer": bool((m.get("tokenizer") or {}).get("json")),
+            "has_chat_template": bool((m.get("tokenizer") or {}).get("chat_template")),
+        }
+
+
+def _alloc(e: TensorEntry) -> dict[str, np.ndarray]:
+    out_f, in_f = e.shape
+    if e.fmt is None:
+        return {"values": np.zeros((out_f, in_f), dtype=np.float16)}
+    g = e.fmt.groups_per_row(in_f)
+    sdt = np.float16 if e.fmt.scale_dtype == "fp16" else np.float32
+    zeros = np.full((out_f, g), e.fmt.symmetric_zero if e.fmt.symmetric else 0, dtype=np.uint8)
+    return {"codes": np.zeros((out_f, in_f), np.uint8), "scales": np.zeros((out_f, g), sdt), "zeros": zeros}
+
+
+def _read_tile(raw: np.ndarray, e: TensorEntry, t: dict[str, int], buf: dict[str, np.ndarray], word_bits: int) -> None:
+    r0, r1, off = t["row_start"], t["row_stop"], t["rom_offset_bits"]
+    rows, in_f = r1 - r0, e.shape[1]
+    c_off, s_off, z_off = segment_offsets(off, t["code_bits"], t["scale_bits"], word_bits)
+    if e.fmt is None:
+        buf["values"][r0:r1] = raw[c_off // 8 : c_off // 8 + rows * in_f * 2].view("<f2").reshape(rows, in_f)
+        return
+    fmt = e.fmt
+    g = fmt.groups_per_row(in_f)
+    buf["codes"][r0:r1] = unpack_uint(raw[c_off // 8 :], fmt.bits, rows * in_f).reshape(rows, in_f)
+    buf["scales"][r0:r1] = unpack_scales(raw[s_off // 8 :], fmt.scale_dtype, rows * g).reshape(rows, g)
+    if fmt.zero_bits:
+        buf["zeros"][r0:r1] = unpack_uint(raw[z_off // 8 :], fmt.zero_bits, rows * g).reshape(rows, g)
+
+
+def _validate(cls, data: Any, where: str):
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        raise RomImageError(f"{where}: invalid {cls.__name__} in the manifest: {exc.errors()[0]['msg']}") from None
+
+
+def _units_text(units: list[int]) -> str:
+    if len(units) == 1:
+        return f"L-Unit {units[0]}"
+    shown = ", ".join(str(u) for u in units[:8])
+    return f"L-Units {shown}{', ...' if len(units) > 8 else ''} ({len(units)} units)"
+
+
+def _names(names: list[str], limit: int = 6) -> str:
+    if not names:
+        return "(none)"
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
