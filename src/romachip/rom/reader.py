@@ -85,7 +85,8 @@ class RomImage:
         expected = self.payload_start + payload
         if size < expected:
             cut = [u["index"] for u in units if self.payload_start + u["payload_offset"] + u["payload_bytes"] > size]
-            host_cut = self.payload_start + host["payload_offset"] + host["payload_bytes"] > size
+            host_end = self.payload_start + host["payload_offset"] + host["payload_bytes"]
+            host_cut = host["payload_bytes"] > 0 and host_end > size
             raise RomImageError(
                 f"{self._where()}: truncated: the file has {size} bytes, header + payload need {expected}; "
                 f"{_units_text(cut)} cut off{' and the host region' if host_cut else ''} (tensors "
