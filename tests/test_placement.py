@@ -187,3 +187,26 @@ def test_llama_3_8b_compiles_fast():
     p = compile_placement(ROMA, spec, WeightFormat(2, 128), policy="off_chip_all", lora=LoraConfig())
     assert time.perf_counter() - t0 < 1.0
     assert p.num_tiles == (7 * 256 + 2) * 32 + 1  # every projection has >= 256 rows; a norm is one tile
+
+
+@pytest.mark.parametrize(
+    ("model", "bits", "strategy", "policy"),
+    [
+        ("llama-3.2-3b", 4, "spread", "rom_weight"),
+        ("smollm2-135m", 2, "layer_groups", "rom_int8"),
+        ("llama-3-8b", 2, "spread", "off_chip_all"),
+    ],
+)
+def test_per_unit_view_agrees_with_the_capacity_planner(model, bits, strategy, policy):
+    from romachip.capacity import lora_unit_bytes, plan
+
+    spec, fmt, lora = load_model_spec(model), WeightFormat(bits, 128), LoraConfig(rank=16)
+    p = compile_placement(ROMA, spec, fmt, strategy=strategy, policy=policy, lora=lora, kv=KvConfig())
+    r = plan(ROMA, spec, fmt=fmt, lora=lora, kv=KvConfig(), policy=policy, strategy=strategy)
+    assert -(-int(p.unit_bits().sum()) // 8) == r.rom_bytes_needed
+    assert -(-int(p.unit_used_bits().sum()) // 8) == r.rom_bytes_allocated
+    assert -(-int(p.unit_used_bits().max()) // 8) == r.rom_unit_bytes_used_max
+    assert int(p.kv_bytes_per_token.sum()) == r.kv_bytes_per_token
+    assert int(p.kv_bytes_per_token.max()) == r.kv_unit_bytes_per_token_max
+    assert int(p.lora_bytes.sum()) == r.lora_bytes
+    assert np.array_equal(p.lora_bytes, lora_unit_bytes(p, lora))

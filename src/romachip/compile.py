@@ -128,7 +128,7 @@ class Placement:
     unit_mesh_col: np.ndarray  # [units]
     tensors: list[TensorEntry]
     tiles: dict[str, np.ndarray]  # one array per name in _TILE_COLUMNS; `tensor` indexes `tensors`
-    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token of context
+    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token of context (K and V)
     lora_bytes: np.ndarray  # [units] LoRA A/B bytes each H-Unit stores
     vector_mesh_row: np.ndarray  # [vector units]
     vector_mesh_col: np.ndarray  # [vector units]
@@ -303,15 +303,11 @@ def place_tensors(
     n = chip.matrix_units
     num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
-    rom = chip.l_unit.rom
-    word_bits = rom.macro_cols * rom.bits_per_cell
-    align_bits = word_bits * (rom.brom_rows_per_group if rom.brom else 1)
-    kv = kv or KvConfig(dtype=chip.precision.kv)
-    head_dim = spec.head_dim if spec is not None else 1
+    word_bits, align_bits = rom_alignment(chip)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
     rotation: dict[tuple[int, int, int], int] = {}
     lora_bytes = np.zeros(n, dtype=np.int64)
-    kv_bytes = np.zeros(n, dtype=np.int64)
+    next_a: dict[tuple, int] = {}
     for ti, t in enumerate(tensors):
         units = unit_sets[ti]
         out_f, in_f = t.shape
@@ -330,18 +326,58 @@ def place_tensors(
         cols["code_bits"].append(code)
         cols["scale_bits"].append(scale)
         cols["zero_bits"].append(zero)
-        if t.layer >= 0 and t.module in ("k_proj", "v_proj"):
-            # the unit that computes K/V rows keeps them: its H-Unit caches those channels of every token
-            heads = -(-(r0 + rows) // head_dim) - (-(-r0 // head_dim))
-            np.add.at(kv_bytes, u, rows * kv.bytes_per_element + heads * kv.scale_bytes_per_vector)
         if t.layer >= 0 and lora is not None and lora.adapts(t.module):
-            _add_lora(lora_bytes, lora, units, u, rows, in_f)
+            _add_lora(lora_bytes, lora, u, rows, in_f, next_a)
     tiles = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
     _assign_offsets(tiles, word_bits, align_bits)
-    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_bytes, lora_bytes, spec)
+    return assemble_placement(
+        chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora_bytes=lora_bytes
+    )
+
+
+def rom_alignment(chip: ChipSpec) -> tuple[int, int]:
+    """(word_bits, align_bits) of the chip's L-Unit ROM: a word is one macro row; tiles start on a
+    B-ROM group of words (one word when the ROM is not a B-ROM)."""
+    rom = chip.l_unit.rom
+    word_bits = rom.macro_cols * rom.bits_per_cell
+    return word_bits, word_bits * (rom.brom_rows_per_group if rom.brom else 1)
+
+
+def assemble_placement(
+    chip: ChipSpec,
+    tensors: list[TensorEntry],
+    tiles: dict[str, np.ndarray],
+    *,
+    strategy: str,
+    policy: StoragePolicy | str = DEFAULT_POLICY,
+    spec: ModelSpec | None = None,
+    kv: KvConfig | None = None,
+    lora_bytes: np.ndarray | None = None,
+) -> Placement:
+    """A Placement from a finished tile table (laid out, sorted by unit and offset), e.g. one read back
+    from a ROM image. Derives the KV shares and checks every unit's ROM capacity."""
+    word_bits, align_bits = rom_alignment(chip)
+    n = chip.matrix_units
+    kv = kv or KvConfig(dtype=chip.precision.kv)
+    kv_bytes = _kv_shares(tensors, tiles, kv, spec.head_dim if spec is not None else 1, n)
+    lora = lora_bytes if lora_bytes is not None else np.zeros(n, dtype=np.int64)
+    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_bytes, lora, spec)
     placement.policy = str(_policy(policy))
     check_rom_capacity(placement)
     return placement
+
+
+def _kv_shares(
+    tensors: list[TensorEntry], tiles: dict[str, np.ndarray], kv: KvConfig, head_dim: int, n: int
+) -> np.ndarray:
+    """KV bytes per token per H-Unit: the unit that computes K/V rows keeps them (those channels of every
+    token); a head vector's scale, if any, sits with the head's first channel."""
+    is_kv = np.array([t.layer >= 0 and t.module in ("k_proj", "v_proj") for t in tensors] + [False])
+    sel = is_kv[tiles["tensor"]] if len(tiles["tensor"]) else np.zeros(0, dtype=bool)
+    r0, r1, u = tiles["row_start"][sel], tiles["row_stop"][sel], tiles["unit"][sel]
+    heads = -(-r1 // head_dim) - (-(-r0 // head_dim))
+    per_tile = (r1 - r0) * kv.bytes_per_element + heads * kv.scale_bytes_per_vector
+    return np.bincount(u, weights=per_tile, minlength=n).astype(np.int64)
 
 
 def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -354,16 +390,20 @@ def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _add_lora(
-    lora_bytes: np.ndarray, lora: LoraConfig, units: np.ndarray, u: np.ndarray, rows: np.ndarray, in_f: int
+    lora_bytes: np.ndarray, lora: LoraConfig, u: np.ndarray, rows: np.ndarray, in_f: int, next_a: dict[tuple, int]
 ) -> None:
-    """B [out, rank] rows sit beside the base rows they add to; A [rank, in] rows spread over the same
-    unit set (its rank outputs are broadcast); each matrix's scale sits with its first row."""
+    """The capacity planner's rule (capacity.lora_unit_bytes): B [out, rank] rows sit beside the base rows
+    they add to; the rank rows of A [rank, in] are dealt round-robin over the units holding the module,
+    continuing from one module to the next; each matrix's scale sits with its first row."""
     e = lora.bytes_per_element
     np.add.at(lora_bytes, u, rows * lora.rank * e)
-    _, a_rows = _split_rows(lora.rank, len(units), 0)
-    lora_bytes[units] += a_rows * in_f * e
-    lora_bytes[u[0]] += lora.scale_bytes_per_matrix
-    lora_bytes[units[0]] += lora.scale_bytes_per_matrix
+    lora_bytes[u[0]] += lora.scale_bytes_per_matrix  # u[0] holds row 0: rows are handed out in unit order
+    members = tuple(u.tolist())
+    start = next_a.get(members, 0)
+    a_units = u[(start + np.arange(lora.rank)) % len(u)]
+    np.add.at(lora_bytes, a_units, in_f * e)
+    lora_bytes[a_units[0]] += lora.scale_bytes_per_matrix
+    next_a[members] = (start + lora.rank) % len(u)
 
 
 def _unit_sets(
