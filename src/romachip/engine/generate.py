@@ -1,0 +1,204 @@
+"""Generation on the golden engine: the Engine (one model + options) and `generate(...) -> Generation`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from romachip.capacity import max_context_tokens
+from romachip.engine.kernels import ACTIVATION_MODES
+from romachip.engine.kv import KV_MODES, MAX_CONTEXT_TOKENS, KVCache
+from romachip.engine.model import Adapter, EngineModel, decode_one_token, prefill
+from romachip.engine.sampler import Sampler
+from romachip.engine.text import load_tokenizer
+from romachip.errors import AdapterError, GenerationError
+from romachip.quant.tensor import QuantizedModel
+from romachip.spec.chip import ChipSpec, load_chip
+from romachip.workload import KvConfig, LoraConfig
+
+DEFAULT_ACTIVATION = "bf16"  # meets the >= 98% greedy agreement bar on SmolLM2 (docs/numerics.md, README)
+DEFAULT_KV = "int8"
+KV_SCALE_BYTES = {"int8": 4, "fp16": 0}  # one float32 scale per (token, KV head) vector for INT8
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What one generate() call produced; decode_tokens_per_s is measured on this host."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    generated_tokens: int
+    decode_tokens_per_s: float
+    prefill_s: float
+    decode_s: float
+    stopped_on_eos: bool
+    options: dict[str, object] = field(default_factory=dict)
+
+
+class Engine:
+    """Runs one QuantizedModel as the chip computes it.
+
+    activation: "bf16" (default) or "int8", the precision of activations into the L-Units.
+    kv:         "int8" (default) or "fp16", the KV cache precision.
+    exact:      False turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
+                for agreement tests against transformers only, not part of the bit-exact contract.
+    chip:       the chip whose H-Unit SRAM bounds the context (default: the `roma` preset).
+
+    Each request may carry a LoRA adapter: a mapping from module name (`model.layers.3.self_attn.q_proj`)
+    to (A float32 [r, in], B float32 [out, r], scale float), A and B holding exactly the decoded values the
+    H-Unit stores (FP8 E4M3 / FP16 / BF16); y = base(x) + scale * B(A x) as docs/numerics.md defines.
+    """
+
+    def __init__(
+        self,
+        model: QuantizedModel,
+        *,
+        activation: str = DEFAULT_ACTIVATION,
+        kv: str = DEFAULT_KV,
+        exact: bool = True,
+        chip: ChipSpec | None = None,
+    ) -> None:
+        if activation not in ACTIVATION_MODES[:2]:
+            raise GenerationError(f"activation precision must be 'bf16' or 'int8', got {activation!r}")
+        if kv not in KV_MODES[:2]:
+            raise GenerationError(f"KV precision must be 'int8' or 'fp16', got {kv!r}")
+        self.model = model
+        self.exact = exact
+        self.activation = activation if exact else "fp32"
+        self.kv = kv if exact else "fp32"
+        self.chip = chip if chip is not None else load_chip("roma")
+        self.net = EngineModel(model, float_mode=not exact)
+        self._tokenizer = None
+        self._capacity: dict[tuple, int] = {}
+
+    @property
+    def tokenizer(self):  # noqa: ANN201
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model)
+        return self._tokenizer
+
+    def options(self) -> dict[str, object]:
+        return {"activation": self.activation, "kv": self.kv, "exact": self.exact, "chip": self.chip.name}
+
+    def max_context(self, adapter: Adapter | None = None) -> int:
+        """Tokens of KV context the chip holds next to the adapter (capacity planner), at most 2^15."""
+        rank = max((a.shape[0] for a, _, _ in adapter.values()), default=0) if adapter else 0
+        targets = tuple(sorted({name.rsplit(".", 1)[1] for name in adapter})) if adapter else ()
+        key = (rank, targets)
+        if key not in self._capacity:
+            kv_dtype = self.kv if self.kv in KV_SCALE_BYTES else "fp16"  # float mode: size as the fp16 cache
+            lora = LoraConfig(rank=rank, targets=targets, dtype=self.chip.precision.lora) if rank else LoraConfig(0)
+            kv = KvConfig(dtype=kv_dtype, context_tokens=0, scale_bytes_per_vector=KV_SCALE_BYTES[kv_dtype])
+            fmt = self.model.fmt
+            if fmt.bits not in self.chip.precision.weight_bits:  # the KV budget does not depend on code width
+                fmt = replace(fmt, bits=max(self.chip.precision.weight_bits))
+            planned = max_context_tokens(self.chip, self.model.spec, fmt=fmt, lora=lora, kv=kv)
+            self._capacity[key] = min(planned, MAX_CONTEXT_TOKENS)
+        return self._capacity[key]
+
+    def new_cache(self, tokens: int, adapter: Adapter | None = None) -> KVCache:
+        """A KV cache for `tokens` positions; GenerationError if the chip cannot hold that many."""
+        limit = self.max_context(adapter)
+        if tokens > limit:
+            raise GenerationError(
+                f"{tokens} tokens of context do not fit: chip {self.chip.name!r} holds {limit} tokens of "
+                f"{self.kv} KV cache for {self.model.spec.name!r}; shorten the prompt or --max-tokens"
+            )
+        s = self.model.spec
+        return KVCache(s.num_layers, s.num_kv_heads, s.head_dim, max(tokens, 1), self.kv)
+
+    def check_adapter(self, adapter: Adapter | None) -> None:
+        if not adapter:
+            return
+        shapes = self.model.spec.linear_shapes()
+        for name, (a, b, _scale) in adapter.items():
+            proj = name.rsplit(".", 1)[-1]
+            if proj not in shapes or not name.startswith("model.layers."):
+                raise AdapterError(f"adapter module {name!r} is not a projection of this model")
+            out, inp = shapes[proj]
+            if a.ndim != 2 or b.ndim != 2 or a.shape[1] != inp or b.shape[0] != out or a.shape[0] != b.shape[1]:
+                raise AdapterError(
+                    f"adapter module {name!r}: A {a.shape} / B {b.shape} do not fit a [{out}, {inp}] projection"
+                )
+
+    def logits(self, token_ids: list[int] | np.ndarray, adapter: Adapter | None = None) -> np.ndarray:
+        """float32 logits [tokens, vocab] of every position of one sequence (one prefill)."""
+        self.check_adapter(adapter)
+        ids = np.asarray(token_ids, dtype=np.int64)
+        cache = self.new_cache(ids.size, adapter)
+        return prefill(self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True)
+
+    def generate(
+        self,
+        prompt_ids: list[int],
+        *,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        adapter: Adapter | None = None,
+        on_token: Callable[[int], None] | None = None,
+    ) -> Generation:
+        """Prefill the prompt, then decode up to max_tokens, stopping at an EOS token."""
+        if not prompt_ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if max_tokens < 0:
+            raise GenerationError(f"max_tokens must be >= 0, got {max_tokens}")
+        self.check_adapter(adapter)
+        sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
+        cache = self.new_cache(len(prompt_ids) + max_tokens, adapter)
+        eos = set(self.model.spec.eos_token_ids)
+        t0 = time.perf_counter()
+        logits = prefill(self.net, np.asarray(prompt_ids), cache, mode=self.activation, adapter=adapter)[-1]
+        t1 = time.perf_counter()
+        out: list[int] = []
+        stopped = False
+        while len(out) < max_tokens:
+            token = sampler(logits)
+            out.append(token)
+            if on_token is not None:
+                on_token(token)
+            if token in eos:
+                stopped = True
+                break
+            if len(out) == max_tokens:
+                break
+            logits = decode_one_token(self.net, token, cache, mode=self.activation, adapter=adapter)
+        t2 = time.perf_counter()
+        decode_steps = max(len(out) - 1, 0)  # the first token comes from the prefill's logits
+        rate = decode_steps / (t2 - t1) if decode_steps and t2 > t1 else 0.0
+        text = self.tokenizer.decode(out, skip_special_tokens=True) if self.model.tokenizer_json else ""
+        return Generation(
+            text=text,
+            token_ids=out,
+            prompt_tokens=len(prompt_ids),
+            generated_tokens=len(out),
+            decode_tokens_per_s=rate,
+            prefill_s=t1 - t0,
+            decode_s=t2 - t1,
+            stopped_on_eos=stopped,
+            options=self.options(),
+        )
+
+
+def generate(
+    model: QuantizedModel | Engine,
+    prompt_ids: list[int],
+    *,
+    max_tokens: int = 64,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seed: int = 0,
+    adapter: Adapter | None = None,
+    on_token: Callable[[int], None] | None = None,
+) -> Generation:
+    """Generate from a QuantizedModel (default engine options) or a configured Engine."""
+    engine = model if isinstance(model, Engine) else Engine(model)
+    return engine.generate(
+        prompt_ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+        adapter=adapter, on_token=on_token,
+    )  # fmt: skip

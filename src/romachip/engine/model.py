@@ -1,0 +1,180 @@
+"""The LLaMA forward pass of the golden engine: prefill (matrix-matrix) and decode_one_token (reuses the KV
+cache), gpt-fast style, with every step as docs/numerics.md defines it.
+
+GQA, RoPE (plain and llama3-scaled), tied or untied embeddings, RMSNorm, SwiGLU. q/k/v and gate/up run as
+fused L-Unit products: every output row is computed independently, so fusing changes no bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from romachip.engine.detmath import exp64, pow_f32, seq_sum, sincos64
+from romachip.engine.kernels import PreparedLinear, linear, lora_delta
+from romachip.engine.kv import KVCache, attention
+from romachip.errors import GenerationError, ModelConfigError
+from romachip.quant.tensor import QuantizedModel
+from romachip.spec.model import ModelSpec
+
+#: The engine's per-request LoRA adapter: module name (`model.layers.3.self_attn.q_proj`) ->
+#: (A float32 [r, in], B float32 [out, r], scale). A and B hold the exact decoded storage values.
+Adapter = Mapping[str, tuple[np.ndarray, np.ndarray, float]]
+
+FUSED = {
+    "qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")),
+    "o": ("self_attn", ("o_proj",)),
+    "gate_up": ("mlp", ("gate_proj", "up_proj")),
+    "down": ("mlp", ("down_proj",)),
+}
+
+
+def rope_inv_freq(spec: ModelSpec) -> np.ndarray:
+    """float32 inverse frequencies, llama3 scaling applied as transformers does it (float32 steps)."""
+    d = spec.head_dim
+    powers = np.array([pow_f32(spec.rope_theta, 2 * i, d) for i in range(d // 2)], dtype=np.float32)
+    inv = np.float32(1.0) / powers
+    sc = spec.rope_scaling
+    if sc is None:
+        return inv
+    f32 = np.float32
+    old = sc.original_max_position_embeddings
+    # Python-float constants are computed in binary64 and rounded to float32, as torch does with scalars
+    low_wavelen = f32(old / sc.low_freq_factor)
+    high_wavelen = f32(old / sc.high_freq_factor)
+    wavelen = f32(2 * np.pi) / inv
+    scaled = np.where(wavelen > low_wavelen, inv / f32(sc.factor), inv)
+    smooth = (f32(old) / wavelen - f32(sc.low_freq_factor)) / f32(sc.high_freq_factor - sc.low_freq_factor)
+    smoothed = (f32(1) - smooth) * scaled / f32(sc.factor) + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return np.where(medium, smoothed, scaled).astype(np.float32)
+
+
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    x64 = x.astype(np.float64)
+    ss = seq_sum(x64 * x64, axis=-1)
+    r = 1.0 / np.sqrt(ss / x.shape[-1] + eps)
+    return (x * r.astype(np.float32)[..., None]) * weight
+
+
+def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    g64 = g.astype(np.float64)
+    silu = (g64 / (1.0 + exp64(-g64))).astype(np.float32)
+    return silu * u
+
+
+class EngineModel:
+    """A QuantizedModel prepared for the engine: fused integer layouts, norms, RoPE tables."""
+
+    def __init__(self, model: QuantizedModel, *, float_mode: bool = False) -> None:
+        self.spec = spec = model.spec
+        self.source = model
+        self.float_mode = float_mode
+        w = model.weights
+        self.embed = _require(w, "model.embed_tokens.weight")
+        self.layers: list[dict[str, PreparedLinear]] = []
+        for i in range(spec.num_layers):
+            prepared = {}
+            for key, (block, names) in FUSED.items():
+                tensors = [_require(w, f"model.layers.{i}.{block}.{n}.weight") for n in names]
+                prepared[key] = PreparedLinear.from_tensors(tensors, float_mode=float_mode)
+            self.layers.append(prepared)
+        head = self.embed if spec.tie_word_embeddings else _require(w, "lm_head.weight")
+        self.lm_head = PreparedLinear.from_tensors([head], float_mode=float_mode)
+        f = model.floats
+        self.norms = [
+            (
+                _require(f, f"model.layers.{i}.input_layernorm.weight").astype(np.float32),
+                _require(f, f"model.layers.{i}.post_attention_layernorm.weight").astype(np.float32),
+            )
+            for i in range(spec.num_layers)
+        ]
+        self.final_norm = _require(f, "model.norm.weight").astype(np.float32)
+        self.inv_freq = rope_inv_freq(spec)
+        self._cos = np.zeros((0, spec.head_dim // 2), np.float32)
+        self._sin = np.zeros((0, spec.head_dim // 2), np.float32)
+
+    def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
+        e = self.embed
+        if np.any(tokens < 0) or np.any(tokens >= e.shape[0]):
+            raise GenerationError(f"token ids must lie in [0, {e.shape[0]}), got {tokens.min()}..{tokens.max()}")
+        q = e.codes[tokens].astype(np.float32) - e.expand_groups(e.zeros[tokens].astype(np.float32))
+        return e.expand_groups(e.scales[tokens].astype(np.float32)) * q
+
+    def rope_tables(self, end: int) -> tuple[np.ndarray, np.ndarray]:
+        if end > self._cos.shape[0]:
+            grow = max(end, 2 * self._cos.shape[0], 64)
+            angles = np.arange(grow, dtype=np.float32)[:, None] * self.inv_freq[None, :]
+            sin, cos = sincos64(angles.astype(np.float64))
+            self._cos, self._sin = cos.astype(np.float32), sin.astype(np.float32)
+        return self._cos, self._sin
+
+    def apply_rope(self, x: np.ndarray, start: int) -> np.ndarray:
+        """x [tokens, heads, d] at positions start.. -> rotated (rotate_half layout)."""
+        tokens, _, d = x.shape
+        cos_t, sin_t = self.rope_tables(start + tokens)
+        c = cos_t[start : start + tokens, None, :]
+        s = sin_t[start : start + tokens, None, :]
+        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+        return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+
+    def _proj(self, i: int, key: str, x: np.ndarray, mode: str, adapter: Adapter | None) -> list[np.ndarray]:
+        prep = self.layers[i][key]
+        y = linear(prep, x, mode)
+        block, names = FUSED[key]
+        sizes = [self.source.weights[f"model.layers.{i}.{block}.{n}.weight"].shape[0] for n in names]
+        outs = np.split(y, np.cumsum(sizes)[:-1], axis=1)
+        if adapter:
+            for j, n in enumerate(names):
+                lora = adapter.get(f"model.layers.{i}.{block}.{n}")
+                if lora is not None:
+                    outs[j] = outs[j] + lora_delta(x, *lora)
+        return outs
+
+    def forward(
+        self, tokens: np.ndarray, cache: KVCache, start: int, mode: str, adapter: Adapter | None, logits_rows: slice
+    ) -> np.ndarray:
+        """Run tokens at positions start.. through every layer, filling the cache; logits of `logits_rows`."""
+        spec = self.spec
+        n, d = tokens.shape[0], spec.head_dim
+        x = self.embed_rows(tokens)
+        for i in range(spec.num_layers):
+            norm_in, norm_post = self.norms[i]
+            h = rms_norm(x, norm_in, spec.rms_norm_eps)
+            q, k, v = self._proj(i, "qkv", h, mode, adapter)
+            q = self.apply_rope(q.reshape(n, spec.num_heads, d), start)
+            k = self.apply_rope(k.reshape(n, spec.num_kv_heads, d), start)
+            cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
+            att = attention(cache, i, q, start)
+            (o,) = self._proj(i, "o", att, mode, adapter)
+            x = x + o
+            h = rms_norm(x, norm_post, spec.rms_norm_eps)
+            g, u = self._proj(i, "gate_up", h, mode, adapter)
+            (down,) = self._proj(i, "down", silu_mul(g, u), mode, adapter)
+            x = x + down
+        cache.length = start + n
+        x = rms_norm(x[logits_rows], self.final_norm, spec.rms_norm_eps)
+        return linear(self.lm_head, x, mode)
+
+
+def _require(store: Mapping[str, object], name: str):  # noqa: ANN202
+    if name not in store:
+        raise ModelConfigError(f"the model has no tensor {name!r}; the ROM image or checkpoint is incomplete")
+    return store[name]
+
+
+def prefill(
+    model: EngineModel, tokens: np.ndarray, cache: KVCache, *, mode: str, adapter: Adapter | None = None,
+    all_logits: bool = False,
+) -> np.ndarray:  # fmt: skip
+    """Process a prompt as matrix-matrix work from position cache.length; logits of the last (or every) row."""
+    rows = slice(None) if all_logits else slice(-1, None)
+    return model.forward(np.asarray(tokens, dtype=np.int64), cache, cache.length, mode, adapter, rows)
+
+
+def decode_one_token(
+    model: EngineModel, token: int, cache: KVCache, *, mode: str, adapter: Adapter | None = None
+) -> np.ndarray:
+    """One decode step at position cache.length, reusing the cached K/V; float32 logits [vocab]."""
+    return model.forward(np.array([token], dtype=np.int64), cache, cache.length, mode, adapter, slice(None))[0]
