@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
 
@@ -46,3 +47,28 @@ def make_adapter(model, out: Path, *, seed: int = 1, b_std: float = 0.05, dtype=
                 p.data = p.data.to(dtype)
     pm.save_pretrained(str(out))
     return pm
+
+
+def quantize_tiny(model, fmt=None):
+    """A QuantizedModel of a transformers LLaMA: RTN codes for every matrix, float32 norms."""
+    from romachip.quant.formats import WeightFormat
+    from romachip.quant.rtn import quantize_rtn
+    from romachip.quant.tensor import QuantizedModel
+
+    fmt = fmt or WeightFormat(4, 32)
+    weights, floats = {}, {}
+    for name, t in model.state_dict().items():
+        w = t.detach().float().numpy()
+        if w.ndim == 2:
+            weights[name] = quantize_rtn(w, fmt)
+        else:
+            floats[name] = w.astype(np.float32)
+    return QuantizedModel(spec=spec_of(model), fmt=fmt, weights=weights, floats=floats)
+
+
+def burn_tiny(model, path: Path, fmt=None):
+    """Burn a tiny LLaMA into a ROM image for the `roma` chip and open it."""
+    from romachip.rom import burn
+    from romachip.spec import load_chip
+
+    return burn(quantize_tiny(model, fmt), load_chip("roma"), path, chip_preset="roma")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+import romachip.cli.adapters  # noqa: F401  (registers `romachip adapters check`)
 import romachip.cli.fit  # noqa: F401  (registers `romachip fit`)
 from romachip.cli import specs  # noqa: F401  (each import registers its commands on `app`)
 from romachip.cli.app import app, err_console

@@ -30,6 +30,7 @@ from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_STRATEGY, cont
 from romachip.compile import compile_placement
 from romachip.errors import AdapterError, CapacityError
 from romachip.quant.formats import WeightFormat
+from romachip.rom import RomImage
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
 from romachip.spec.tech import load_tech
@@ -71,7 +72,9 @@ class FitVerdict:
 
 
 @dataclass(frozen=True)
-class _Resident:
+class PreparedAdapter:
+    """An adapter read, validated, encoded and dealt over the H-Units (by `AdapterBank.prepare`)."""
+
     stored: StoredAdapter
     view: AdapterView
     unit_bytes: np.ndarray  # [units] exact bytes per H-Unit
@@ -105,7 +108,25 @@ class AdapterBank:
         self._word_bytes = sram.macro_cols * sram.bits_per_cell // 8
         self._write_bits_per_cycle = sram.macro_cols * sram.macros * sram.bits_per_cell  # [assumption] = read width
         self._write_pj_per_bit = load_tech(chip.tech).energy.sram_write_pj_per_bit
-        self._resident: dict[str, _Resident] = {}
+        self._resident: dict[str, PreparedAdapter] = {}
+
+    @classmethod
+    def for_image(
+        cls,
+        image: RomImage,
+        *,
+        kv: KvConfig = DEFAULT_KV,
+        precision: str | None = None,
+        sram_bytes: int | None = None,
+        chip: ChipSpec | None = None,
+    ) -> AdapterBank:
+        """The bank of the chip an image was burned for (or `chip`), with the image's model, format, policy
+        and placement strategy; the image itself is only read."""
+        m = image.manifest
+        return cls(
+            chip or image.chip, image.spec, fmt=image.fmt, kv=kv, policy=m["storage_policy"],
+            strategy=m["placement"]["strategy"], precision=precision, sram_bytes=sram_bytes,
+        )  # fmt: skip
 
     # -- what is resident ------------------------------------------------------------------------------
     @property
@@ -123,13 +144,13 @@ class AdapterBank:
     def lora_bytes(self) -> int:
         return sum(r.stored.nbytes for r in self._resident.values())
 
-    def _unit_alloc(self, residents: list[_Resident]) -> np.ndarray:
+    def _unit_alloc(self, residents: list[PreparedAdapter]) -> np.ndarray:
         out = np.zeros(self.chip.matrix_units, dtype=np.int64)
         for r in residents:
             out += r.unit_alloc
         return out
 
-    def context(self, residents: list[_Resident] | None = None) -> tuple[int, str]:
+    def context(self, residents: list[PreparedAdapter] | None = None) -> tuple[int, str]:
         """(maximum context tokens, what limits it) with these adapters resident (default: the current ones)."""
         residents = list(self._resident.values()) if residents is None else residents
         _, _, max_ctx, limit = context_limit(
@@ -143,7 +164,7 @@ class AdapterBank:
         return self.context()[0]
 
     # -- operations ------------------------------------------------------------------------------------
-    def prepare(self, source: str | Path | PeftAdapter, *, name: str, precision: str | None = None) -> _Resident:
+    def prepare(self, source: str | Path | PeftAdapter, *, name: str, precision: str | None = None) -> PreparedAdapter:
         """Read (if a folder), validate and encode an adapter, and deal it over the H-Units; writes nothing."""
         adapter = source if isinstance(source, PeftAdapter) else read_peft_adapter(source, self.spec)
         precision = check_precision(precision or self.precision)
@@ -151,7 +172,7 @@ class AdapterBank:
             raise CapacityError(f"chip {self.chip.name!r} cannot hold {precision} LoRA weights")
         stored = store_adapter(adapter, precision, name=name)
         unit_bytes = ranked_lora_unit_bytes(self._placement, stored.ranks, precision)
-        return _Resident(stored, stored.view(), unit_bytes, self._alloc(unit_bytes))
+        return PreparedAdapter(stored, stored.view(), unit_bytes, self._alloc(unit_bytes))
 
     def load(self, name: str, source: str | Path | PeftAdapter, *, precision: str | None = None) -> BankOp:
         """Write an adapter into SRAM under `name`; CapacityError (budget shown) if the reserved context no
@@ -180,7 +201,7 @@ class AdapterBank:
         return self._op("swap", name, written=new, freed=freed)
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _get(self, name: str) -> _Resident:
+    def _get(self, name: str) -> PreparedAdapter:
         return self._resident[self._check_name(name)]
 
     def _check_name(self, name: str) -> str:
@@ -189,7 +210,13 @@ class AdapterBank:
             raise AdapterError(f"no adapter named {name!r} is loaded (loaded: {loaded})")
         return name
 
-    def _admit(self, new: _Resident, others: list[_Resident]) -> None:
+    def verdict(self, prepared: PreparedAdapter, *, replacing: str | None = None) -> FitVerdict:
+        """Would this prepared adapter fit next to the resident ones (less `replacing`, for a swap)?"""
+        others = [r for n, r in self._resident.items() if n != replacing]
+        s = prepared.stored
+        return self._verdict(s.name, s.nbytes, s.precision, s.ranks, prepared.unit_alloc, others)
+
+    def _admit(self, new: PreparedAdapter, others: list[PreparedAdapter]) -> None:
         verdict = self._verdict(new.stored.name, new.stored.nbytes, new.stored.precision, new.stored.ranks,
                                 new.unit_alloc, others)  # fmt: skip
         if not verdict.fits:
@@ -208,7 +235,13 @@ class AdapterBank:
         return -(-unit_bytes // self._word_bytes) * self._word_bytes
 
     def _verdict(
-        self, name: str, nbytes: int, precision: str, ranks: dict[str, int], alloc: np.ndarray, others: list[_Resident]
+        self,
+        name: str,
+        nbytes: int,
+        precision: str,
+        ranks: dict[str, int],
+        alloc: np.ndarray,
+        others: list[PreparedAdapter],
     ) -> FitVerdict:
         before, _ = self.context(others)
         others_alloc = self._unit_alloc(others)
@@ -232,21 +265,24 @@ class AdapterBank:
             message += f". Unload an adapter{fp8}, lower its rank, or reserve a shorter context"
         return FitVerdict(fits, nbytes, before, max_ctx, limit, message)
 
-    def _op(self, op: str, name: str, *, written: _Resident | None, freed: int) -> BankOp:
+    def write_cost(self, prepared: PreparedAdapter) -> tuple[int, int, float, float]:
+        """(bytes, cycles, seconds, joules) to write a prepared adapter into the H-Units: every unit writes
+        its share one word per macro per cycle in parallel, so the unit with the largest share sets the time."""
+        nbytes = prepared.stored.nbytes
+        cycles = int(math.ceil(int(prepared.unit_bytes.max()) * 8 / self._write_bits_per_cycle))
+        return nbytes, cycles, cycles / self.chip.clock_hz, nbytes * 8 * self._write_pj_per_bit * 1e-12
+
+    def _op(self, op: str, name: str, *, written: PreparedAdapter | None, freed: int) -> BankOp:
         max_ctx, limit = self.context()
-        if written is None:
-            nbytes, cycles = 0, 0
-        else:
-            nbytes = written.stored.nbytes
-            cycles = int(math.ceil(int(written.unit_bytes.max()) * 8 / self._write_bits_per_cycle))
+        nbytes, cycles, seconds, joules = self.write_cost(written) if written is not None else (0, 0, 0.0, 0.0)
         return BankOp(
             op=op,
             adapter=name,
             sram_bytes_written=nbytes,
             sram_bytes_freed=freed,
             write_cycles=cycles,
-            write_s=cycles / self.chip.clock_hz,
-            write_energy_j=nbytes * 8 * self._write_pj_per_bit * 1e-12,
+            write_s=seconds,
+            write_energy_j=joules,
             lora_bytes_resident=self.lora_bytes,
             max_context_tokens=max_ctx,
             context_limit=limit,
