@@ -44,6 +44,11 @@ class RomArray(MacroArray):
     brom: bool = Field(description="B-ROM encoding (4-row groups select one of 16 shared patterns).")
     brom_rows_per_group: PositiveInt = Field(4, description="Address lines taken together by B-ROM.")
     fused: bool = Field(description="MAC logic placed under the B-ROM (device layer) in one fused cell.")
+    word_interleave: bool = Field(
+        False,
+        description="ROM words interleaved over the macros (word w in macro w % macros, row w // macros), so "
+        "a tile is read from every macro at once; False: word w in macro w // macro_rows.",
+    )
 
 
 class LUnitSpec(BaseModel):
@@ -55,6 +60,11 @@ class LUnitSpec(BaseModel):
         description="Integer MACs per cycle for each stored weight width (bits -> MACs/cycle)."
     )
     pipeline_depth_cycles: PositiveInt = Field(description="Cycles from ROM read to accumulated output.")
+    prefill_token_batch: PositiveInt = Field(
+        1,
+        description="Tokens multiplied by one ROM row read in prefill (weight reuse): activations of that "
+        "many tokens sit at the MAC inputs; also the token granularity of the prefill pipeline.",
+    )
 
 
 class HUnitSpec(BaseModel):
@@ -103,6 +113,12 @@ class NocSpec(BaseModel):
     model_config = Strict
     link_width_bits: PositiveInt = Field(description="Bits a link carries per cycle, each direction.")
     hop_latency_cycles: PositiveInt = Field(description="Router + link latency per hop.")
+    hops_per_cycle: PositiveInt = Field(
+        1,
+        description="Hops a flit crosses per hop latency on a straight path (SMART-style bypass; at a slow "
+        "clock a repeated wire spans several units per cycle). A path of h hops takes "
+        "hop_latency_cycles * ceil(h / hops_per_cycle) cycles.",
+    )
 
 
 class PrecisionSpec(BaseModel):
@@ -115,6 +131,30 @@ class PrecisionSpec(BaseModel):
     kv: Precision = Field(description="Precision of the KV cache in SRAM.")
     supported_lora: list[Precision] = Field(description="LoRA precisions the H-Units can compute in.")
     supported_kv: list[Precision] = Field(description="KV precisions the H-Units can store.")
+    partial: Precision = Field(
+        "fp16", description="Precision of results matrix units send to vector units (outputs, scores, partials)."
+    )
+
+
+class FloorplanSpec(BaseModel):
+    """How densely each unit type packs its macros and logic (1.0: no white space, halos or channels)."""
+
+    model_config = Strict
+    l_unit_utilization: float = Field(1.0, gt=0, le=1, description="Share of an L-Unit's footprint it uses.")
+    h_unit_utilization: float = Field(1.0, gt=0, le=1, description="Share of an H-Unit's footprint it uses.")
+    vector_unit_utilization: float = Field(1.0, gt=0, le=1, description="Share of a vector unit's footprint used.")
+    control_area_mm2: float = Field(0.0, ge=0, description="Global control, clocking and I/O outside the mesh.")
+
+
+class LUnitStudySpec(BaseModel):
+    """A reference L-Unit organisation for comparing SRAM, ROM, B-ROM and fused implementations."""
+
+    model_config = Strict
+    macro_rows: PositiveInt = Field(description="Words per memory macro.")
+    macro_cols: PositiveInt = Field(description="Bits per word.")
+    macros: PositiveInt = Field(description="Macros in the reference L-Unit.")
+    macs: PositiveInt = Field(description="MACs of the reference L-Unit (all macros read every cycle).")
+    weight_bits: PositiveInt = Field(description="Weight code width its MACs take.")
 
 
 class ChipSpec(BaseModel):
@@ -133,6 +173,10 @@ class ChipSpec(BaseModel):
     vector_unit: VectorUnitSpec
     noc: NocSpec
     precision: PrecisionSpec
+    floorplan: FloorplanSpec = Field(FloorplanSpec(), description="Footprint utilisation per unit type.")
+    l_unit_study: LUnitStudySpec | None = Field(
+        None, description="Reference L-Unit of the four-way (SRAM/ROM/B-ROM/fused) area and power comparison."
+    )
 
     @property
     def matrix_units(self) -> int:

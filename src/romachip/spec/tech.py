@@ -38,6 +38,9 @@ class EnergyTable(BaseModel):
     mac_pj: dict[str, PositiveFloat] = Field(description="Energy of one MAC, by operand precision.")
     vector_op_pj: PositiveFloat = Field(description="One elementwise op on the vector unit (fp16/fp32).")
     wire_pj_per_bit_mm: PositiveFloat = Field(description="On-chip wire, per bit per mm.")
+    router_pj_per_bit: float = Field(
+        0.0, ge=0, description="Mesh router (buffer write/read, crossbar, arbitration), per bit per router crossed."
+    )
 
 
 class TechSpec(BaseModel):
@@ -55,6 +58,19 @@ class TechSpec(BaseModel):
     mac_area_um2: dict[str, PositiveFloat] = Field(description="Area of one MAC, by operand precision.")
     energy: EnergyTable
     leakage_mw_per_mm2: PositiveFloat = Field(description="Static power per mm^2 of logic and memory.")
+    fused_logic_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of a B-ROM macro's area that is device-layer logic (decoders, pattern generators, "
+        "sensing); a fused cell moves it, with the MACs, under the metal-heavy array.",
+    )
+    vector_lane_area_um2: float = Field(
+        0.0, ge=0, description="One vector-unit lane (FP16/FP32 ALU, special functions, registers)."
+    )
+    router_area_um2_per_link_bit: float = Field(
+        0.0, ge=0, description="Mesh router area per bit of link width (5 ports, buffers, crossbar)."
+    )
 
 
 def list_techs() -> list[str]:

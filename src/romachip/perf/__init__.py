@@ -1,0 +1,1 @@
+"""Timing, energy and area of a ROMA-class chip: an event-driven model over the mesh."""

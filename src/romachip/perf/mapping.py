@@ -1,0 +1,138 @@
+"""What the placement means for timing: per weight tensor, the work of its busiest unit; mesh distances.
+
+The timing model simulates one representative unit per unit type and group of units (all matrix units
+for the `spread` strategy; one group per layer group otherwise). Units of a group start together and do
+the same op, so the group finishes when its busiest unit does: each op costs what the busiest unit of
+its tensor needs (most output rows, most ROM rows read from one macro).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from romachip.compile import EMBED_NAME, HEAD_NAME, Placement
+from romachip.spec.chip import ChipSpec
+
+
+@dataclass(frozen=True)
+class TensorWork:
+    """One weight tensor as its busiest unit sees it."""
+
+    name: str
+    out_features: int
+    in_features: int
+    weight_bits: int
+    group: int  # index of the unit group that holds the tensor
+    units: int  # units holding a tile of it
+    rows_max: int  # most output rows on one unit
+    rom_rows_max: int  # most ROM rows one macro of one unit reads for its tile (one full pass)
+    bits_total: int  # codes + scales + zeros of the whole tensor
+
+
+@dataclass(frozen=True)
+class MeshView:
+    """Distances of the mesh, in hops, for transfers between matrix units and the vector row."""
+
+    cols: int
+    vector_units: int
+    column_hops_max: int  # farthest matrix unit from the vector row, along its column
+    column_units: int  # matrix units in one half column (on one side of the vector row)
+    row_hops_max: int  # one end of the vector row to the other
+
+    @property
+    def broadcast_hops(self) -> int:
+        return self.row_hops_max + self.column_hops_max
+
+
+class PlacementView:
+    """Per-tensor busiest-unit work and unit groups, computed once from a Placement (vectorised)."""
+
+    def __init__(self, chip: ChipSpec, placement: Placement) -> None:
+        self.chip = chip
+        self.placement = placement
+        t = placement.tiles
+        rom = chip.l_unit.rom
+        words = -(-t["rom_span_bits"] // placement.word_bits)
+        first = t["rom_offset_bits"] // placement.word_bits
+        if rom.word_interleave:
+            macro_rows = -(-words // rom.macros)
+        else:  # contiguous words: the busiest macro holds min(words, rows of the macro it sits most in)
+            end = first + words
+            split = (first // rom.macro_rows + 1) * rom.macro_rows
+            macro_rows = np.where(
+                end <= split, words, np.maximum(split - first, np.minimum(end - split, rom.macro_rows))
+            )
+        rows = t["row_stop"] - t["row_start"]
+        group_of_unit = self._unit_groups(placement)
+        self.groups = int(group_of_unit.max()) + 1 if len(group_of_unit) else 1
+        self.group_units = np.bincount(group_of_unit, minlength=self.groups)
+        self.tensors: dict[str, TensorWork] = {}
+        order = np.argsort(t["tensor"], kind="stable")
+        bounds = np.searchsorted(t["tensor"][order], np.arange(len(placement.tensors) + 1))
+        for ti, entry in enumerate(placement.tensors):
+            idx = order[bounds[ti] : bounds[ti + 1]]
+            if not len(idx):
+                continue
+            bits = int((t["code_bits"][idx] + t["scale_bits"][idx] + t["zero_bits"][idx]).sum())
+            self.tensors[entry.name] = TensorWork(
+                name=entry.name,
+                out_features=entry.shape[0],
+                in_features=entry.shape[1],
+                weight_bits=entry.fmt.bits if entry.fmt is not None else 16,
+                group=int(group_of_unit[t["unit"][idx[0]]]),
+                units=len(np.unique(t["unit"][idx])),
+                rows_max=int(np.bincount(t["unit"][idx], weights=rows[idx]).max()),
+                rom_rows_max=int(np.bincount(t["unit"][idx], weights=macro_rows[idx]).max()),
+                bits_total=bits,
+            )
+        self.mesh = self._mesh_view(chip, placement)
+        self._layer_group: dict[int, int] = {}
+        for entry in placement.tensors:
+            if entry.layer >= 0 and entry.name in self.tensors:
+                self._layer_group.setdefault(entry.layer, self.tensors[entry.name].group)
+
+    @staticmethod
+    def _unit_groups(placement: Placement) -> np.ndarray:
+        """Units that hold tiles of exactly the same layers form a group (one group for `spread`)."""
+        t = placement.tiles
+        layers = np.array([e.layer for e in placement.tensors], dtype=np.int64)[t["tensor"]]
+        group = np.zeros(placement.units, dtype=np.int64)
+        blocks = layers >= 0
+        if not blocks.any():
+            return group
+        first_layer = np.full(placement.units, -1, dtype=np.int64)
+        np.maximum.at(first_layer, t["unit"][blocks], layers[blocks])  # last layer a unit holds
+        keys, inverse = np.unique(first_layer, return_inverse=True)
+        return inverse.astype(np.int64) if len(keys) > 1 else group
+
+    @staticmethod
+    def _mesh_view(chip: ChipSpec, placement: Placement) -> MeshView:
+        vrows = sorted(set(int(r) for r in placement.vector_mesh_row))
+        mrows = placement.unit_mesh_row
+        if vrows and len(mrows):
+            offset = mrows[:, None] - np.array(vrows)[None, :]
+            nearest = np.argmin(np.abs(offset), axis=1)
+            signed = offset[np.arange(len(mrows)), nearest]
+            column_hops = int(np.abs(signed).max())
+            # units sharing one column link into the vector row: same column, same vector row, same side
+            key = (nearest * 2 + (signed > 0)) * chip.mesh.cols + placement.unit_mesh_col
+            per_side = int(np.bincount(key).max())
+        else:
+            column_hops, per_side = 0, 1
+        nv = max(len(placement.vector_mesh_row), 1)
+        return MeshView(chip.mesh.cols, nv, column_hops, per_side, max(chip.mesh.cols - 1, 0))
+
+    def tensor(self, name: str) -> TensorWork:
+        return self.tensors[name]
+
+    def lm_head(self) -> TensorWork | None:
+        return self.tensors.get(HEAD_NAME) or self.tensors.get(EMBED_NAME)
+
+    def embedding(self) -> TensorWork | None:
+        return self.tensors.get(EMBED_NAME)
+
+    def layer_group(self, layer: int) -> int:
+        """Group of the units holding a layer's weights (its KV cache and attention live there too)."""
+        return self._layer_group.get(layer, 0)

@@ -1,0 +1,376 @@
+"""Cycles of each op on the chip, and the task graph of one phase (a prefill token batch, a decode step).
+
+Dataflow of one layer (the graph's ops in order), with where each op runs:
+- norms, RoPE, softmax, SwiGLU, residual adds: vector units (V), with a row all-reduce for the norm's
+  sum of squares and the softmax's max and sum;
+- projections: L-Units; the input is broadcast from V to every matrix unit (row all-gather, then
+  multicast down the columns) and consumed while it streams in; outputs go up the columns to V;
+- LoRA: A on the H-Units of the units that hold A rows (it streams on the same broadcast), its r
+  outputs gathered and broadcast back (NoC), B on the H-Units beside the base rows, added in before the
+  output leaves the unit;
+- attention: the KV cache is split by sequence position over the H-Units of the layer's unit group
+  (each holds every channel of its share of tokens); q (and the new k, v) are broadcast to them; scores
+  go up the columns to V for the softmax (a row all-reduce of max and sum), probabilities come back
+  down, and the partial outputs are reduced in the network on their way to V.
+
+Costs (busiest unit or busiest link of a class, see mapping.py):
+- L-Unit: max(MACs / MACs-per-cycle at the weight width, ROM rows read) + pipeline fill; in prefill a
+  ROM row read serves `prefill_token_batch` tokens;
+- H-Unit: max(MACs / MACs-per-cycle, SRAM bits / read width) + pipeline fill;
+- V: vector ops / (vector units x lanes);
+- NoC: bytes on the busiest link / link bytes per cycle + path latency (hops, SMART bypass).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from romachip.compile import linear_name
+from romachip.graph import Op, OpKind
+from romachip.perf.kernel import Simulator
+from romachip.perf.mapping import PlacementView
+from romachip.spec.chip import ChipSpec
+
+#: Bytes per element of each precision the chip moves or stores.
+PRECISION_BYTES = {"int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
+NOC_DOWN, NOC_UP, NOC_ROW = "noc.down", "noc.up", "noc.row"
+LINK_CLASSES = (NOC_DOWN, NOC_UP, NOC_ROW)
+VECTOR_PIPELINE_CYCLES = 2  # [assumption] operand read + write-back around the lanes
+H_PIPELINE_CYCLES = 4  # [assumption] SRAM read, multiply, accumulate, write
+
+
+@dataclass(frozen=True)
+class ChipRates:
+    """Per-cycle rates of the chip, derived once from the ChipSpec."""
+
+    link_bytes: float
+    hop_cycles: int
+    hops_per_cycle: int
+    act_bytes: float
+    partial_bytes: float
+    kv_bytes: float
+    lora_bytes: float
+    pipeline: int
+    lora_macs: int
+    attention_macs: int
+    h_sram_read_bits: int
+    vector_lanes_total: int
+    token_batch: int
+
+    @classmethod
+    def of(cls, chip: ChipSpec) -> ChipRates:
+        return cls(
+            link_bytes=chip.noc.link_width_bits / 8,
+            hop_cycles=chip.noc.hop_latency_cycles,
+            hops_per_cycle=chip.noc.hops_per_cycle,
+            act_bytes=PRECISION_BYTES[chip.precision.activation],
+            partial_bytes=PRECISION_BYTES[chip.precision.partial],
+            kv_bytes=PRECISION_BYTES[chip.precision.kv],
+            lora_bytes=PRECISION_BYTES[chip.precision.lora],
+            pipeline=chip.l_unit.pipeline_depth_cycles,
+            lora_macs=chip.h_unit.lora_macs_per_cycle,
+            attention_macs=chip.h_unit.attention_macs_per_cycle,
+            h_sram_read_bits=chip.h_unit.sram.read_bits_per_cycle,
+            vector_lanes_total=chip.vector_units * chip.vector_unit.lanes,
+            token_batch=chip.l_unit.prefill_token_batch,
+        )
+
+    def path_cycles(self, hops: int) -> int:
+        return self.hop_cycles * math.ceil(hops / self.hops_per_cycle) if hops > 0 else 0
+
+    def link_cycles(self, nbytes: float) -> int:
+        return math.ceil(nbytes / self.link_bytes) if nbytes > 0 else 0
+
+
+def l_unit_cycles(
+    chip: ChipSpec, rows: int, in_features: int, weight_bits: int, tokens: int, rom_rows: int
+) -> tuple[int, str]:
+    """(cycles, bound) of one projection tile on an L-Unit for `tokens` tokens."""
+    macs_per_cycle = chip.l_unit.macs_per_cycle_by_weight_bits.get(weight_bits)
+    if macs_per_cycle is None:  # no native width: run on the next wider one
+        wider = sorted(b for b in chip.l_unit.macs_per_cycle_by_weight_bits if b >= weight_bits)
+        macs_per_cycle = chip.l_unit.macs_per_cycle_by_weight_bits[
+            wider[0] if wider else max(chip.l_unit.macs_per_cycle_by_weight_bits)
+        ]
+    mac_cycles = math.ceil(rows * in_features * tokens / macs_per_cycle)
+    rom_cycles = rom_rows * math.ceil(tokens / chip.l_unit.prefill_token_batch)
+    bound = "macs" if mac_cycles >= rom_cycles else "rom"
+    return max(mac_cycles, rom_cycles) + chip.l_unit.pipeline_depth_cycles, bound
+
+
+class PhaseBuilder:
+    """Turns the ops of one token batch into tasks on a Simulator; call `ops` for each batch in order."""
+
+    def __init__(self, sim: Simulator, chip: ChipSpec, view: PlacementView) -> None:
+        self.sim, self.chip, self.view = sim, chip, view
+        self.rate = ChipRates.of(chip)
+        self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
+        self.work: dict[str, dict[str, float]] = {}  # op name -> counted events (for energy)
+
+    # -- NoC helpers -------------------------------------------------------------------------------
+    def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
+        """V -> every matrix unit: row all-gather, then multicast down each column (full vector per link)."""
+        m, r = self.view.mesh, self.rate
+        row = self.sim.add(
+            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + r.path_cycles(m.row_hops_max), "noc",
+            after=after, priority=prio, op=op,
+        )  # fmt: skip
+        return self.sim.add(
+            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + r.path_cycles(m.column_hops_max), "noc",
+            stream=[row], lag_cycles=1, end_lag_cycles=r.path_cycles(m.column_hops_max), priority=prio, op=op,
+        )  # fmt: skip
+
+    def _first_flit(self) -> int:
+        """Cycles from the start of a broadcast to its first flit at the farthest unit."""
+        return max(1, self.rate.path_cycles(self.view.mesh.broadcast_hops))
+
+    def _gather(self, name: str, per_link_bytes: float, after: list[int], op: str, prio: int, row: bool) -> int:
+        """Matrix units -> V up the columns (and along the vector row when the data changes owner)."""
+        m, r = self.view.mesh, self.rate
+        hops = m.column_hops_max + (m.row_hops_max if row else 0)
+        return self.sim.add(
+            name, NOC_UP, r.link_cycles(per_link_bytes) + r.path_cycles(hops), "noc", after=after, priority=prio, op=op
+        )
+
+    def _row_allreduce(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
+        m, r = self.view.mesh, self.rate
+        return self.sim.add(
+            name,
+            NOC_ROW,
+            r.link_cycles(nbytes) + r.path_cycles(m.row_hops_max),
+            "noc",
+            after=after,
+            priority=prio,
+            op=op,
+        )
+
+    def _vector(self, op: Op, after: list[int], prio: int) -> int:
+        cycles = math.ceil(op.vector_ops / self.rate.vector_lanes_total) + VECTOR_PIPELINE_CYCLES
+        return self.sim.add(op.name, "V", cycles, "vector", after=after, priority=prio, op=op.name)
+
+    def _count(self, op: Op, **events: float) -> None:
+        acc = self.work.setdefault(op.name, {})
+        for k, v in events.items():
+            acc[k] = acc.get(k, 0.0) + v
+
+    # -- ops ---------------------------------------------------------------------------------------
+    def batch(self, ops: list[Op], prio: int) -> int:
+        """Add the tasks of one token batch (ops of `prefill_ops`/`decode_ops`); return its last task."""
+        st = _BatchState()
+        for op in ops:
+            kind = op.kind
+            if kind not in (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B):
+                self._flush(st, prio)
+            if kind == OpKind.EMBEDDING:
+                self._embedding(op, st, prio)
+            elif kind in (OpKind.PROJECTION, OpKind.LM_HEAD):
+                self._projection(op, st, prio)
+            elif kind == OpKind.LORA_A:
+                self._lora_a(op, st, prio)
+            elif kind == OpKind.LORA_B:
+                self._lora_b(op, st, prio)
+            elif kind == OpKind.ATTENTION_SCORE:
+                self._score(op, st, prio)
+            elif kind == OpKind.SOFTMAX:
+                self._softmax(op, st, prio)
+            elif kind == OpKind.ATTENTION_VALUE:
+                self._value(op, st, prio)
+            else:  # norm, rope, swiglu, residual on the vector units
+                self._elementwise(op, st, prio)
+        self._flush(st, prio)
+        return st.ready[-1] if st.ready else -1
+
+    def _tensor_of(self, op: Op):
+        if op.kind == OpKind.LM_HEAD:
+            return self.view.lm_head()
+        return self.view.tensor(linear_name(op.layer, op.module))
+
+    def _embedding(self, op: Op, st: _BatchState, prio: int) -> None:
+        d, t = op.out_features, op.tokens
+        self._count(
+            op,
+            rom_bits=op.weight_bits_read if not op.weight_off_chip else 0,
+            vector_sram_write_bits=8 * op.activation_bytes_out,
+        )
+        if op.weight_off_chip or self.view.embedding() is None:  # the host writes the rows into V
+            st.ready = [self.sim.add(op.name, "V", VECTOR_PIPELINE_CYCLES, "latency", priority=prio, op=op.name)]
+            return
+        rom = self.chip.l_unit.rom
+        row_words = math.ceil(op.weight_bits_read / max(t, 1) / self.view.placement.word_bits)
+        per_macro = math.ceil(row_words / rom.macros) if rom.word_interleave else row_words
+        look = self.sim.add(op.name, "L0", per_macro * t + self.rate.pipeline, "rom", priority=prio, op=op.name)
+        per_link = max(d * self.rate.partial_bytes, t * d * self.rate.partial_bytes / self.view.mesh.vector_units)
+        self._noc_count(op, t * d * self.rate.partial_bytes, "gather")
+        st.ready = [self._gather(f"{op.name}.to_vector", per_link, [look], op.name, prio, row=True)]
+
+    def _projection(self, op: Op, st: _BatchState, prio: int) -> None:
+        tw = self._tensor_of(op)
+        if st.bcast is None:
+            nbytes = op.in_features * op.tokens * self.rate.act_bytes
+            st.bcast = self._broadcast(f"{op.name}.input", nbytes, st.ready, op.name, prio)
+            self._noc_count(op, nbytes, "broadcast")
+        cycles, bound = l_unit_cycles(
+            self.chip, tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max
+        )
+        first_flit = self._first_flit()
+        if st.pending:  # back to back with the previous projection on the same input: no new pipeline fill
+            cycles -= self.rate.pipeline
+        task = self.sim.add(
+            op.name,
+            f"L{tw.group}",
+            cycles,
+            bound,
+            stream=[st.bcast],
+            lag_cycles=first_flit,
+            end_lag_cycles=self.rate.pipeline,
+            priority=prio,
+            op=op.name,
+        )
+        reads = math.ceil(op.tokens / self.rate.token_batch)
+        self._count(op, rom_bits=tw.bits_total * reads, **{f"l_macs_int{tw.weight_bits}": op.macs})
+        st.pending.append({"op": op, "tw": tw, "done": [task]})
+
+    def _lora_a(self, op: Op, st: _BatchState, prio: int) -> None:
+        base = st.pending[-1]
+        tw = base["tw"]
+        rows = math.ceil(op.out_features / tw.units)  # A rows go out one per unit (compile.py's split)
+        macs = rows * op.in_features * op.tokens
+        sram_bits = rows * op.in_features * self.rate.lora_bytes * 8
+        cycles = max(math.ceil(macs / self.rate.lora_macs), math.ceil(sram_bits / self.rate.h_sram_read_bits))
+        # compile.py deals A rows round-robin over the units, module after module: the A ops of one
+        # layer run on different H-Units, so each module gets its own representative unit
+        a = self.sim.add(
+            op.name, f"H{tw.group}.{op.module}", cycles + H_PIPELINE_CYCLES, "lora",
+            stream=[st.bcast], lag_cycles=self._first_flit(), end_lag_cycles=H_PIPELINE_CYCLES,
+            priority=prio, op=op.name,
+        )  # fmt: skip
+        r_bytes = op.out_features * op.tokens
+        up = self._gather(f"{op.name}.gather", r_bytes * self.rate.partial_bytes, [a], op.name, prio, row=True)
+        down = self._broadcast(f"{op.name}.share", r_bytes * self.rate.act_bytes, [up], op.name, prio)
+        self._noc_count(op, r_bytes * self.rate.partial_bytes, "gather")
+        self._noc_count(op, r_bytes * self.rate.act_bytes, "broadcast")
+        self._count(op, lora_macs=op.macs, h_sram_read_bits=op.weight_bits_read)
+        base["lora_in"] = down
+
+    def _lora_b(self, op: Op, st: _BatchState, prio: int) -> None:
+        base = st.pending[-1]
+        tw = base["tw"]
+        macs = tw.rows_max * op.in_features * op.tokens
+        sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
+        cycles = max(math.ceil(macs / self.rate.lora_macs), math.ceil(sram_bits / self.rate.h_sram_read_bits))
+        b = self.sim.add(
+            op.name,
+            f"H{tw.group}",
+            cycles + H_PIPELINE_CYCLES,
+            "lora",
+            after=[base["lora_in"]],
+            priority=prio,
+            op=op.name,
+        )
+        self._count(op, lora_macs=op.macs, h_sram_read_bits=op.weight_bits_read, vector_ops=op.vector_ops)
+        base["done"].append(b)
+
+    def _flush(self, st: _BatchState, prio: int) -> None:
+        """Send the outputs of the projections run since the last vector op up to the vector units."""
+        if not st.pending:
+            return
+        col = self.view.mesh.column_units
+        gathers = []
+        for p in st.pending:
+            op, tw = p["op"], p["tw"]
+            per_link = col * tw.rows_max * op.tokens * self.rate.partial_bytes
+            if op.module == "v_proj":  # values need no RoPE: they go straight to their KV slots
+                nbytes = op.out_features * op.tokens * self.rate.kv_bytes
+                st.values = self._gather(f"{op.name}.to_kv", nbytes, p["done"], op.name, prio, row=True)
+                self._noc_count(op, nbytes, "gather")
+                continue
+            gathers.append(self._gather(f"{op.name}.output", per_link, p["done"], op.name, prio, row=False))
+            self._noc_count(op, op.out_features * op.tokens * self.rate.partial_bytes, "gather")
+        st.pending, st.bcast = [], None
+        st.ready = gathers
+
+    def _elementwise(self, op: Op, st: _BatchState, prio: int) -> None:
+        task = self._vector(op, st.ready, prio)
+        self._count(
+            op, vector_ops=op.vector_ops, vector_sram_read_bits=8 * op.activation_bytes_in,
+            vector_sram_write_bits=8 * op.activation_bytes_out,
+        )  # fmt: skip
+        if op.kind == OpKind.NORM:  # the sum of squares is reduced along the vector row
+            task = self._row_allreduce(f"{op.name}.allreduce", 4 * op.tokens, [task], op.name, prio)
+        st.ready, st.bcast = [task], None
+
+    def _attention_unit_work(self, op: Op) -> tuple[int, int, int, int]:
+        """(group, pairs on the busiest H-Unit, keys it holds, units with keys) of a score/value op."""
+        g = self.view.layer_group(op.layer)
+        units = int(self.view.group_units[g])
+        holders = max(1, min(units, op.context))
+        pairs = op.macs // (op.heads * op.head_dim)
+        return g, math.ceil(pairs / holders), math.ceil(op.context / holders), holders
+
+    def _h_attention(self, op: Op, after: list[int], prio: int) -> tuple[int, int]:
+        g, pairs_u, keys_u, _ = self._attention_unit_work(op)
+        macs_u = op.heads * op.head_dim * pairs_u
+        kv_bits_u = keys_u * op.kv_heads * op.head_dim * self.rate.kv_bytes * 8
+        mac_cycles = math.ceil(macs_u / self.rate.attention_macs)
+        sram_cycles = math.ceil(kv_bits_u / self.rate.h_sram_read_bits)
+        bound = "attention" if mac_cycles >= sram_cycles else "kv_sram"
+        cycles = max(mac_cycles, sram_cycles) + H_PIPELINE_CYCLES
+        task = self.sim.add(op.name, f"H{g}", cycles, bound, after=after, priority=prio, op=op.name)
+        self._count(
+            op, attention_macs=op.macs, h_sram_read_bits=8 * op.kv_bytes_read, h_sram_write_bits=8 * op.kv_bytes_written
+        )
+        return task, pairs_u
+
+    def _score(self, op: Op, st: _BatchState, prio: int) -> None:
+        s = op.heads * op.head_dim
+        nbytes = (s + op.kv_heads * op.head_dim) * op.tokens * self.rate.act_bytes  # q, and k to its slot
+        bcast = self._broadcast(f"{op.name}.qkv", nbytes, st.ready, op.name, prio)
+        self._noc_count(op, nbytes, "broadcast")
+        after = [bcast] + ([self.prev_batch_attention[op.layer]] if op.layer in self.prev_batch_attention else [])
+        task, pairs_u = self._h_attention(op, after, prio)
+        self.prev_batch_attention[op.layer] = task
+        per_link = self.view.mesh.column_units * op.heads * pairs_u * self.rate.partial_bytes
+        self._noc_count(op, op.macs // op.head_dim * self.rate.partial_bytes, "gather")
+        st.ready = [self._gather(f"{op.name}.scores", per_link, [task], op.name, prio, row=False)]
+        st.attn_pairs_u = pairs_u
+
+    def _softmax(self, op: Op, st: _BatchState, prio: int) -> None:
+        task = self._vector(op, st.ready, prio)
+        self._count(op, vector_ops=op.vector_ops, vector_sram_read_bits=8 * op.activation_bytes_in)
+        red = self._row_allreduce(f"{op.name}.allreduce", 8 * op.heads * op.tokens, [task], op.name, prio)
+        per_link = self.view.mesh.column_units * op.heads * st.attn_pairs_u * self.rate.act_bytes
+        m, r = self.view.mesh, self.rate
+        down = self.sim.add(
+            f"{op.name}.probs", NOC_DOWN, r.link_cycles(per_link) + r.path_cycles(m.column_hops_max), "noc",
+            after=[red], priority=prio, op=op.name,
+        )  # fmt: skip
+        self._noc_count(op, op.activation_bytes_out, "gather")
+        st.ready = [down]
+
+    def _value(self, op: Op, st: _BatchState, prio: int) -> None:
+        task, _ = self._h_attention(op, st.ready + ([st.values] if st.values is not None else []), prio)
+        nbytes = op.heads * op.head_dim * op.tokens * self.rate.partial_bytes  # reduced in the network
+        self._noc_count(op, nbytes, "reduce")
+        st.ready = [self._gather(f"{op.name}.reduce", nbytes, [task], op.name, prio, row=True)]
+        st.bcast = None
+
+    def _noc_count(self, op: Op, nbytes: float, pattern: str) -> None:
+        """Bit-hops of a transfer: a broadcast or in-network reduction crosses every link of a spanning
+        tree of the mesh once; a gather moves each byte over its own path (on average half the longest)."""
+        m = self.view.mesh
+        nodes = m.cols * (1 + 2 * m.column_hops_max)
+        spanning = pattern in ("broadcast", "reduce")
+        hops = nodes - 1 if spanning else (m.column_hops_max + 1) / 2 + m.row_hops_max / 2
+        self._count(op, noc_bit_hops=8 * nbytes * hops)
+
+
+class _BatchState:
+    """What the op walk of one batch carries from op to op."""
+
+    def __init__(self) -> None:
+        self.ready: list[int] = []  # tasks after which the current vector-unit activation is ready
+        self.bcast: int | None = None  # broadcast of that activation, shared by the projections using it
+        self.pending: list[dict] = []  # projections whose outputs are not yet sent to the vector units
+        self.attn_pairs_u = 0
+        self.values: int | None = None  # new values on their way to the KV cache
