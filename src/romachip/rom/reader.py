@@ -23,7 +23,6 @@ from romachip.rom.layout import (
     HOST_UNIT,
     TILE_KEYS,
     format_from_json,
-    segment_offsets,
     unpack_header,
 )
 from romachip.spec.chip import ChipSpec
@@ -213,19 +212,20 @@ class RomImage:
         """Decode every tile back into a QuantizedModel: codes, scales and zeros exactly as burned; norm
         weights as float32 holding the stored FP16 values."""
         word_bits = self.manifest["encoding"]["word_bits"]
+        units = self.manifest["units"]
+        parts = [self.unit_rom(u["index"]) for u in units] + [np.asarray(self.host_payload())]
+        starts = np.cumsum([0] + [p.size for p in parts])
+        region_start = {u["index"]: int(starts[k]) for k, u in enumerate(units)}
+        region_start[HOST_UNIT] = int(starts[-2])
+        plain = np.concatenate(parts)
         weights: dict[str, QuantizedTensor] = {}
         floats: dict[str, np.ndarray] = {}
-        bufs = {t["name"]: _alloc(e) for e, t in zip(self.entries, self.manifest["tensors"], strict=True)}
-        regions: dict[int, list[tuple[TensorEntry, dict[str, Any], int]]] = {}
         for e, t in zip(self.entries, self.manifest["tensors"], strict=True):
-            for i, u in enumerate(t["tiles"]["unit"]):
-                regions.setdefault(u, []).append((e, t["tiles"], i))
-        for u, tiles in regions.items():
-            raw = np.asarray(self.host_payload()) if u == HOST_UNIT else self.unit_rom(u)
-            for e, cols, i in tiles:
-                _read_tile(raw, e, {k: cols[k][i] for k in TILE_KEYS}, bufs[e.name], word_bits)
-        for e in self.entries:
-            b = bufs[e.name]
+            tiles = {k: np.asarray(v, dtype=np.int64) for k, v in t["tiles"].items()}
+            tiles["rom_offset_bits"] = tiles["rom_offset_bits"] + 8 * np.array(
+                [region_start[int(u)] for u in tiles["unit"]], dtype=np.int64
+            )
+            b = _read_tensor(plain, e, tiles, word_bits, self._where())
             if e.fmt is None:
                 floats[e.name] = b["values"].astype(np.float32).reshape(-1)
             else:
@@ -276,19 +276,47 @@ def _alloc(e: TensorEntry) -> dict[str, np.ndarray]:
     return {"codes": np.zeros((out_f, in_f), np.uint8), "scales": np.zeros((out_f, g), sdt), "zeros": zeros}
 
 
-def _read_tile(raw: np.ndarray, e: TensorEntry, t: dict[str, int], buf: dict[str, np.ndarray], word_bits: int) -> None:
-    r0, r1, off = t["row_start"], t["row_stop"], t["rom_offset_bits"]
-    rows, in_f = r1 - r0, e.shape[1]
-    c_off, s_off, z_off = segment_offsets(off, t["code_bits"], t["scale_bits"], word_bits)
+def _read_tensor(
+    plain: np.ndarray, e: TensorEntry, tiles: dict[str, np.ndarray], word_bits: int, where: str
+) -> dict[str, np.ndarray]:
+    """One tensor from the plain (decoded) bytes of all regions; `rom_offset_bits` are absolute there.
+    When every segment is whole bytes (the usual case) the tiles' segments, in row order, concatenate
+    into the tensor's own packed arrays, so each is unpacked once; otherwise tile by tile."""
+    order = np.argsort(tiles["row_start"], kind="stable")
+    t = {k: v[order] for k, v in tiles.items()}
+    if (
+        t["row_start"].size == 0
+        or t["row_start"][0] != 0
+        or (t["row_start"][1:] != t["row_stop"][:-1]).any()
+        or (t["row_stop"][-1] != e.shape[0])
+    ):
+        raise RomImageError(f"{where}: the tiles of {e.name} do not cover its {e.shape[0]} rows exactly once")
+    buf = _alloc(e)
+    c_off = t["rom_offset_bits"]
+    s_off = c_off + -(-t["code_bits"] // word_bits) * word_bits
+    z_off = s_off + -(-t["scale_bits"] // word_bits) * word_bits
+
+    def values(off: np.ndarray, nbits: np.ndarray, bits: int) -> np.ndarray:
+        """All tiles' values of one segment kind, in row order: one unpack when every segment is whole
+        bytes (they then concatenate into the tensor's packed array), else one unpack per tile."""
+        spans = list(zip((off // 8).tolist(), nbits.tolist(), strict=True))
+        if (nbits % 8 == 0).all():
+            return unpack_uint(
+                np.concatenate([plain[a : a + n // 8] for a, n in spans]), bits, int(nbits.sum()) // bits
+            )
+        return np.concatenate([unpack_uint(plain[a : a + -(-n // 8)], bits, n // bits) for a, n in spans])
+
+    out_f, in_f = e.shape
     if e.fmt is None:
-        buf["values"][r0:r1] = raw[c_off // 8 : c_off // 8 + rows * in_f * 2].view("<f2").reshape(rows, in_f)
-        return
-    fmt = e.fmt
-    g = fmt.groups_per_row(in_f)
-    buf["codes"][r0:r1] = unpack_uint(raw[c_off // 8 :], fmt.bits, rows * in_f).reshape(rows, in_f)
-    buf["scales"][r0:r1] = unpack_scales(raw[s_off // 8 :], fmt.scale_dtype, rows * g).reshape(rows, g)
-    if fmt.zero_bits:
-        buf["zeros"][r0:r1] = unpack_uint(raw[z_off // 8 :], fmt.zero_bits, rows * g).reshape(rows, g)
+        buf["values"][:] = values(c_off, t["code_bits"], 8).view("<f2").reshape(out_f, in_f)
+        return buf
+    g = e.fmt.groups_per_row(in_f)
+    buf["codes"][:] = values(c_off, t["code_bits"], e.fmt.bits).reshape(out_f, in_f)
+    scale_bytes = values(s_off, t["scale_bits"], 8)  # 16- or 32-bit scales: always whole bytes
+    buf["scales"][:] = unpack_scales(scale_bytes, e.fmt.scale_dtype, out_f * g).reshape(out_f, g)
+    if e.fmt.zero_bits:
+        buf["zeros"][:] = values(z_off, t["zero_bits"], e.fmt.zero_bits).reshape(out_f, g)
+    return buf
 
 
 def _validate(cls, data: Any, where: str):
