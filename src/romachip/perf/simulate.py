@@ -1,20 +1,20 @@
 """`simulate`: TTFT, decode tokens/s at every context of a run, energy, power and area of a chip + model.
 
-Prefill runs as token batches of `prefill_token_batch` tokens that pipeline through the layers (batch
-b+1 projects while batch b attends). Decode steps are simulated one per distinct context *signature*:
-the timing of a step depends on the context only through the number of keys the busiest H-Unit holds
-(the KV cache is split by position over a layer's units), so the steps of a run are simulated exactly,
-once per distinct value, not interpolated. Energy counts are linear in the context, so the average
+Prefill runs as token batches that pipeline through the layers (batch b+1 projects while batch b
+attends). Decode steps are simulated one per distinct context *signature*: a step depends on the
+context only through the keys the busiest H-Unit holds (the KV cache is split by position over a
+layer's units) and the softmax's cycles on the vector units, so every step of a run is simulated
+exactly, once per distinct signature, not interpolated. Energy counts are linear in the context, so the average
 over a run is the mean of its first and last step (leakage uses the exact total time).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from romachip.compile import Placement, compile_placement
-from romachip.graph import Op, decode_ops, prefill_ops
+from romachip.graph import VECTOR_OPS_PER_ELEMENT, Op, OpKind, decode_ops, prefill_ops
 from romachip.perf.area import AreaReport, chip_area
 from romachip.perf.energy import EnergyReport, phase_energy
 from romachip.perf.kernel import Schedule, Simulator
@@ -28,30 +28,49 @@ from romachip.storage import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
 UNIT_CLASSES = ("L", "H", "V", "noc.down", "noc.up", "noc.row")
+MAX_PREFILL_BATCHES = 16
 
 
 @dataclass(frozen=True)
 class PhaseRun:
-    """One simulated phase: its schedule, the events it counted, and its energy."""
+    """One simulated phase: cycles, critical-path cycles by bound, busy cycles by resource, counted events.
 
-    schedule: Schedule
+    `schedule` is the full task schedule when the phase was simulated whole (None when it was composed
+    from a one-layer and a two-layer simulation, see `ChipModel.decode`)."""
+
+    cycles: int
+    bound_cycles: dict[str, float]
+    busy_cycles: dict[str, float]
     events: dict[str, float]
     lora_events: dict[str, float]
-    energy: EnergyReport
-    cycles: int
+    schedule: Schedule | None = None
 
     def bound_shares(self) -> dict[str, float]:
-        crit = self.schedule.critical_bound_cycles()
-        total = sum(crit.values()) or 1
-        return {k: v / total for k, v in sorted(crit.items(), key=lambda kv: -kv[1])}
+        total = sum(self.bound_cycles.values()) or 1
+        return {k: v / total for k, v in sorted(self.bound_cycles.items(), key=lambda kv: -kv[1]) if v > 0}
 
     def utilization(self) -> dict[str, float]:
         """Busy share of the busiest resource of each class (L, H, V and the NoC link classes)."""
         out: dict[str, float] = {}
-        for res, busy in self.schedule.busy_cycles.items():
+        for res, busy in self.busy_cycles.items():
             cls = next((c for c in UNIT_CLASSES if res == c or (len(c) == 1 and res.startswith(c))), res)
             out[cls] = max(out.get(cls, 0.0), busy / max(self.cycles, 1))
         return out
+
+    def extend(self, other: PhaseRun, repeats: int) -> PhaseRun:
+        """self + repeats x (other - self): `self` simulated with one layer, `other` with two, the layers
+        being identical and strictly serial (each starts after the previous one's residual add)."""
+
+        def lin(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+            return {k: max(0.0, a.get(k, 0.0) + repeats * (b.get(k, 0.0) - a.get(k, 0.0))) for k in set(a) | set(b)}
+
+        return PhaseRun(
+            cycles=self.cycles + repeats * (other.cycles - self.cycles),
+            bound_cycles=lin(self.bound_cycles, other.bound_cycles),
+            busy_cycles=lin(self.busy_cycles, other.busy_cycles),
+            events=lin(self.events, other.events),
+            lora_events=lin(self.lora_events, other.lora_events),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,10 +103,9 @@ class SimReport:
     area_parts_mm2: dict[str, float]
     lora_time_share: float  # share of the decode critical path spent on the LoRA path
     lora_energy_share: float  # share of decode dynamic energy spent on LoRA MACs and weight reads
-    schedules: dict[str, Schedule] = field(repr=False, compare=False, default_factory=dict)
 
     def to_dict(self) -> dict:
-        d = {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "schedules"}
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["decode_tokens_per_s_by_context"] = {str(k): v for k, v in self.decode_tokens_per_s_by_context.items()}
         return d
 
@@ -141,16 +159,30 @@ class ChipModel:
                 events[k] = events.get(k, 0.0) + v
                 if name.endswith((".lora_a", ".lora_b")):
                     lora_events[k] = lora_events.get(k, 0.0) + v
-        cycles = schedule.makespan_cycles
-        energy = phase_energy(
-            events, self.chip, self.tech, time_s=cycles / self.chip.clock_hz,
+        busy = {k: float(v) for k, v in schedule.busy_cycles.items()}
+        bound = {k: float(v) for k, v in schedule.critical_bound_cycles().items()}
+        return PhaseRun(schedule.makespan_cycles, bound, busy, events, lora_events, schedule)
+
+    def energy(self, run: PhaseRun, *, lora_only: bool = False) -> EnergyReport:
+        """Energy of a phase: its events x the TechSpec's table, plus leakage over its time."""
+        if lora_only:
+            return phase_energy(
+                run.lora_events, self.chip, self.tech, time_s=0.0, area_by_unit_mm2={},
+                hop_mm=self.area.matrix_unit_pitch_mm,
+            )  # fmt: skip
+        return phase_energy(
+            run.events, self.chip, self.tech, time_s=run.cycles / self.chip.clock_hz,
             area_by_unit_mm2=self.area.by_unit_mm2, hop_mm=self.area.matrix_unit_pitch_mm,
         )  # fmt: skip
-        return PhaseRun(schedule, events, lora_events, energy, cycles)
 
     def prefill(self, tokens: int) -> PhaseRun:
-        """Prefill of a fresh prompt of `tokens` tokens, in pipelined token batches."""
-        batch = self.chip.l_unit.prefill_token_batch
+        """Prefill of a fresh prompt of `tokens` tokens, in token batches that pipeline through the layers.
+
+        The hardware reuses each ROM row for `prefill_token_batch` tokens; the simulation groups tokens
+        into at most MAX_PREFILL_BATCHES batches (a coarser pipeline granularity for long prompts, so a
+        4K-token prompt costs 16 batches of simulation, not 128); ROM reads still count the hardware batch.
+        """
+        batch = max(self.chip.l_unit.prefill_token_batch, math.ceil(tokens / MAX_PREFILL_BATCHES))
         n = math.ceil(tokens / batch)
         batches = []
         for i in range(n):
@@ -162,13 +194,38 @@ class ChipModel:
         return self._run(batches)
 
     def context_signature(self, context: int) -> tuple[int, ...]:
-        """What a decode step's timing depends on: keys held by the busiest H-Unit, per group size."""
+        """What a decode step's timing depends on the context through: the keys the busiest H-Unit holds
+        (per unit-group size) and the softmax's cycles on the vector units (all heads x all keys)."""
         keys = context + 1
-        return tuple(math.ceil(keys / max(1, min(int(n), keys))) for n in sorted(set(self.view.group_units)))
+        held = tuple(math.ceil(keys / max(1, min(int(n), keys))) for n in sorted(set(self.view.group_units)))
+        softmax_ops = self.spec.num_heads * keys * VECTOR_OPS_PER_ELEMENT[OpKind.SOFTMAX]
+        return (*held, math.ceil(softmax_ops / (self.chip.vector_units * self.chip.vector_unit.lanes)))
 
-    def decode(self, context: int) -> PhaseRun:
-        """One decode step with `context` tokens in the KV cache (memoised by context signature for timing)."""
-        return self._run([decode_ops(self.spec, context, **self._graph_kwargs())])
+    def decode(self, context: int, *, exact: bool = False) -> PhaseRun:
+        """One decode step with `context` tokens in the KV cache.
+
+        With one unit group (the `spread` strategy) every layer does the same work on the same units and
+        starts only after the previous layer's residual add, so the step is composed exactly from a
+        one-layer and a two-layer simulation (tests check it against the whole step). `exact=True`, or
+        several unit groups, simulates every layer (and keeps the schedule, e.g. for a trace).
+        """
+        layers = self.spec.num_layers
+        if exact or self.view.groups > 1 or layers < 3:
+            return self._run([decode_ops(self.spec, context, **self._graph_kwargs())])
+        runs = []
+        for n in (1, 2):
+            spec = self.spec.model_copy(update={"num_layers": n})
+            runs.append(self._run([decode_ops(spec, context, **self._graph_kwargs())]))
+        return runs[0].extend(runs[1], layers - 1)
+
+    def schedules(self, prompt_tokens: int, generate_tokens: int) -> dict[str, Schedule]:
+        """Whole-phase schedules of a request (prefill, first and last decode step), e.g. for a trace."""
+        last = prompt_tokens + max(generate_tokens - 2, 0)
+        out = {"prefill": self.prefill(prompt_tokens).schedule}
+        out[f"decode at context {prompt_tokens}"] = self.decode(prompt_tokens, exact=True).schedule
+        if last != prompt_tokens:
+            out[f"decode at context {last}"] = self.decode(last, exact=True).schedule
+        return out
 
     def decode_cycles(self, context: int) -> int:
         sig = self.context_signature(context)
@@ -225,18 +282,20 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
             by_ctx[c] = clock / cycles
     steps = len(contexts)
     first, last = model.decode(first_ctx), model.decode(last_ctx)
-    leak = {k: v for k, v in first.energy.parts_mj.items() if k[1] == "leakage"}
+    e_first, e_last = model.energy(first), model.energy(last)
+    leak = {k: v for k, v in e_first.parts_mj.items() if k[1] == "leakage"}
     step_s = total_cycles / clock / steps
     parts = {}
-    for key in set(first.energy.parts_mj) | set(last.energy.parts_mj):
+    for key in set(e_first.parts_mj) | set(e_last.parts_mj):
         if key[1] == "leakage":
-            parts[key] = leak[key] / first.energy.time_s * step_s
+            parts[key] = leak[key] / e_first.time_s * step_s
         else:
-            parts[key] = (first.energy.parts_mj.get(key, 0.0) + last.energy.parts_mj.get(key, 0.0)) / 2
+            parts[key] = (e_first.parts_mj.get(key, 0.0) + e_last.parts_mj.get(key, 0.0)) / 2
     per_token = EnergyReport(parts, step_s)
-    lora_dyn = _lora_energy(model, first)
-    dyn = sum(v for k, v in first.energy.parts_mj.items() if k[1] != "leakage")
-    crit = first.schedule.critical_bound_cycles()
+    lora_dyn = model.energy(first, lora_only=True).total_mj
+    dyn = sum(v for k, v in e_first.parts_mj.items() if k[1] != "leakage")
+    crit = first.bound_cycles
+    e_pre = model.energy(pre)
     return SimReport(
         chip=chip.name,
         model=model.spec.name,
@@ -253,13 +312,14 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
         decode_tokens_per_s_by_context=by_ctx,
         decode_method=(
             f"{len(seen)} decode step(s) simulated for {steps} context(s): a step's timing depends on the context "
-            "only through the keys the busiest H-Unit holds, so each distinct value is simulated once (exact)"
+            "only through the keys the busiest H-Unit holds and the softmax cycles, so each distinct signature "
+            "is simulated once (exact, no interpolation)"
         ),
         energy_per_token_mj=per_token.total_mj,
         energy_per_token_by_part_mj=_per_token_parts(per_token),
-        prefill_energy_mj=pre.energy.total_mj,
+        prefill_energy_mj=e_pre.total_mj,
         power_w=per_token.power_w,
-        prefill_power_w=pre.energy.power_w,
+        prefill_power_w=e_pre.power_w,
         bound_by_phase={
             "prefill": pre.bound_shares(),
             "decode_first": first.bound_shares(),
@@ -275,14 +335,4 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
         area_parts_mm2=dict(model.area.by_part_mm2),
         lora_time_share=crit.get("lora", 0) / max(sum(crit.values()), 1),
         lora_energy_share=lora_dyn / dyn if dyn > 0 else 0.0,
-        schedules={"prefill": pre.schedule, "decode_first": first.schedule, "decode_last": last.schedule},
     )
-
-
-def _lora_energy(model: ChipModel, run: PhaseRun) -> float:
-    if not run.lora_events:
-        return 0.0
-    e = phase_energy(
-        run.lora_events, model.chip, model.tech, time_s=0.0, area_by_unit_mm2={}, hop_mm=model.area.matrix_unit_pitch_mm
-    )
-    return e.total_mj

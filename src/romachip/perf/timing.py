@@ -164,6 +164,8 @@ class PhaseBuilder:
                 self._flush(st, prio)
             if kind == OpKind.EMBEDDING:
                 self._embedding(op, st, prio)
+            elif kind == OpKind.LM_HEAD and op.weight_off_chip:
+                continue  # the host computes the logits from the final normed state (off_chip_all policy)
             elif kind in (OpKind.PROJECTION, OpKind.LM_HEAD):
                 self._projection(op, st, prio)
             elif kind == OpKind.LORA_A:
