@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from romachip.compile import TensorEntry, layer_of, model_tensors, place_tensors, rom_alignment
+from romachip.compile import Placement, TensorEntry, layer_of, model_tensors, place_tensors, rom_alignment
 from romachip.errors import FormatError, RomImageError
 from romachip.quant.tensor import QuantizedModel
 from romachip.rom.bits import pack_scales, pack_uint
@@ -123,7 +123,7 @@ def _check_codes(qmodel: QuantizedModel, entries: list[TensorEntry]) -> None:
 
 
 def build_payload(
-    qmodel: QuantizedModel, chip: ChipSpec, placement, progress: Progress | None = None
+    qmodel: QuantizedModel, chip: ChipSpec, placement: Placement, progress: Progress | None = None
 ) -> tuple[list[np.ndarray], list[dict[str, Any]], np.ndarray]:
     """Each unit's encoded ROM bytes, the unit table, and each tile's CRC-32 (in tile table order)."""
     word_bits, _ = rom_alignment(chip)
@@ -200,7 +200,7 @@ def build_manifest(
     qmodel: QuantizedModel,
     chip: ChipSpec,
     chip_preset: str,
-    placement,
+    placement: Placement,
     units: list[dict[str, Any]],
     crcs: np.ndarray,
     host: tuple[np.ndarray, list[dict[str, Any]]],
@@ -246,7 +246,7 @@ def build_manifest(
     }
 
 
-def _bytes_by_kind(placement, host_entries: list[dict[str, Any]], payload_bytes: int) -> dict[str, int]:
+def _bytes_by_kind(placement: Placement, host_entries: list[dict[str, Any]], payload_bytes: int) -> dict[str, int]:
     t = placement.tiles
     is_norm = np.array([e.fmt is None for e in placement.tensors] + [False])[t["tensor"]]
     out = {
