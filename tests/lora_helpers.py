@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch
 import transformers
 
 from romachip.spec.model import ModelSpec
+from romachip.sram.peft_import import _PARENT, PROJECTIONS, LoraModule, PeftAdapter
 
 TINY = dict(
     vocab_size=96,
@@ -72,3 +74,40 @@ def burn_tiny(model, path: Path, fmt=None):
     from romachip.spec import load_chip
 
     return burn(quantize_tiny(model, fmt), load_chip("roma"), path, chip_preset="roma")
+
+
+def smollm2_blocks(layers: int, fmt=None):
+    """SmolLM2-135M's real weights (the dequantized Q4_1 GGUF), first `layers` blocks, as a QuantizedModel.
+
+    Re-quantizing Q4_1 (asymmetric, groups of 32) with RTN uint4 g32 is lossless. Fewer blocks keep the
+    tests fast; the benchmarks run all 30.
+    """
+    from romachip.quant.checkpoint import smollm2_gguf_path
+    from romachip.quant.formats import WeightFormat
+    from romachip.quant.gguf_import import load_gguf_tensors
+    from romachip.quant.rtn import quantize_rtn
+    from romachip.quant.tensor import QuantizedModel
+    from romachip.spec import load_model_spec
+
+    fmt = fmt or WeightFormat(4, 32)
+    spec = load_model_spec("smollm2-135m").model_copy(update={"num_layers": layers})
+    tensors = load_gguf_tensors(smollm2_gguf_path(), spec)
+    weights = {n: quantize_rtn(t, fmt) for n, t in tensors.items() if t.ndim == 2}
+    floats = {n: t.astype(np.float32) for n, t in tensors.items() if t.ndim == 1}
+    return QuantizedModel(spec=spec, fmt=fmt, weights=weights, floats=floats, source="smollm2-135m (truncated)")
+
+
+def random_adapter(spec, rank, *, seed=0, targets=PROJECTIONS, layers=None, path="mem", b_std=0.01):
+    """A PeftAdapter made in memory: PEFT's default kaiming-uniform A, B ~ N(0, b_std), scale 2 (alpha = 2r)."""
+    rng = np.random.default_rng(seed)
+    shapes = spec.linear_shapes()
+    modules = {}
+    for name in [f"model.layers.{i}.{_PARENT[p]}.{p}" for i in range(spec.num_layers) for p in targets]:
+        layer = int(name.split(".")[2])
+        if layers is not None and layer not in layers:
+            continue
+        out_f, in_f = shapes[name.rsplit(".", 1)[1]]
+        a = rng.uniform(-1 / math.sqrt(in_f), 1 / math.sqrt(in_f), (rank, in_f)).astype(np.float32)
+        b = rng.normal(0, b_std, (out_f, rank)).astype(np.float32)
+        modules[name] = LoraModule(name, a, b, 2.0, rank, 2.0 * rank)
+    return PeftAdapter(path, modules, False, None, "float32")

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pytest
+from lora_helpers import random_adapter
 
 from romachip.capacity import plan
 from romachip.cli.main import main
@@ -15,7 +16,7 @@ from romachip.errors import AdapterError, CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
 from romachip.sram.bank import AdapterBank
-from romachip.sram.peft_import import _PARENT, PROJECTIONS, LoraModule, PeftAdapter
+from romachip.sram.peft_import import _PARENT, PROJECTIONS
 from romachip.workload import KvConfig, LoraConfig
 
 ROMA = load_chip("roma")
@@ -24,21 +25,6 @@ G128 = WeightFormat(4, 128)
 
 def uniform_ranks(spec, rank, targets=PROJECTIONS):
     return {f"model.layers.{i}.{_PARENT[p]}.{p}": rank for i in range(spec.num_layers) for p in targets}
-
-
-def random_adapter(spec, rank, *, seed=0, targets=PROJECTIONS, layers=None, path="mem"):
-    rng = np.random.default_rng(seed)
-    shapes = spec.linear_shapes()
-    modules = {}
-    for name in uniform_ranks(spec, rank, targets):
-        layer = int(name.split(".")[2])
-        if layers is not None and layer not in layers:
-            continue
-        out_f, in_f = shapes[name.rsplit(".", 1)[1]]
-        a = rng.uniform(-1 / math.sqrt(in_f), 1 / math.sqrt(in_f), (rank, in_f)).astype(np.float32)
-        b = rng.normal(0, 0.01, (out_f, rank)).astype(np.float32)
-        modules[name] = LoraModule(name, a, b, 2.0, rank, 2.0 * rank)
-    return PeftAdapter(path, modules, False, None, "float32")
 
 
 def fit_json(capsys, *args):
