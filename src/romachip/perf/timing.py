@@ -261,6 +261,7 @@ class PhaseBuilder:
         macs = tw.rows_max * op.in_features * op.tokens
         sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
         cycles = max(math.ceil(macs / self.rate.lora_macs), math.ceil(sram_bits / self.rate.h_sram_read_bits))
+        cycles += math.ceil(tw.rows_max * op.tokens / self.rate.lora_macs)  # add B(Ax) into the base outputs
         b = self.sim.add(
             op.name,
             f"H{tw.group}",

@@ -1,0 +1,1 @@
+"""Reports: the paper's figures reproduced by the model, tables and plots."""

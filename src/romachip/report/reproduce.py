@@ -1,0 +1,209 @@
+"""`reproduce`: ROMA's reported figures from the model, beside the paper's, and the predictions it makes.
+
+Writes into a folder: report.md (tables: paper vs model with relative error; predictions), results.json
+(the same numbers for machines) and PNG plots. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from romachip.report.figures import (  # noqa: E402
+    CONTEXTS,
+    PROMPTS,
+    SETUP_3B,
+    SETUP_8B,
+    SRAM_MB,
+    Figure,
+    baseline_table,
+    calibration_figures,
+    chip_model,
+    decode_and_ttft,
+    max_context_table,
+    rank_sweep,
+)
+
+TOLERANCE = 0.05  # every calibration figure must land within 5%
+STEPS = 2 * len(PROMPTS) + 4  # progress ticks: prefills of both setups, then figures, sweeps, plots, files
+
+
+@dataclass(frozen=True)
+class ReproduceResult:
+    out_dir: Path
+    figures: list[Figure]
+    predictions: dict
+    files: list[Path]
+
+    @property
+    def worst_calibration_error(self) -> float:
+        return max(abs(f.rel_error) for f in self.figures if f.kind == "calibration")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_plot(fig, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(fig)
+
+
+def reproduce(out_dir: str | Path, progress: Callable[[], None] | None = None) -> ReproduceResult:
+    """Compute everything and write the report, results and plots into `out_dir` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tick = progress or (lambda: None)
+    cm3 = chip_model(SETUP_3B)
+    runs = {SETUP_3B.label: decode_and_ttft(cm3, tick), SETUP_8B.label: decode_and_ttft(chip_model(SETUP_8B), tick)}
+    figures = calibration_figures(cm3)
+    tick()
+    predictions = {
+        "decode_and_ttft": runs,
+        "max_context_tokens": {
+            SETUP_3B.label: max_context_table(SETUP_3B),
+            SETUP_8B.label: max_context_table(SETUP_8B),
+        },
+        "lora_rank": {SETUP_3B.label: rank_sweep(SETUP_3B)},
+        "baselines": {SETUP_3B.label: baseline_table(SETUP_3B), SETUP_8B.label: baseline_table(SETUP_8B)},
+    }
+    tick()
+    files = _plots(out, figures, predictions)
+    tick()
+    md = out / "report.md"
+    _atomic_write(md, render_markdown(figures, predictions).encode())
+    js = out / "results.json"
+    payload = {"figures": [asdict(f) | {"rel_error": f.rel_error} for f in figures], "predictions": predictions}
+    _atomic_write(js, json.dumps(payload, indent=1, default=str).encode())
+    tick()
+    return ReproduceResult(out, figures, predictions, [md, js, *files])
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:,.3g}"
+
+
+def render_markdown(figures: list[Figure], predictions: dict) -> str:
+    lines = [
+        "# ROMA reproduced by romachip",
+        "",
+        "4-bit Llama-3.2-3B with rank-16 FP8 LoRA on all projections, INT8 KV cache, on the `roma` preset "
+        "(src/romachip/spec/presets/roma.yaml, tech n7.yaml). *calibration*: a preset parameter was set "
+        "from this figure (named); *check*: follows from the fitted parameters without being fitted; "
+        f"*reported-inferred*: read off a figure. Calibration figures must land within {TOLERANCE:.0%}.",
+        "",
+        "| figure | unit | paper | model | error | kind | fitted parameter |",
+        "|---|---|---:|---:|---:|---|---|",
+    ]
+    for f in figures:
+        ok = "" if f.kind != "calibration" or abs(f.rel_error) <= TOLERANCE else " ✗"
+        lines.append(
+            f"| {f.name} | {f.unit} | {_fmt(f.paper)} | {_fmt(f.model)} | {f.rel_error:+.1%}{ok} | {f.kind} | "
+            f"{f.fitted_by} |"
+        )
+    lines += ["", "## Predictions (no figure of the paper fixes these)", ""]
+    for label, run in predictions["decode_and_ttft"].items():
+        lines += [f"### {label}, rank-16 LoRA", "", "| context / prompt (tokens) | decode tok/s | mJ/token | TTFT ms |"]
+        lines.append("|---:|---:|---:|---:|")
+        for c in sorted(set(run["decode_tokens_per_s"]) | set(run["ttft_ms"])):
+            d = run["decode_tokens_per_s"].get(c)
+            e = run["energy_per_token_mj"].get(c)
+            t = run["ttft_ms"].get(c)
+            cells = [_fmt(d) if d else "", f"{e:.3f}" if e else "", f"{t:.2f}" if t else ""]
+            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["### Maximum context vs H-Unit SRAM (romachip.capacity)", ""]
+    lines.append("| setup | rank | " + " | ".join(f"{mb} MiB" for mb in SRAM_MB) + " |")
+    lines.append("|---|---:|" + "---:|" * len(SRAM_MB))
+    for label, table in predictions["max_context_tokens"].items():
+        for rank, row in table.items():
+            lines.append(f"| {label} | {rank} | " + " | ".join(f"{row[mb]:,}" for mb in SRAM_MB) + " |")
+    lines += ["", "### Throughput vs LoRA rank", "", "| setup | rank | decode tok/s, ctx 0 | ctx 1K | TTFT 256 ms |"]
+    lines.append("|---|---:|---:|---:|---:|")
+    for label, table in predictions["lora_rank"].items():
+        for rank, row in table.items():
+            lines.append(
+                f"| {label} | {rank} | {_fmt(row['decode_ctx0'])} | {_fmt(row['decode_ctx1024'])} | "
+                f"{row['ttft_256_ms']:.3f} |"
+            )
+    lines += ["", "### Reference devices (roofline x efficiency; 256-token context)", ""]
+    lines.append("| setup | device | roofline tok/s | efficiency | source | tok/s | mJ/token |")
+    lines.append("|---|---|---:|---:|---|---:|---:|")
+    for label, rows in predictions["baselines"].items():
+        for b in rows:
+            lines.append(
+                f"| {label} | {b['device']} | {_fmt(b['roofline_tokens_per_s'])} | {b['efficiency']:.3f} | "
+                f"{b['efficiency_source']} | {_fmt(b['tokens_per_s'])} | {_fmt(b['energy_per_token_mj'])} |"
+            )
+    lines += ["", "Plots: decode_vs_context.png, ttft_vs_prompt.png, max_context_vs_sram.png, calibration.png", ""]
+    return "\n".join(lines)
+
+
+def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
+    files = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, run in predictions["decode_and_ttft"].items():
+        xs = sorted(run["decode_tokens_per_s"])
+        ax.plot(xs, [run["decode_tokens_per_s"][x] / 1e3 for x in xs], marker="o", label=f"model: {label}")
+    ax.scatter([0, 1024], [31.8, 24.6], color="k", marker="x", zorder=3, label="ROMA (paper), 3B 4-bit")
+    ax.set(xlabel="tokens in KV cache", ylabel="decode K tokens/s", title="Decode throughput vs context")
+    ax.legend(fontsize=8)
+    files.append(out / "decode_vs_context.png")
+    _save_plot(fig, files[-1])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, run in predictions["decode_and_ttft"].items():
+        ax.plot(PROMPTS, [run["ttft_ms"][p] for p in PROMPTS], marker="o", label=f"model: {label}")
+    ax.scatter([256], [5.6], color="k", marker="x", zorder=3, label="ROMA (paper)")
+    ax.set(xlabel="prompt tokens", ylabel="TTFT (ms)", title="Time to first token", xscale="log", yscale="log")
+    ax.legend(fontsize=8)
+    files.append(out / "ttft_vs_prompt.png")
+    _save_plot(fig, files[-1])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, table in predictions["max_context_tokens"].items():
+        for rank, row in table.items():
+            ax.plot(SRAM_MB, [row[mb] for mb in SRAM_MB], marker="o", label=f"{label}, rank {rank}")
+    ax.set(xlabel="H-Unit SRAM (MiB)", ylabel="max context (tokens)", title="Longest context that fits")
+    ax.legend(fontsize=8)
+    files.append(out / "max_context_vs_sram.png")
+    _save_plot(fig, files[-1])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    cal = [f for f in figures if f.kind == "calibration"]
+    ax.barh([f.name for f in cal], [100 * f.rel_error for f in cal])
+    ax.axvline(-100 * TOLERANCE, color="r", ls="--")
+    ax.axvline(100 * TOLERANCE, color="r", ls="--")
+    ax.set(xlabel="model vs paper (%)", title="Calibration figures")
+    ax.tick_params(axis="y", labelsize=7)
+    files.append(out / "calibration.png")
+    _save_plot(fig, files[-1])
+    return files
+
+
+__all__ = ["CONTEXTS", "ReproduceResult", "reproduce", "render_markdown"]
