@@ -1,0 +1,51 @@
+"""Timing, energy and area goldens of the roma preset (4-bit Llama-3.2-3B with rank-16 LoRA unless said).
+
+Each golden is the model's own output, pinned so that any change to the timing model, the presets or the
+op graph shows up here. When one changes, update it in the same commit and say why in the message (as
+ZigZag/Stream do). The comment beside each says what the number is and what it should be near.
+"""
+
+import pytest
+
+from romachip.report.figures import SETUP_3B, SETUP_8B, chip_model
+
+
+@pytest.fixture(scope="module")
+def cm3():
+    return chip_model(SETUP_3B)
+
+
+def test_decode_cycles_empty_kv(cm3):
+    # 12.3K cycles of L-Unit MACs (3.21 G MACs / 256 units / 1024) + ~3.8K of serial NoC, attention at one key,
+    # vector ops and pipeline fills over 28 layers; calibrated against ROMA's 31.8K tok/s = 15,723 cycles
+    assert cm3.decode(0).cycles == 16087
+
+
+def test_decode_cycles_1k_context(cm3):
+    # + ~4.1K cycles over the empty cache: QK^T and PV of 5 keys per H-Unit at 192 MACs/cycle, scores and
+    # probabilities over the NoC, softmax of 24 x 1025 scores; calibrated against 24.6K tok/s = 20,325 cycles
+    assert cm3.decode(1024).cycles == 20203
+
+
+def test_prefill_cycles_256(cm3):
+    # MAC-bound: 256 x 2.82 G block MACs + one LM head / (256 units x 1024) = 2.754 M cycles, + pipeline fill
+    # and drain; ROMA's TTFT 5.6 ms = 2.8 M cycles
+    assert cm3.prefill(256).cycles == 2757946
+
+
+def test_energy_per_token_empty_kv(cm3):
+    # ROM reads 0.43 mJ (13.4 Gbit x 0.032 pJ), NoC 0.47 mJ, L MACs 0.06 mJ, leakage ~0.09 mJ;
+    # near ROMA's 33.1 W / 31.8K tok/s = 1.04 mJ
+    assert cm3.energy(cm3.decode(0)).total_mj == pytest.approx(1.06409, rel=1e-4)
+
+
+def test_die_area(cm3):
+    # L 368.9 + H 83.6 + vector 7.0 + NoC/control 44.3 mm^2; ROMA: 503.7 mm^2
+    assert cm3.area.total_mm2 == pytest.approx(503.851, rel=1e-5)
+
+
+def test_llama3_8b_2bit_decode_cycles():
+    # a prediction: 7.0 G block MACs / 256 / 2048 (2-bit) = 13.4K cycles + overhead of 32 layers; the
+    # LM head runs on the host (off_chip_all, the only policy under which the 2-bit 8B fits)
+    cm = chip_model(SETUP_8B)
+    assert cm.decode(0).cycles == 19273
