@@ -133,3 +133,23 @@ def test_timing_counts_what_the_graph_counts(small):
         if ".q_proj." in name:
             assert work.rows_max * work.units >= work.out_features
             assert (work.rows_max - 1) * work.units < work.out_features
+
+
+def test_simulate_api_refuses_empty_requests_and_reports(roma):
+    from romachip.errors import CapacityError
+    from romachip.perf import simulate
+
+    spec = load_model_spec("llama-3.2-1b")
+    with pytest.raises(CapacityError, match="at least 1 token, got 0/4"):
+        simulate(roma, spec, fmt=G128, prompt_tokens=0, generate_tokens=4)
+    r = simulate(roma, spec, fmt=G128, lora=LoraConfig(rank=16), prompt_tokens=16, generate_tokens=4)
+    assert r.lora_rank == 16 and r.weight_bits == 4 and r.ttft_ms > 0
+    assert set(r.decode_tokens_per_s_by_context) == {16, 18}  # first and last context of the run
+
+
+def test_l_unit_study_needs_a_reference_unit(roma):
+    from romachip.perf.area import l_unit_study
+
+    bare = roma.model_copy(update={"l_unit_study": None})
+    with pytest.raises(ValueError, match="defines no l_unit_study"):
+        l_unit_study(bare, load_tech("n7"))

@@ -1,1 +1,21 @@
-"""Timing, energy and area of a ROMA-class chip: an event-driven model over the mesh."""
+"""Timing, energy and area of a ROMA-class chip: an event-driven model over the mesh.
+
+`simulate(chip, spec, fmt=..., lora=..., prompt_tokens=..., generate_tokens=...) -> SimReport` is the
+one-call API; `ChipModel` keeps a chip + model + placement for many phases (prefill, decode steps).
+"""
+
+from romachip.perf.area import AreaReport, chip_area, l_unit_study
+from romachip.perf.energy import EnergyReport
+from romachip.perf.simulate import ChipModel, PhaseRun, SimReport, report, simulate
+
+__all__ = [
+    "AreaReport",
+    "ChipModel",
+    "EnergyReport",
+    "PhaseRun",
+    "SimReport",
+    "chip_area",
+    "l_unit_study",
+    "report",
+    "simulate",
+]

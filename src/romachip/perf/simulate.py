@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from romachip.compile import Placement, compile_placement
+from romachip.errors import CapacityError
 from romachip.graph import VECTOR_OPS_PER_ELEMENT, Op, OpKind, decode_ops, prefill_ops
 from romachip.perf.area import AreaReport, chip_area
 from romachip.perf.energy import EnergyReport, phase_energy
@@ -256,8 +257,6 @@ def simulate(
     prompt_tokens .. prompt_tokens + generate_tokens - 2 (one step at prompt_tokens if only one token).
     """
     if prompt_tokens < 1 or generate_tokens < 1:
-        from romachip.errors import CapacityError
-
         raise CapacityError(
             f"simulate needs a prompt and a generation of at least 1 token, got {prompt_tokens}/{generate_tokens}"
         )
