@@ -36,7 +36,7 @@ def test_prefill_cycles_256(cm3):
 def test_energy_per_token_empty_kv(cm3):
     # ROM reads 0.43 mJ (13.4 Gbit x 0.032 pJ), NoC 0.47 mJ, L MACs 0.06 mJ, leakage ~0.09 mJ;
     # near ROMA's 33.1 W / 31.8K tok/s = 1.04 mJ
-    assert cm3.energy(cm3.decode(0)).total_mj == pytest.approx(1.06409, rel=1e-4)
+    assert cm3.energy(cm3.decode(0)).total_mj == pytest.approx(1.06284, rel=1e-4)
 
 
 def test_die_area(cm3):
