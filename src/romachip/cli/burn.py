@@ -1,0 +1,208 @@
+"""`romachip burn` (checkpoint -> quantized model -> ROM image) and `romachip inspect` (verify an image)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from romachip.capacity import DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.cli.app import app, console, err_console, print_json
+from romachip.errors import CapacityError, CheckpointError
+from romachip.quant.checkpoint import load_checkpoint
+from romachip.quant.formats import WeightFormat
+from romachip.quant.quantize import quantize_checkpoint
+from romachip.rom import FORMAT_VERSION, RomImage, write_image
+from romachip.spec import load_chip
+from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.workload import KvConfig, LoraConfig
+
+DEFAULT_FMT = WeightFormat()
+MIB = 2**20
+
+
+def _mib(n: int) -> str:
+    return f"{n / MIB:,.2f} MiB"
+
+
+@contextmanager
+def _progress(enabled: bool = True):
+    """A progress bar on stderr (so --json stdout stays one document)."""
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True, disable=not enabled) as bar:
+        yield bar
+
+
+def _refuse(report: CapacityReport) -> None:
+    rows = [f"{b.kind} {b.bytes:,} B ({b.memory})" for b in report.breakdown if b.memory in ("rom", "host") and b.bytes]
+    rom_reasons = [r for r in report.reasons if r.startswith("ROM")]
+    raise CapacityError(
+        f"{report.model} in {report.weight_format} does not fit chip {report.chip!r}: "
+        f"{'; '.join(rom_reasons)}. ROM needed {report.rom_bytes_needed:,} B of {report.rom_bytes_available:,} B; "
+        f"fullest L-Unit {report.rom_unit_bytes_used_max:,} B of {report.rom_unit_bytes:,} B. "
+        f"Breakdown: {', '.join(rows)}. Try `romachip fit` with other --bits/--group-size/--storage-policy"
+    )
+
+
+def _read_calibration(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"cannot read calibration text {path}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+@app.command()
+def burn(
+    checkpoint: str = typer.Argument(..., help="A Hugging Face folder, a .gguf file, or the name smollm2-135m."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the ROM image (.rom)."),
+    chip: str = typer.Option("roma", "--chip", help="Chip preset name or path to a chip YAML."),
+    bits: int = typer.Option(DEFAULT_FMT.bits, "--bits", help="Weight code width (the chip must support it)."),
+    group_size: int = typer.Option(
+        DEFAULT_FMT.group_size, "--group-size", help="Weights per quantization group along the input; 0 = a row."
+    ),
+    symmetric: bool = typer.Option(DEFAULT_FMT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
+    quantizer: str = typer.Option("rtn", "--quantizer", help="rtn (round to nearest) or gptq (needs --calibration)."),
+    calibration: str = typer.Option(None, "--calibration", help="UTF-8 text file for GPTQ calibration."),
+    strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
+    storage_policy: str = typer.Option(
+        DEFAULT_POLICY.value,
+        "--storage-policy",
+        help="Where the embedding table and LM head go: rom_weight, rom_int8, off_chip, off_chip_all "
+        "(off-chip tables are written to the image's host region).",
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
+) -> None:
+    """Quantize a checkpoint into the chip's weight format and burn it into a ROM image: every tile in
+    its L-Unit's ROM, B-ROM encoded, with a CRC-32 per unit (format: docs/rom-format.md). A model that
+    does not fit the chip is refused with the capacity planner's breakdown, before anything is written."""
+    t0 = time.perf_counter()
+    chip_spec = load_chip(chip)
+    fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
+    calibration_text = _read_calibration(None if calibration is None else Path(calibration))
+    walls: dict[str, float] = {}
+    with _progress() as bar:
+        task = bar.add_task("loading", total=None)
+        ckpt = load_checkpoint(checkpoint)
+        bar.update(task, total=1, completed=1)
+        walls["load_s"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        no_sram = LoraConfig(rank=0, dtype=chip_spec.precision.lora)
+        kv = KvConfig(dtype=chip_spec.precision.kv, context_tokens=0)
+        report = plan(chip_spec, ckpt.spec, fmt=fmt, lora=no_sram, kv=kv, policy=storage_policy, strategy=strategy)
+        if not report.rom_fits:
+            _refuse(report)
+        policy = StoragePolicy(report.policy)
+        task = bar.add_task("quantize", total=None)
+        qmodel = quantize_checkpoint(
+            ckpt,
+            fmt,
+            quantizer=quantizer,  # type: ignore[arg-type]
+            calibration_text=calibration_text,
+            embedding_fmt=policy.table_format(fmt),
+            progress=lambda d, n: bar.update(task, completed=d, total=n),
+        )
+        walls["quantize_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        task = bar.add_task("burn", total=chip_spec.matrix_units)
+        written = write_image(
+            output,
+            qmodel,
+            chip_spec,
+            chip_preset=chip,
+            strategy=strategy,
+            policy=policy,
+            progress=lambda d, n: bar.update(task, completed=d, total=n),
+        )
+        walls["write_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        RomImage.open(output)  # read back: header, sizes, every checksum
+        walls["verify_s"] = time.perf_counter() - t
+    walls["total_s"] = time.perf_counter() - t0
+    result = {
+        "path": str(output),
+        "format_version": FORMAT_VERSION,
+        "model": ckpt.spec.name,
+        "source": ckpt.source,
+        "chip": chip_spec.name,
+        "weight_format": fmt.describe(),
+        "quantizer": quantizer,
+        "strategy": strategy,
+        "storage_policy": report.policy,
+        "fits": report.rom_fits,
+        "file_bytes": written.file_bytes,
+        "header_bytes": written.header_bytes,
+        "payload_bytes": written.payload_bytes,
+        "bytes_by_kind": written.bytes_by_kind,
+        "rom_bytes_needed": report.rom_bytes_needed,
+        "rom_bytes_allocated": report.rom_bytes_allocated,
+        "rom_bytes_available": report.rom_bytes_available,
+        "rom_unit_bytes_used_max": report.rom_unit_bytes_used_max,
+        "rom_unit_bytes": report.rom_unit_bytes,
+        "host_bytes": report.host_bytes,
+        "units": written.units,
+        "tiles": written.tiles,
+        "wall_s": {k: round(v, 3) for k, v in walls.items()},
+    }
+    if as_json:
+        print_json(result)
+        return
+    console.print(_burn_table(result))
+
+
+def _burn_table(r: dict) -> Table:
+    t = Table(title=f"burned {r['model']} -> {r['path']}")
+    t.add_column("quantity")
+    t.add_column("value", justify="right")
+    t.add_column("how", style="dim")
+    t.add_row("format", r["weight_format"], f"{r['quantizer']}, policy {r['storage_policy']}, {r['strategy']}")
+    t.add_row("fits", "[green]yes[/]", f"fullest L-Unit {r['rom_unit_bytes_used_max']:,} of {r['rom_unit_bytes']:,} B")
+    t.add_row("ROM used", _mib(r["rom_bytes_allocated"]), f"of {_mib(r['rom_bytes_available'])}; padding included")
+    for kind, n in r["bytes_by_kind"].items():
+        t.add_row(f"  {kind}", _mib(n), f"{n:,} B")
+    t.add_row("image file", _mib(r["file_bytes"]), f"header {r['header_bytes']:,} B + payload {r['payload_bytes']:,} B")
+    t.add_row("tiles", f"{r['tiles']:,}", f"over {r['units']} L-Units")
+    walls = r["wall_s"]
+    how = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in walls.items() if k != "total_s")
+    t.add_row("wall time", f"{walls['total_s']:.1f} s", how)
+    return t
+
+
+@app.command()
+def inspect(
+    image: str = typer.Argument(..., help="A ROM image written by `romachip burn`."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print a ROM image's manifest summary after verifying its header, sizes and every checksum."""
+    t0 = time.perf_counter()
+    img = RomImage.open(image)
+    summary = {**img.summary(), "checksums": "ok", "verify_s": round(time.perf_counter() - t0, 3)}
+    kinds: dict[str, int] = {}
+    for t in img.manifest["tensors"]:
+        kinds[t["kind"]] = kinds.get(t["kind"], 0) + 1
+    summary["tensors_by_kind"] = kinds
+    if as_json:
+        print_json(summary)
+        return
+    table = Table(title=f"ROM image {image}")
+    table.add_column("field")
+    table.add_column("value", justify="right")
+    for key, value in summary.items():
+        if isinstance(value, int) and not isinstance(value, bool) and "bytes" in key:
+            value = f"{value:,} B ({value / MIB:,.2f} MiB)"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items())
+        table.add_row(key, str(value))
+    console.print(table)
+    m = img.manifest
+    console.print(
+        f"model {m['model']['name']}: {m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, "
+        f"vocab {m['model']['vocab_size']}; {m['placement']['tiles']:,} tiles on "
+        f"{m['placement']['matrix_units']} L-Units; checksums verified",
+        highlight=False,
+    )
