@@ -21,19 +21,19 @@ TINY_CONFIGS = {
              tie_word_embeddings=True),
         WeightFormat(bits=4, group_size=32),
     ),
-    # untied head, llama3 RoPE scaling, ragged last group everywhere (in 72 -> groups 48, 24), 2 bits
-    "untied_llama3_g48_2bit": (
+    # untied head, llama3 RoPE scaling, ragged last group everywhere (in 72 -> groups 48, 24), 2-bit symmetric
+    "untied_llama3_g48_2bit_sym": (
         dict(hidden_size=72, intermediate_size=120, num_attention_heads=3, num_key_value_heads=3, head_dim=24,
              tie_word_embeddings=False,
              rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                original_max_position_embeddings=16)),
-        WeightFormat(bits=2, group_size=48),
+        WeightFormat(bits=2, group_size=48, symmetric=True),
     ),
-    # per-channel groups wider than one 128-column BLAS block, symmetric 8-bit codes, MQA
-    "mqa_perchannel_sym8": (
+    # per-channel groups wider than one 128-column block, 8-bit codes (|q - z| up to 255: the float32 path), MQA
+    "mqa_perchannel_8bit": (
         dict(hidden_size=160, intermediate_size=136, num_attention_heads=4, num_key_value_heads=1, head_dim=40,
              tie_word_embeddings=True),
-        WeightFormat(bits=8, group_size=None, symmetric=True),
+        WeightFormat(bits=8, group_size=None),
     ),
 }  # fmt: skip
 

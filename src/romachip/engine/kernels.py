@@ -17,15 +17,22 @@ from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
 
 ACTIVATION_MODES = ("int8", "bf16", "fp32")
-BLOCK_MAX = 128  # columns per BLAS block: keeps every int8/bf16-half partial sum below 2^23
+BLOCK_MAX = 128  # columns per block: keeps every float32 partial sum of the fallback path below 2^24
 _ROWS_ELEMENTS = 1 << 22  # rows per chunk keep the [groups, rows, out] float64 terms near 32 MB
+INT8_WEIGHT_MAX = 127
+_DIAGONAL_ROWS_MAX = 4
+BF16_WINDOW_BITS = 13  # activations aligned per group to 2^(E-13): |xi| <= 2^14, exact for bf16 within 2^-6
 
 
 @dataclass
 class PreparedLinear:
-    """One or more weights sharing an input (fused along out), laid out for the batched integer product.
+    """One or more weights sharing an input (fused along out), laid out for one exact integer product.
 
-    blocks: float32 [groups * per_group, block, out], the signed integers w = q - z (zero padded)
+    weight: [in, out] (a transposed view of [out, in]) signed integers w = q - z, int8 when they fit
+            (torch._int_mm, int32 accumulation),
+            else float32 (BLAS; exact because each block of <= 128 columns keeps partial sums < 2^24)
+    mask:   [blocks, in] int8, 1 where a column belongs to the block: the activations are laid out
+            block-diagonally, [blocks * rows, in], so one matrix product yields every block's dot product
     scales: float64 [groups, 1, out], the stored scales' exact values
     """
 
@@ -33,10 +40,11 @@ class PreparedLinear:
     out_features: int
     group_len: int
     groups: int
-    block: int
     per_group: int
-    blocks: torch.Tensor
+    weight: torch.Tensor
+    mask: np.ndarray
     scales: np.ndarray
+    block_cols: list[tuple[int, int]]
     dequant_t: torch.Tensor | None = None  # float32 [in, out], built only for the float mode
 
     @classmethod
@@ -53,36 +61,41 @@ class PreparedLinear:
         zeros = np.concatenate([t.zeros for t in tensors], axis=0).astype(np.int16)
         w = codes.astype(np.int16) - np.repeat(zeros, g, axis=1)[:, :inp]
         out = w.shape[0]
-        wg = _group_layout(w.astype(np.float32), g, groups, block, per_group)  # [out, blocks, block]
-        blocks = torch.from_numpy(np.ascontiguousarray(wg.transpose(1, 2, 0)))
+        fits_int8 = int(np.abs(w).max(initial=0)) <= INT8_WEIGHT_MAX
+        # stored [out, in] and used transposed: the layout torch._int_mm streams fastest
+        wt = np.ascontiguousarray(w.astype(np.int8 if fits_int8 else np.float32))
+        cols = np.arange(inp)
+        block_of = (cols // g) * per_group + (cols % g) // block
+        mask = (block_of[None, :] == np.arange(groups * per_group)[:, None]).astype(np.int8)
         scales = np.concatenate([t.scales.astype(np.float32) for t in tensors], axis=0).astype(np.float64)
-        prep = cls(inp, out, g, groups, block, per_group, blocks, np.ascontiguousarray(scales.T[:, None, :]))
+        spans = [np.flatnonzero(m) for m in mask]
+        block_cols = [(int(c[0]), int(c[-1]) + 1) for c in spans]
+        scales_t = np.ascontiguousarray(scales.T[:, None])
+        prep = cls(inp, out, g, groups, per_group, torch.from_numpy(wt).t(), mask, scales_t, block_cols)
         if float_mode:
             deq = np.concatenate([t.dequantize() for t in tensors], axis=0)
             prep.dequant_t = torch.from_numpy(np.ascontiguousarray(deq.T))
         return prep
 
-    def layout(self, x: np.ndarray) -> np.ndarray:
-        """[rows, in] -> [blocks, rows, block], zero padded like the weights."""
-        xg = _group_layout(x, self.group_len, self.groups, self.block, self.per_group)
-        return np.ascontiguousarray(xg.transpose(1, 0, 2))
-
     def integer_dots(self, xi: np.ndarray) -> np.ndarray:
-        """Exact I[group, row, out] = sum over the group of w * xi, for integer xi with |xi| <= 256."""
-        prod = torch.bmm(torch.from_numpy(self.layout(xi)), self.blocks).numpy().astype(np.float64)
-        if self.per_group > 1:  # whole-group integer from its blocks: exact in binary64
-            prod = prod.reshape(self.groups, self.per_group, *prod.shape[1:]).sum(axis=1)
-        return prod
+        """Exact I[group, row, out] = sum over the group of w * xi, for integers |xi| <= 128 (float64)."""
+        rows = xi.shape[0]
+        blocks = self.mask.shape[0]
+        is_int = self.weight.dtype == torch.int8
+        xi = xi.astype(np.int8 if is_int else np.float32)
+        if rows <= _DIAGONAL_ROWS_MAX:  # decode: one product, the weights read once
+            diag = (xi[None, :, :] * self.mask[:, None, :].astype(xi.dtype)).reshape(blocks * rows, -1)
+            prod = _matmul(torch.from_numpy(diag), self.weight, is_int).numpy()
+        else:  # prefill: one product per block, no zero-padded work
+            prod = np.empty((blocks, rows, self.out_features), dtype=np.int32 if is_int else np.float32)
+            for b, (c0, c1) in enumerate(self.block_cols):
+                prod[b] = _matmul(torch.from_numpy(np.ascontiguousarray(xi[:, c0:c1])), self.weight[c0:c1], is_int)
+        prod = prod.reshape(self.groups, self.per_group, rows, -1).astype(np.float64)
+        return prod[:, 0] if self.per_group == 1 else prod.sum(axis=1)  # exact: integers in binary64
 
 
-def _group_layout(x: np.ndarray, g: int, groups: int, block: int, per_group: int) -> np.ndarray:
-    """[rows, in] -> [rows, groups * per_group, block]: each group padded to per_group whole blocks."""
-    rows, inp = x.shape
-    padded = np.zeros((rows, groups, per_group * block), dtype=x.dtype)
-    full = np.zeros((rows, groups * g), dtype=x.dtype)
-    full[:, :inp] = x
-    padded[:, :, :g] = full.reshape(rows, groups, g)
-    return padded.reshape(rows, groups * per_group, block)
+def _matmul(x: torch.Tensor, w: torch.Tensor, is_int: bool) -> torch.Tensor:
+    return torch._int_mm(x, w) if is_int else x @ w
 
 
 def quantize_int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,12 +106,15 @@ def quantize_int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xi, scale
 
 
-def align_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Block floating point over the last axis: xi = rne(x * 2^(14-E)), scale 2^(E-14), E = flog2(max|x|)."""
+def align_blocks(x: np.ndarray, window_bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block floating point over the last axis, E = flog2(max|x|): xi = rne(x * 2^(w-E)), scale 2^(E-w).
+
+    |xi| <= 2^(w+1); a zero vector gets xi = 0 and scale 1.
+    """
     m = np.max(np.abs(x), axis=-1).astype(np.float64)
-    e = np.where(m > 0, flog2(np.where(m > 0, m, 1.0)), 14)
-    xi = np.rint(x.astype(np.float64) * pow2(14 - e)[..., None])
-    scale = np.where(m > 0, pow2(e - 14), 1.0)
+    e = np.where(m > 0, flog2(np.where(m > 0, m, 1.0)), window_bits)
+    xi = np.rint(x.astype(np.float64) * pow2(window_bits - e)[..., None])
+    scale = np.where(m > 0, pow2(e - window_bits), 1.0)
     return xi, scale
 
 
@@ -116,12 +132,13 @@ def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
         a_g = a.astype(np.float64)[None, :, None]
     elif mode == "bf16":
         xb = to_bf16(x)
-        grouped = _group_layout(xb, prep.group_len, prep.groups, prep.group_len, 1)[:, :, : prep.group_len]
-        xi_g, a = align_blocks(grouped)  # [rows, groups, g], [rows, groups]
+        full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
+        full[:, : prep.in_features] = xb
+        xi_g, a = align_blocks(full.reshape(rows, prep.groups, prep.group_len), BF16_WINDOW_BITS)
         xi = xi_g.reshape(rows, -1)[:, : prep.in_features]
-        lo = np.mod(xi, 256.0)
-        hi = (xi - lo) / 256.0
-        both = prep.integer_dots(np.concatenate([hi, lo], axis=0).astype(np.float32))
+        hi = np.floor((xi + 128.0) / 256.0)  # xi = 256 hi + lo, both halves int8: |hi| <= 64, lo in [-128, 127]
+        lo = xi - 256.0 * hi
+        both = prep.integer_dots(np.concatenate([hi, lo], axis=0))
         dots = both[:, :rows] * 256.0 + both[:, rows:]
         a_g = a.T[:, :, None]
     else:

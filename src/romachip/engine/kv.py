@@ -16,6 +16,7 @@ from romachip.errors import GenerationError
 
 KV_MODES = ("int8", "fp16", "fp32")
 MAX_CONTEXT_TOKENS = 1 << 15  # the PV product stays exact in binary64 below this (docs/numerics.md)
+KV_WINDOW_BITS = 14  # fp16 vectors aligned to 2^(E-14): |vi| <= 2^15
 P_BITS = 21  # softmax weights are put on a 2^-21 grid relative to the row's largest
 _QUERY_CHUNK = 256  # query rows per attention pass (bounds the [heads, rows, keys] float64 temporaries)
 
@@ -26,7 +27,7 @@ def encode_vectors(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
         xi, scale = quantize_int8_rows(x)
         return xi.astype(np.float64), scale.astype(np.float64)
     if mode == "fp16":
-        return align_blocks(to_fp16(x))
+        return align_blocks(to_fp16(x), KV_WINDOW_BITS)
     raise GenerationError(f"unknown KV precision {mode!r}; choose one of {', '.join(KV_MODES)}")
 
 

@@ -1,0 +1,76 @@
+"""The engine against the slow reference of docs/numerics.md (bit for bit) and against transformers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from engine_models import TINY_CONFIGS, make_tiny
+from engine_reference import Reference
+
+from romachip.engine.generate import Engine
+from romachip.engine.model import decode_one_token, prefill
+
+MODES = [("int8", "int8"), ("bf16", "fp16"), ("bf16", "int8"), ("int8", "fp16")]
+
+
+@pytest.fixture(scope="module", params=list(TINY_CONFIGS))
+def tiny(request):  # noqa: ANN001, ANN201
+    return make_tiny(request.param, layers=2, vocab=41)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+def _adapter(spec, rng: np.random.Generator) -> dict:  # noqa: ANN001
+    adapter = {}
+    for name in ("model.layers.0.self_attn.q_proj", "model.layers.1.self_attn.v_proj", "model.layers.1.mlp.down_proj"):
+        out, inp = spec.linear_shapes()[name.rsplit(".", 1)[1]]
+        a = rng.standard_normal((4, inp)).astype(np.float32) * 0.1
+        b = rng.standard_normal((out, 4)).astype(np.float32) * 0.1
+        adapter[name] = (a, b, 2.0)
+    return adapter
+
+
+@pytest.mark.parametrize("activation,kv", MODES)
+def test_logits_equal_the_reference_bit_for_bit(tiny, activation: str, kv: str) -> None:
+    ids = np.random.default_rng(7).integers(0, 41, 9).tolist()
+    expected = Reference(tiny.quantized, activation, kv).logits(ids)
+    got = Engine(tiny.quantized, activation=activation, kv=kv).logits(ids)
+    assert got.dtype == np.float32 and got.shape == (9, 41)
+    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    # the reference is not vacuous: it differs from the float model by a quantization-sized amount
+    float_logits = Engine(tiny.quantized, exact=False).logits(ids)
+    assert 0 < np.abs(float_logits - expected).max() < 0.2 * np.abs(float_logits).max()
+
+
+def test_lora_path_equals_the_reference_bit_for_bit(tiny) -> None:
+    rng = np.random.default_rng(11)
+    adapter = _adapter(tiny.quantized.spec, rng)
+    ids = rng.integers(0, 41, 7).tolist()
+    expected = Reference(tiny.quantized, "bf16", "int8").logits(ids, adapter)
+    engine = Engine(tiny.quantized)
+    got = engine.logits(ids, adapter)
+    np.testing.assert_array_equal(_bits(got), _bits(expected))
+    assert np.abs(got - engine.logits(ids)).max() > 1e-3  # the adapter changes the output
+
+
+@pytest.mark.parametrize("activation,kv", MODES[:2])
+def test_decode_equals_prefill_bit_for_bit(tiny, activation: str, kv: str) -> None:
+    ids = np.random.default_rng(5).integers(0, 41, 10)
+    engine = Engine(tiny.quantized, activation=activation, kv=kv)
+    whole = engine.logits(ids)
+    cache = engine.new_cache(10)
+    rows = list(prefill(engine.net, ids[:4], cache, mode=activation, all_logits=True))
+    rows += [decode_one_token(engine.net, int(t), cache, mode=activation) for t in ids[4:]]
+    np.testing.assert_array_equal(_bits(np.array(rows)), _bits(whole))
+
+
+def test_float_mode_agrees_with_transformers(tiny) -> None:
+    ids = np.random.default_rng(3).integers(0, 41, 24)
+    with torch.no_grad():
+        ref = tiny.dequantized_hf(torch.from_numpy(ids)[None]).logits[0].numpy()
+    got = Engine(tiny.quantized, exact=False).logits(ids)
+    rel = np.abs(got - ref).max() / np.abs(ref).max()
+    assert rel < 1e-4, rel
