@@ -131,14 +131,23 @@ def render_markdown(figures: list[Figure], predictions: dict) -> str:
         )
     lines += ["", "## Predictions (no figure of the paper fixes these)", ""]
     for label, run in predictions["decode_and_ttft"].items():
-        lines += [f"### {label}, rank-16 LoRA", "", "| context / prompt (tokens) | decode tok/s | mJ/token | TTFT ms |"]
+        limit = predictions["max_context_tokens"][label][16][SRAM_MB[-1]]
+        lines += [
+            f"### {label}, rank-16 LoRA",
+            "",
+            f"Longest context that fits the chip's SRAM beside the adapters: {limit:,} tokens; rows beyond it "
+            "(marked †) are what the units would do with more SRAM.",
+            "",
+            "| context / prompt (tokens) | decode tok/s | mJ/token | TTFT ms |",
+        ]
         lines.append("|---:|---:|---:|---:|")
         for c in sorted(set(run["decode_tokens_per_s"]) | set(run["ttft_ms"])):
             d = run["decode_tokens_per_s"].get(c)
             e = run["energy_per_token_mj"].get(c)
             t = run["ttft_ms"].get(c)
             cells = [_fmt(d) if d else "", f"{e:.3f}" if e else "", f"{t:.2f}" if t else ""]
-            lines.append(f"| {c} | " + " | ".join(cells) + " |")
+            mark = " †" if c > limit else ""
+            lines.append(f"| {c}{mark} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["### Maximum context vs H-Unit SRAM (romachip.capacity)", ""]
     lines.append("| setup | rank | " + " | ".join(f"{mb} MiB" for mb in SRAM_MB) + " |")
