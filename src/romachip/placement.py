@@ -1,0 +1,196 @@
+"""The data of a placement: which tile of which tensor lives where (compile.py computes it).
+
+`Placement` is a columnar tile table (one int64 array per column, sorted by unit then ROM offset) plus
+per-unit shares of the H-Unit SRAM and the vector units' slices of the hidden state. See compile.py for
+the splitting rule and the ROM layout it encodes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from romachip.quant.formats import WeightFormat
+from romachip.spec.chip import ChipSpec
+from romachip.storage import DEFAULT_POLICY, TensorKind
+from romachip.workload import ALL_TARGETS
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """A tensor to place: name, [out, in] shape, format (None: an FP16 norm vector, shape [1, hidden]),
+    layer (-1: not part of a block) and kind (as the capacity breakdown groups tensors)."""
+
+    name: str
+    shape: tuple[int, int]
+    fmt: WeightFormat | None
+    layer: int = -1
+    kind: str = TensorKind.ATTENTION
+
+    @property
+    def module(self) -> str:
+        """`q_proj` ... for projections, else the kind."""
+        parts = self.name.split(".")
+        return parts[-2] if len(parts) >= 2 and parts[-2] in ALL_TARGETS else str(self.kind)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: rows [row_start, row_stop) x cols [col_start, col_stop) of `tensor` in L-Unit `unit`."""
+
+    unit: int
+    mesh_row: int
+    mesh_col: int
+    tensor: str
+    row_start: int
+    row_stop: int
+    col_start: int
+    col_stop: int
+    code_bits: int
+    scale_bits: int
+    zero_bits: int
+    rom_offset_bits: int  # where the tile starts in the unit's ROM (a word boundary)
+    rom_span_bits: int  # bits it occupies there, word padding included
+
+    @property
+    def bits(self) -> int:
+        """The tile's own bits (codes + scales + zeros), padding excluded."""
+        return self.code_bits + self.scale_bits + self.zero_bits
+
+
+_TILE_COLUMNS = (
+    "unit",
+    "tensor",
+    "row_start",
+    "row_stop",
+    "col_start",
+    "col_stop",
+    "code_bits",
+    "scale_bits",
+    "zero_bits",
+    "rom_offset_bits",
+    "rom_span_bits",
+)
+
+
+@dataclass
+class Placement:
+    """Where everything lives. Tile columns are int64 arrays of equal length, sorted by (unit, offset)."""
+
+    chip_name: str
+    strategy: str
+    word_bits: int  # bits of one ROM word (macro columns x bits per cell)
+    align_bits: int  # every tile starts on a multiple of this (word_bits x B-ROM rows per group)
+    unit_rom_bits: int  # ROM capacity of one L-Unit
+    unit_mesh_row: np.ndarray  # [units] mesh row of each matrix unit
+    unit_mesh_col: np.ndarray  # [units]
+    tensors: list[TensorEntry]
+    tiles: dict[str, np.ndarray]  # one array per name in _TILE_COLUMNS; `tensor` indexes `tensors`
+    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token of context (K and V)
+    lora_bytes: np.ndarray  # [units] LoRA A/B bytes each H-Unit stores
+    vector_mesh_row: np.ndarray  # [vector units]
+    vector_mesh_col: np.ndarray  # [vector units]
+    vector_hidden_start: np.ndarray  # [vector units] hidden channels each vector unit owns
+    vector_hidden_stop: np.ndarray
+    unit_vector: np.ndarray  # [units] the vector unit (same mesh column) that serves each matrix unit
+    policy: str = str(DEFAULT_POLICY)  # the storage policy that chose the tensors (storage.py)
+    _by_name: dict[str, int] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
+
+    @property
+    def units(self) -> int:
+        return len(self.unit_mesh_row)
+
+    @property
+    def num_tiles(self) -> int:
+        return len(self.tiles["unit"])
+
+    def tile(self, i: int) -> Tile:
+        c = {k: int(self.tiles[k][i]) for k in _TILE_COLUMNS}
+        u = c.pop("unit")
+        name = self.tensors[c.pop("tensor")].name
+        return Tile(u, int(self.unit_mesh_row[u]), int(self.unit_mesh_col[u]), name, **c)
+
+    def tile_indices(self, *, unit: int | None = None, tensor: str | None = None) -> np.ndarray:
+        """Indices into the tile table, filtered by unit and/or tensor name, in table order."""
+        mask = np.ones(self.num_tiles, dtype=bool)
+        if unit is not None:
+            mask &= self.tiles["unit"] == unit
+        if tensor is not None:
+            if tensor not in self._by_name:
+                raise KeyError(f"no tensor {tensor!r} in this placement")
+            mask &= self.tiles["tensor"] == self._by_name[tensor]
+        return np.flatnonzero(mask)
+
+    def unit_tiles(self, unit: int) -> list[Tile]:
+        return [self.tile(i) for i in self.tile_indices(unit=unit)]
+
+    def tensor_tiles(self, name: str) -> list[Tile]:
+        """Tiles of one tensor, ordered by row."""
+        idx = self.tile_indices(tensor=name)
+        idx = idx[np.argsort(self.tiles["row_start"][idx], kind="stable")]
+        return [self.tile(i) for i in idx]
+
+    def tensor_entry(self, name: str) -> TensorEntry:
+        return self.tensors[self._by_name[name]]
+
+    def unit_bits(self) -> np.ndarray:
+        """[units] the tiles' own bits (codes + scales + zeros) per L-Unit."""
+        own = self.tiles["code_bits"] + self.tiles["scale_bits"] + self.tiles["zero_bits"]
+        return np.bincount(self.tiles["unit"], weights=own, minlength=self.units).astype(np.int64)
+
+    def unit_used_bits(self) -> np.ndarray:
+        """[units] ROM bits each L-Unit uses, word padding included."""
+        return np.bincount(self.tiles["unit"], weights=self.tiles["rom_span_bits"], minlength=self.units).astype(
+            np.int64
+        )
+
+    def bits_by_kind(self) -> dict[str, int]:
+        """Own bits of all tiles, by kind: codes, scales, zeros, and word padding."""
+        t = self.tiles
+        own = int(t["code_bits"].sum() + t["scale_bits"].sum() + t["zero_bits"].sum())
+        return {
+            "code_bits": int(t["code_bits"].sum()),
+            "scale_bits": int(t["scale_bits"].sum()),
+            "zero_bits": int(t["zero_bits"].sum()),
+            "padding_bits": int(t["rom_span_bits"].sum()) - own,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        used = self.unit_used_bits()
+        return {
+            "chip": self.chip_name,
+            "strategy": self.strategy,
+            "split": "output_rows",
+            "policy": self.policy,
+            "align_bits": self.align_bits,
+            "matrix_units": self.units,
+            "vector_units": len(self.vector_mesh_row),
+            "tiles": self.num_tiles,
+            "word_bits": self.word_bits,
+            "unit_rom_bits": self.unit_rom_bits,
+            "unit_used_bits_max": int(used.max()) if self.units else 0,
+            "unit_used_bits_min": int(used.min()) if self.units else 0,
+            **self.bits_by_kind(),
+            "kv_bytes_per_token": int(self.kv_bytes_per_token.sum()),
+            "lora_bytes": int(self.lora_bytes.sum()),
+        }
+
+
+def matrix_unit_coords(chip: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh (row, col) of each matrix unit, numbered row-major over the matrix rows of the mesh."""
+    return _role_coords(chip, "matrix")
+
+
+def vector_unit_coords(chip: ChipSpec) -> tuple[np.ndarray, np.ndarray]:
+    return _role_coords(chip, "vector")
+
+
+def _role_coords(chip: ChipSpec, role: str) -> tuple[np.ndarray, np.ndarray]:
+    rows = np.array([r for r, x in enumerate(chip.mesh.row_roles) if x == role], dtype=np.int64)
+    cols = np.arange(chip.mesh.cols, dtype=np.int64)
+    return np.repeat(rows, len(cols)), np.tile(cols, len(rows))
