@@ -8,6 +8,7 @@ import romachip.cli.adapters  # noqa: F401  (registers `romachip adapters check`
 import romachip.cli.burn  # noqa: F401  (registers `romachip burn` and `romachip inspect`)
 import romachip.cli.fit  # noqa: F401  (registers `romachip fit`)
 import romachip.cli.reproduce  # noqa: F401  (registers `romachip reproduce`)
+import romachip.cli.run  # noqa: F401  (registers `romachip run`, `romachip eval` and `romachip demo`)
 import romachip.cli.simulate  # noqa: F401  (registers `romachip simulate`)
 from romachip.cli import specs  # noqa: F401  (each import registers its commands on `app`)
 from romachip.cli.app import app, err_console

@@ -1,0 +1,233 @@
+"""`romachip run` (generate from a ROM image), `romachip eval` (perplexity) and `romachip demo`."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from romachip.cli.app import app, console, err_console, print_json
+from romachip.engine.generate import DEFAULT_ACTIVATION, DEFAULT_KV, Engine, Generation
+from romachip.engine.text import encode_prompt
+from romachip.errors import GenerationError, RomachipError
+from romachip.rom import RomImage
+
+DEFAULT_WINDOW = 256
+
+
+def _open_engine(image: str | Path, activation: str, kv: str) -> tuple[RomImage, Engine]:
+    rom = RomImage.open(image)
+    return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip)
+
+
+class _Streamer:
+    """Prints the text of the generated tokens as they come (decoding the whole tail keeps UTF-8 intact)."""
+
+    def __init__(self, engine: Engine, enabled: bool) -> None:
+        self.engine, self.enabled, self.ids, self.shown = engine, enabled, [], ""
+
+    def __call__(self, token: int) -> None:
+        self.ids.append(token)
+        if not self.enabled:
+            return
+        text = self.engine.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if text.startswith(self.shown) and not text.endswith("\ufffd"):
+            console.print(text[len(self.shown) :], end="", highlight=False, markup=False, soft_wrap=True)
+            self.shown = text
+
+
+def _generation_json(gen: Generation) -> dict:
+    return {
+        "text": gen.text,
+        "token_ids": gen.token_ids,
+        "prompt_tokens": gen.prompt_tokens,
+        "generated_tokens": gen.generated_tokens,
+        "decode_tokens_per_s": gen.decode_tokens_per_s,
+        "prefill_s": gen.prefill_s,
+        "decode_s": gen.decode_s,
+        "stopped_on_eos": gen.stopped_on_eos,
+        "options": gen.options,
+    }
+
+
+def _summary(gen: Generation) -> Table:
+    table = Table(title="generation (measured on this host)", show_header=False)
+    table.add_row("prompt", f"{gen.prompt_tokens} tokens, prefill {gen.prefill_s * 1e3:.0f} ms")
+    table.add_row("generated", f"{gen.generated_tokens} tokens" + (" (stopped on EOS)" if gen.stopped_on_eos else ""))
+    table.add_row("decode speed", f"{gen.decode_tokens_per_s:.1f} tokens/s (golden engine on this CPU, not the chip)")
+    table.add_row("precision", f"activations {gen.options['activation']}, KV cache {gen.options['kv']}")
+    return table
+
+
+@app.command()
+def run(
+    image: str = typer.Argument(..., help="A ROM image written by `romachip burn`."),
+    prompt: str = typer.Option(..., "--prompt", help="The prompt text."),
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Most tokens to generate (stops earlier on EOS)."),
+    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; > 0 samples."),
+    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sampler's own RNG: same seed, same tokens."),
+    chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
+    activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
+    kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of streaming text."),
+) -> None:
+    """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
+    _, engine = _open_engine(image, activation, kv)
+    ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
+    streamer = _Streamer(engine, enabled=not as_json)
+    gen = engine.generate(
+        ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, on_token=streamer
+    )
+    if as_json:
+        print_json(_generation_json(gen))
+        return
+    console.print()
+    console.print(_summary(gen))
+
+
+def _nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    top = z.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+    return float(np.sum(lse - z[np.arange(len(targets)), targets]))
+
+
+def _bar() -> Progress:
+    cols = (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    return Progress(*cols, console=err_console, transient=True)
+
+
+def engine_perplexity(engine: Engine, token_ids: np.ndarray, *, window: int, max_tokens: int | None, bar=None):  # noqa: ANN001, ANN201
+    """(perplexity, predicted tokens) over fixed non-overlapping windows, each scored from its own start."""
+    from romachip.quant.hf_reference import windows
+
+    chunks = windows(token_ids, window, max_tokens)
+    if not chunks:
+        raise GenerationError(f"the text has {len(token_ids)} tokens: at least 2 are needed for a perplexity")
+    task = bar.add_task("engine", total=len(chunks)) if bar else None
+    nll, count = 0.0, 0
+    for chunk in chunks:
+        logits = engine.logits(chunk)
+        nll += _nll_sum(logits[:-1], chunk[1:])
+        count += len(chunk) - 1
+        if bar:
+            bar.advance(task)
+    return math.exp(nll / count), count
+
+
+@app.command(name="eval")
+def eval_(
+    image: str = typer.Argument(..., help="A ROM image written by `romachip burn`."),
+    text: str = typer.Option(..., "--text", help="A UTF-8 text file to score."),
+    max_tokens: int = typer.Option(None, "--max-tokens", help="Score only the first N tokens of the text."),
+    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Tokens per window (each scored independently)."),
+    reference: bool = typer.Option(False, "--reference", help="Also score with transformers (dequantized weights)."),
+    activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
+    kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'."""
+    if window < 2:
+        raise GenerationError(f"--window must be at least 2 tokens, got {window}")
+    text_path = Path(text)
+    try:
+        content = text_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GenerationError(f"cannot read text file {text}: {getattr(exc, 'strerror', None) or exc}") from None
+    rom, engine = _open_engine(image, activation, kv)
+    ids = np.array(engine.tokenizer.encode(content, add_special_tokens=False).ids, dtype=np.int64)
+    t0 = time.perf_counter()
+    with _bar() as bar:
+        ppl, count = engine_perplexity(engine, ids, window=window, max_tokens=max_tokens, bar=bar)
+        ref = None
+        if reference:
+            ref = _reference_perplexity(engine, ids, window, max_tokens, bar)
+    out = {
+        "perplexity": ppl,
+        "tokens": count,
+        "reference_perplexity": ref,
+        "window": window,
+        "activation": engine.activation,
+        "kv": engine.kv,
+        "model": rom.spec.name,
+        "weight_format": rom.fmt.describe(),
+        "seconds": time.perf_counter() - t0,
+    }
+    if as_json:
+        print_json(out)
+        return
+    table = Table(title=f"perplexity of {text_path.name} ({count} predicted tokens, windows of {window})")
+    table.add_column("model")
+    table.add_column("perplexity", justify="right")
+    table.add_row(f"ROM image ({rom.fmt.describe()}, act {engine.activation}, KV {engine.kv})", f"{ppl:.3f}")
+    if ref is not None:
+        table.add_row("transformers, dequantized weights (float32)", f"{ref:.3f}")
+    console.print(table)
+
+
+def _reference_perplexity(engine: Engine, ids: np.ndarray, window: int, max_tokens: int | None, bar) -> float:  # noqa: ANN001
+    from romachip.quant.hf_reference import dequantized_tensors, hf_perplexity, llama_from_tensors
+
+    model = llama_from_tensors(engine.model.spec, dequantized_tensors(engine.model))
+    task = bar.add_task("transformers", total=1)
+
+    def progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    ppl, _ = hf_perplexity(model, ids, window=window, max_tokens=max_tokens, progress=progress)
+    return ppl
+
+
+@app.command()
+def demo(
+    max_tokens: int = typer.Option(48, "--max-tokens", help="Most tokens of the answer."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of streaming text."),
+) -> None:
+    """Burn SmolLM2-135M for the ROMA chip (cached), answer a fixed question, and show the chip's timing."""
+    from romachip.engine.demo_model import DEMO_PROMPT, ensure_demo_image
+
+    with err_console.status("preparing the demo model") as status:
+        path, burned = ensure_demo_image(progress=lambda msg: status.update(msg))
+    _, engine = _open_engine(path, DEFAULT_ACTIVATION, DEFAULT_KV)
+    ids = encode_prompt(engine.model, engine.tokenizer, DEMO_PROMPT, chat=True)
+    if not as_json:
+        console.print(f"[bold]image[/] {path}{' (burned now)' if burned else ' (cached)'}")
+        console.print(f"[bold]user[/] {DEMO_PROMPT}")
+        console.print("[bold]SmolLM2 on ROMA[/] ", end="")
+    gen = engine.generate(ids, max_tokens=max_tokens, on_token=_Streamer(engine, enabled=not as_json))
+    timing = _simulated_timing(engine, gen)
+    if as_json:
+        print_json({**_generation_json(gen), "image": str(path), "simulated": timing})
+        return
+    console.print()
+    console.print(_summary(gen))
+    if timing:
+        table = Table(title=f"the same request on chip {engine.chip.name!r} (timing model)", show_header=False)
+        table.add_row("time to first token", f"{timing['ttft_ms']:.3f} ms")
+        table.add_row("decode speed", f"{timing['decode_tokens_per_s']:,.0f} tokens/s")
+        table.add_row("energy per token", f"{timing['energy_per_token_mj']:.3f} mJ")
+        table.add_row("power", f"{timing['power_w']:.1f} W")
+        console.print(table)
+
+
+def _simulated_timing(engine: Engine, gen: Generation) -> dict | None:
+    """The timing model's view of the same request, when romachip.perf is available."""
+    try:
+        from romachip.perf.simulate import simulate
+    except ImportError:
+        return None
+    try:
+        rep = simulate(
+            engine.chip, engine.model.spec, fmt=engine.model.fmt, prompt_tokens=gen.prompt_tokens,
+            generate_tokens=max(gen.generated_tokens, 1),
+        )  # fmt: skip
+    except RomachipError:
+        return None
+    keys = ("ttft_ms", "decode_tokens_per_s", "energy_per_token_mj", "power_w")
+    return {k: getattr(rep, k) for k in keys}
