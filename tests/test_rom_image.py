@@ -297,3 +297,50 @@ def test_unwritable_target_directory(tmp_path):
     with pytest.raises(RomImageError, match="cannot write ROM image .* writable"):
         write_image(blocker / "m.rom", make_model(WeightFormat(4, 32)), tiny_chip())
     assert [p.name for p in tmp_path.iterdir()] == ["not-a-dir"]
+
+
+def _with_manifest(data: bytes, manifest: dict) -> bytes:
+    """`data` with its manifest replaced by `manifest`, re-padded and with a matching CRC."""
+    _, _, _, mlen = struct.unpack("<8sIIQ", data[:24])
+    text = json.dumps(manifest).encode()
+    text += b" " * ((-(24 + len(text))) % 64)
+    return struct.pack("<8sIIQ", b"ROMACHIP", 1, zlib.crc32(text), len(text)) + text + data[24 + mlen :]
+
+
+def test_fuzzed_images_only_ever_raise_rom_image_error(tmp_path):
+    """Random byte flips, truncations and structurally wrong manifests with valid CRCs: the reader
+    either refuses with RomImageError or, for the model, gives back exactly the burned weights."""
+    path = tmp_path / "m.rom"
+    qm = make_model(WeightFormat(4, 32))
+    burn(qm, tiny_chip(), path)
+    good = path.read_bytes()
+    manifest = json.loads(good[24 : 24 + struct.unpack("<Q", good[16:24])[0]])
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        bad = bytearray(good)
+        for pos in rng.integers(0, len(bad), size=int(rng.integers(1, 4))):
+            bad[int(pos)] ^= int(rng.integers(1, 256))
+        path.write_bytes(bytes(bad[: int(rng.integers(1, len(bad) + 1))] if rng.random() < 0.3 else bad))
+        with pytest.raises(RomImageError):
+            RomImage.open(path).model()
+    edits = [
+        lambda m: m.pop("units"),
+        lambda m: m["units"][2].pop("crc32"),
+        lambda m: m["units"].__setitem__(0, "x"),
+        lambda m: m.__setitem__("payload_bytes", "many"),
+        lambda m: m["tensors"][3]["tiles"].pop("row_stop"),
+        lambda m: m["tensors"][3]["tiles"]["row_stop"].__setitem__(0, 10**6),
+        lambda m: m["tensors"][0].__setitem__("format", {"format_id": 9}),
+        lambda m: m["model"].__setitem__("hidden_size", -1),
+        lambda m: m.__setitem__("encoding", None),
+    ]
+    for edit in edits:
+        m = json.loads(json.dumps(manifest))
+        edit(m)
+        path.write_bytes(_with_manifest(good, m))
+        with pytest.raises(RomImageError):
+            img = RomImage.open(path)
+            img.model(), img.placement  # noqa: B018
+    path.write_bytes(_with_manifest(good, [1, 2]))
+    with pytest.raises(RomImageError, match="malformed manifest"):
+        RomImage.open(path)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,20 @@ from romachip.rom.layout import (
 )
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
+
+
+@contextmanager
+def _malformed(where: str) -> Iterator[None]:
+    """A manifest whose CRC matches but whose content is not what this version writes (hand-edited, or
+    written by a buggy tool) must still give a RomImageError, never a KeyError deep in the reader."""
+    try:
+        yield
+    except RomachipError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise RomImageError(
+            f"{where}: malformed manifest ({type(exc).__name__}: {exc}); burn the image again"
+        ) from None
 
 
 class RomImage:
@@ -65,9 +81,12 @@ class RomImage:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RomImageError(f"{where}: the manifest is not valid JSON ({exc})") from None
         image = cls(path, data, manifest, HEADER_BYTES + mlen)
-        image._check_structure(size)
-        if verify:
-            image.verify()
+        with _malformed(where):
+            if not isinstance(manifest, dict):
+                raise TypeError("the manifest is not a JSON object")
+            image._check_structure(size)
+            if verify:
+                image.verify()
         return image
 
     # -- validation -------------------------------------------------------------------------------
@@ -187,6 +206,10 @@ class RomImage:
     @cached_property
     def placement(self) -> Placement:
         """The Placement the image was burned with (ROM tensors only), rebuilt from the tile tables."""
+        with _malformed(self._where()):
+            return self._placement()
+
+    def _placement(self) -> Placement:
         rom = [(e, t) for e, t in zip(self.entries, self.manifest["tensors"], strict=True) if t["location"] == "rom"]
         cols: dict[str, list[int]] = {k: [] for k in (*TILE_KEYS, "tensor")}
         for ti, (_, t) in enumerate(rom):
@@ -211,6 +234,10 @@ class RomImage:
     def model(self) -> QuantizedModel:
         """Decode every tile back into a QuantizedModel: codes, scales and zeros exactly as burned; norm
         weights as float32 holding the stored FP16 values."""
+        with _malformed(self._where()):
+            return self._model()
+
+    def _model(self) -> QuantizedModel:
         word_bits = self.manifest["encoding"]["word_bits"]
         units = self.manifest["units"]
         parts = [self.unit_rom(u["index"]) for u in units] + [np.asarray(self.host_payload())]
