@@ -83,10 +83,13 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
 
 def test_human_summary(tmp_path, capsys, checkpoint):
     out = tmp_path / "tiny.rom"
-    code, stdout, err = run(capsys, "burn", str(checkpoint), "--bits", "2", "--group-size", "64",
+    code, stdout, err = run(capsys, "burn", str(checkpoint), "--bits", "2", "--group-size", "64", "--symmetric",
                             "--strategy", "layer_groups", "-o", str(out))  # fmt: skip
     assert code == 0, err
-    assert "burned tiny-llama" in stdout and "uint2 g64 asym" in stdout and "wall time" in stdout
+    assert "burned tiny-llama" in stdout and "uint2 g64 sym" in stdout and "wall time" in stdout
+    img = RomImage.open(out)
+    assert img.fmt == WeightFormat(2, 64, symmetric=True) and img.manifest["placement"]["strategy"] == "layer_groups"
+    assert (img.model().weights["model.layers.0.mlp.up_proj.weight"].zeros == 2).all()  # 2**(bits-1), not stored
 
 
 def tiny_chip_yaml(folder: Path) -> Path:
@@ -127,6 +130,7 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
         (["--bits", "3"], "runs 3-bit weights on no unit"),
         (["--quantizer", "gptq"], "GPTQ quantizer needs calibration text"),
         (["--quantizer", "gptq", "--calibration", "/nonexistent.txt"], "cannot read calibration text"),
+        (["--quantizer", "gptq", "--calibration", __file__], "needs the checkpoint's tokenizer"),
         (["--storage-policy", "dram"], "dram"),
         (["--strategy", "diagonal"], "strategy 'diagonal'"),
     ],
