@@ -145,3 +145,36 @@ def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, checkpoint, args
 def test_missing_checkpoint(tmp_path, capsys):
     code, _, err = run(capsys, "burn", str(tmp_path / "nope"), "-o", str(tmp_path / "x.rom"))
     assert code == 2 and "not found" in err
+
+
+def test_gptq_burn_through_the_cli(tmp_path, capsys, checkpoint):
+    """GPTQ with a calibration file: the projections differ from RTN (error feedback moved codes), the
+    embedding (always RTN) does not, and the manifest records the quantizer."""
+    import shutil
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    folder = tmp_path / "tiny-llama"
+    shutil.copytree(checkpoint, folder)
+    words = [f"w{i}" for i in range(119)]
+    tok = Tokenizer(models.WordLevel({"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    (folder / "tokenizer.json").write_text(tok.to_str())
+    rng = np.random.default_rng(0)
+    calib = tmp_path / "calib.txt"
+    calib.write_text(" ".join(words[i] for i in rng.integers(0, 119, size=600)))
+    out = tmp_path / "g.rom"
+    code, stdout, err = run(capsys, "burn", str(folder), "--quantizer", "gptq", "--calibration", str(calib),
+                            "--group-size", "32", "-o", str(out), "--json")  # fmt: skip
+    assert code == 0, err
+    assert json.loads(stdout)["quantizer"] == "gptq"
+    model = RomImage.open(out).model()
+    assert model.metadata["quantizer"] == "gptq" and model.tokenizer_json == tok.to_str()
+    tensors = {}
+    for f in folder.glob("*.safetensors"):
+        tensors.update(load_file(f))
+    fmt = WeightFormat(4, 32)
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert not np.array_equal(model.weights[name].codes, quantize_rtn(tensors[name].astype(np.float32), fmt).codes)
+    emb = "model.embed_tokens.weight"
+    assert np.array_equal(model.weights[emb].codes, quantize_rtn(tensors[emb].astype(np.float32), fmt).codes)
