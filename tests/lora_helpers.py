@@ -51,7 +51,16 @@ def make_adapter(model, out: Path, *, seed: int = 1, b_std: float = 0.05, dtype=
     return pm
 
 
-def quantize_tiny(model, fmt=None):
+def word_tokenizer_json(vocab_size: int) -> str:
+    """A word-level tokenizer.json whose tokens are w0 .. w{vocab_size-1}, split on whitespace."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(vocab_size)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return tok.to_str()
+
+
+def quantize_tiny(model, fmt=None, tokenizer_json=None):
     """A QuantizedModel of a transformers LLaMA: RTN codes for every matrix, float32 norms."""
     from romachip.quant.formats import WeightFormat
     from romachip.quant.rtn import quantize_rtn
@@ -60,20 +69,22 @@ def quantize_tiny(model, fmt=None):
     fmt = fmt or WeightFormat(4, 32)
     weights, floats = {}, {}
     for name, t in model.state_dict().items():
+        if name == "lm_head.weight" and model.config.tie_word_embeddings:
+            continue  # the embedding table serves as the head
         w = t.detach().float().numpy()
         if w.ndim == 2:
             weights[name] = quantize_rtn(w, fmt)
         else:
             floats[name] = w.astype(np.float32)
-    return QuantizedModel(spec=spec_of(model), fmt=fmt, weights=weights, floats=floats)
+    return QuantizedModel(spec=spec_of(model), fmt=fmt, weights=weights, floats=floats, tokenizer_json=tokenizer_json)
 
 
-def burn_tiny(model, path: Path, fmt=None):
+def burn_tiny(model, path: Path, fmt=None, tokenizer_json=None):
     """Burn a tiny LLaMA into a ROM image for the `roma` chip and open it."""
     from romachip.rom import burn
     from romachip.spec import load_chip
 
-    return burn(quantize_tiny(model, fmt), load_chip("roma"), path, chip_preset="roma")
+    return burn(quantize_tiny(model, fmt, tokenizer_json), load_chip("roma"), path, chip_preset="roma")
 
 
 def smollm2_blocks(layers: int, fmt=None):

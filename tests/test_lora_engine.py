@@ -18,6 +18,7 @@ from romachip.engine.model import decode_one_token, prefill
 from romachip.rom import burn
 from romachip.spec import load_chip
 from romachip.sram.bank import AdapterBank
+from romachip.sram.peft_reference import peft_with_stored_values
 from romachip.workload import KvConfig
 
 REL_TOL = 1e-4
@@ -126,12 +127,7 @@ def test_fp8_storage_is_what_the_engine_runs(setup):
     bank.load("fp8", folder)
     view = bank.view("fp8")
     ref_float = _reference(base, folder)
-    pm = peft.PeftModel.from_pretrained(base, str(folder)).eval()
-    for name, mod in pm.base_model.model.named_modules():
-        if name in view:
-            a, b, s = view[name]
-            mod.lora_A["default"].weight.data = torch.from_numpy(a.copy())
-            mod.lora_B["default"].weight.data = torch.from_numpy(b * np.float32(s / mod.scaling["default"]))
+    pm = peft_with_stored_values(base, folder, view)
     with torch.no_grad():
         ref_fp8 = pm(torch.tensor([PROMPT])).logits[0].double().numpy()
     pm.unload()

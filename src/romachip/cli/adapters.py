@@ -10,11 +10,11 @@ from rich.table import Table
 
 from romachip.capacity import DEFAULT_KV
 from romachip.cli.app import app, console, print_json
-from romachip.errors import CapacityError
+from romachip.errors import AdapterError, CapacityError
 from romachip.rom import RomImage
-from romachip.sram.bank import AdapterBank
+from romachip.sram.bank import AdapterBank, BankOp
 from romachip.sram.peft_import import read_peft_adapter
-from romachip.sram.storage import storage_error
+from romachip.sram.storage import AdapterView, storage_error
 from romachip.workload import KvConfig
 
 MIB = 2**20
@@ -23,6 +23,52 @@ adapters_app = typer.Typer(
     help="LoRA adapters in the H-Units' SRAM: check an adapter against a ROM image's chip.", no_args_is_help=True
 )
 app.add_typer(adapters_app, name="adapters")
+
+
+def parse_adapter_options(values: list[str]) -> list[tuple[str, Path]]:
+    """`--adapter DIR` or `--adapter name=DIR` (repeatable) -> [(name, folder)]; a bare DIR is named after
+    its folder."""
+    out: list[tuple[str, Path]] = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        name, path = (name, Path(folder)) if sep and name and folder else (Path(value).name, Path(value))
+        if name in [n for n, _ in out]:
+            raise AdapterError(f"--adapter: the name {name!r} is given twice; name them with --adapter NAME=DIR")
+        out.append((name, path))
+    return out
+
+
+def request_adapter(
+    image: RomImage, values: list[str], use: str | None, *, precision: str | None, kv: KvConfig
+) -> tuple[AdapterView | None, list[BankOp]]:
+    """Load the `--adapter` folders into a bank of the image's chip (refused if the request's context no
+    longer fits) and return the view of the one `--use` names (`none`: the base model) and the bank ops."""
+    loaded = parse_adapter_options(values)
+    if not loaded:
+        if use not in (None, "none"):
+            raise AdapterError(f"--use {use!r}: no adapter is loaded; give it with --adapter {use}=DIR")
+        return None, []
+    bank = AdapterBank.for_image(image, kv=kv, precision=precision)
+    ops = [bank.load(name, folder) for name, folder in loaded]
+    if use is None and len(loaded) > 1:
+        names = ", ".join(n for n, _ in loaded)
+        raise AdapterError(f"{len(loaded)} adapters are loaded ({names}): pick the request's one with --use NAME")
+    if use == "none":
+        return None, ops
+    return bank.view(use or loaded[0][0]), ops
+
+
+def adapter_ops_table(ops: list[BankOp], used: str | None) -> Table:
+    """What loading the adapters did to the chip's SRAM (timing model: all H-Units writing in parallel)."""
+    t = Table(title=f"adapters in H-Unit SRAM (this request: {used or 'none, the base model'})")
+    for col in ("adapter", "SRAM written", "load time", "load energy", "max context after"):
+        t.add_column(col, justify="left" if col == "adapter" else "right")
+    for op in ops:
+        t.add_row(
+            op.adapter, f"{op.sram_bytes_written:,} B", f"{op.write_s * 1e6:.3g} µs ({op.write_cycles:,} cycles)",
+            f"{op.write_energy_j * 1e6:.3g} µJ", f"{op.max_context_tokens:,} tokens",
+        )  # fmt: skip
+    return t
 
 
 def _range(values: list[float], fmt: str = "{:g}") -> str:

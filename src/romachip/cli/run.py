@@ -11,13 +11,16 @@ import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, print_json
-from romachip.engine.generate import DEFAULT_ACTIVATION, DEFAULT_KV, Engine, Generation
+from romachip.engine.generate import DEFAULT_ACTIVATION, DEFAULT_KV, KV_SCALE_BYTES, Engine, Generation
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
+from romachip.workload import KvConfig
 
 DEFAULT_WINDOW = 256
+ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
 
 
 def _open_engine(image: str | Path, activation: str, kv: str) -> tuple[RomImage, Engine]:
@@ -76,19 +79,40 @@ def run(
     activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
     kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of streaming text."),
+    adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
+    use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
+    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 [default: chip's]."),
 ) -> None:
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
-    _, engine = _open_engine(image, activation, kv)
+    rom, engine = _open_engine(image, activation, kv)
     ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
+    lora, ops = request_adapter(
+        rom, adapter or [], use, precision=lora_precision, kv=_request_kv(engine, ids, max_tokens)
+    )
     streamer = _Streamer(engine, enabled=not as_json)
     gen = engine.generate(
-        ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, on_token=streamer
+        ids, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, on_token=streamer, adapter=lora
     )
     if as_json:
-        print_json(_generation_json(gen))
+        print_json(
+            {
+                **_generation_json(gen),
+                "adapter": lora.name if lora else None,
+                "adapter_loads": [o.to_dict() for o in ops],
+            }
+        )
         return
     console.print()
     console.print(_summary(gen))
+    if ops:
+        console.print(adapter_ops_table(ops, lora.name if lora else None))
+
+
+def _request_kv(engine: Engine, ids: list[int], max_tokens: int) -> KvConfig:
+    """The KV context this request needs, in the engine's cache format (what an adapter load must leave)."""
+    return KvConfig(
+        dtype=engine.kv, context_tokens=len(ids) + max_tokens, scale_bytes_per_vector=KV_SCALE_BYTES[engine.kv]
+    )
 
 
 def _nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
@@ -103,7 +127,15 @@ def _bar() -> Progress:
     return Progress(*cols, console=err_console, transient=True)
 
 
-def engine_perplexity(engine: Engine, token_ids: np.ndarray, *, window: int, max_tokens: int | None, bar=None):  # noqa: ANN001, ANN201
+def engine_perplexity(
+    engine: Engine,
+    token_ids: np.ndarray,
+    *,
+    window: int,
+    max_tokens: int | None,
+    bar=None,  # noqa: ANN001
+    adapter=None,  # noqa: ANN001  (an engine adapter mapping, or None)
+):  # noqa: ANN201
     """(perplexity, predicted tokens) over fixed non-overlapping windows, each scored from its own start."""
     from romachip.quant.hf_reference import windows
 
@@ -113,7 +145,7 @@ def engine_perplexity(engine: Engine, token_ids: np.ndarray, *, window: int, max
     task = bar.add_task("engine", total=len(chunks)) if bar else None
     nll, count = 0.0, 0
     for chunk in chunks:
-        logits = engine.logits(chunk)
+        logits = engine.logits(chunk, adapter=adapter)
         nll += _nll_sum(logits[:-1], chunk[1:])
         count += len(chunk) - 1
         if bar:
@@ -131,8 +163,13 @@ def eval_(
     activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
     kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    adapter: str = typer.Option(
+        None, "--adapter", help="A PEFT LoRA folder to score with; --reference then applies it with PEFT."
+    ),
+    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 [default: chip's]."),
 ) -> None:
-    """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'."""
+    """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'
+    (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
     if window < 2:
         raise GenerationError(f"--window must be at least 2 tokens, got {window}")
     text_path = Path(text)
@@ -142,12 +179,14 @@ def eval_(
         raise GenerationError(f"cannot read text file {text}: {getattr(exc, 'strerror', None) or exc}") from None
     rom, engine = _open_engine(image, activation, kv)
     ids = np.array(engine.tokenizer.encode(content, add_special_tokens=False).ids, dtype=np.int64)
+    lora, _ = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
+                              kv=_request_kv(engine, [], window))  # fmt: skip
     t0 = time.perf_counter()
     with _bar() as bar:
-        ppl, count = engine_perplexity(engine, ids, window=window, max_tokens=max_tokens, bar=bar)
+        ppl, count = engine_perplexity(engine, ids, window=window, max_tokens=max_tokens, bar=bar, adapter=lora)
         ref = None
         if reference:
-            ref = _reference_perplexity(engine, ids, window, max_tokens, bar)
+            ref = _reference_perplexity(engine, ids, window, max_tokens, bar, (adapter, lora) if lora else None)
     out = {
         "perplexity": ppl,
         "tokens": count,
@@ -157,6 +196,8 @@ def eval_(
         "kv": engine.kv,
         "model": rom.spec.name,
         "weight_format": rom.fmt.describe(),
+        "adapter": adapter,
+        "lora_precision": lora.precision if lora else None,
         "seconds": time.perf_counter() - t0,
     }
     if as_json:
@@ -171,10 +212,21 @@ def eval_(
     console.print(table)
 
 
-def _reference_perplexity(engine: Engine, ids: np.ndarray, window: int, max_tokens: int | None, bar) -> float:  # noqa: ANN001
+def _reference_perplexity(
+    engine: Engine,
+    ids: np.ndarray,
+    window: int,
+    max_tokens: int | None,
+    bar,  # noqa: ANN001
+    lora=None,  # noqa: ANN001  ((adapter folder, AdapterView), or None)
+) -> float:
     from romachip.quant.hf_reference import dequantized_tensors, hf_perplexity, llama_from_tensors
 
     model = llama_from_tensors(engine.model.spec, dequantized_tensors(engine.model))
+    if lora is not None:  # (folder, view): PEFT with the values the chip stores
+        from romachip.sram.peft_reference import peft_with_stored_values
+
+        model = peft_with_stored_values(model, *lora)
     task = bar.add_task("transformers", total=1)
 
     def progress(done: int, total: int) -> None:
