@@ -65,19 +65,30 @@ def slow_lora_unit_bytes(spec, rank: int, units: int) -> list[int]:
     return [math.ceil(h / 8) * 8 for h in held]  # whole 64-bit SRAM words
 
 
+TOKEN_3B = 2 * 28 * 8 * 128  # one token's K and V, all 28 layers, 8 KV heads of 128, int8: 57,344 bytes
+
+
+def round_robin_max_context(free_bytes: list[int], token_bytes: int) -> int:
+    """Token t lives in unit t mod n (every channel, every layer): unit u holds ceil((L - u) / n) of L
+    tokens and has room for cap_u = free_u // token_bytes, so L <= cap_u * n + u for every unit."""
+    n = len(free_bytes)
+    return min(free // token_bytes * n + u for u, free in enumerate(free_bytes))
+
+
 @pytest.mark.parametrize("rank", [0, 16, 64])
 def test_llama32_3b_max_context_by_hand(rank):
     spec = load_model_spec("llama-3.2-3b")
     r = plan(ROMA, spec, fmt=G4, lora=LoraConfig(rank=rank))
-    unit_sram = 288 * 2**20 // 256
-    kv_unit = 28 * (4 + 4)  # 1024 K rows and 1024 V rows over 256 units, one byte per token each
+    unit_sram = 288 * 2**20 // 256  # 1,179,648 bytes per H-Unit
     lora_units = slow_lora_unit_bytes(spec, rank, 256) if rank else [0] * 256
-    expected = min((unit_sram - h) // kv_unit for h in lora_units)
+    expected = round_robin_max_context([unit_sram - h for h in lora_units], TOKEN_3B)
     assert r.max_context_tokens == expected
     assert r.lora_unit_bytes_max == max(lora_units)
+    assert r.kv_unit_bytes_per_token_max == TOKEN_3B and r.kv_layout == "token_round_robin"
+    assert r.kv_unit_tokens_max == math.ceil(4096 / 256) == 16  # at the default 4,096-token context
     assert r.context_limit == LIMIT_H_SRAM
-    if rank == 0:
-        assert expected == 1_179_648 // 224 == 5266
+    if rank == 0:  # every unit has room for 1,179,648 // 57,344 = 20 tokens; unit 0 binds: 20 x 256 + 0
+        assert expected == 20 * 256 == 5120
 
 
 def test_max_context_falls_with_rank_and_rises_with_sram():
@@ -87,8 +98,10 @@ def test_max_context_falls_with_rank_and_rises_with_sram():
     lora = LoraConfig(rank=16)
     by_sram = [max_context_tokens(ROMA, spec, fmt=G4, lora=lora, sram_bytes=mib * 2**20) for mib in (64, 128, 256, 288)]
     assert by_sram == sorted(by_sram) and len(set(by_sram)) == 4
-    lora_unit = max(slow_lora_unit_bytes(spec, 16, 256))
-    assert by_sram == [(mib * 2**20 // 256 - lora_unit) // 224 for mib in (64, 128, 256, 288)]
+    lora_units = slow_lora_unit_bytes(spec, 16, 256)
+    assert by_sram == [
+        round_robin_max_context([mib * 2**20 // 256 - h for h in lora_units], TOKEN_3B) for mib in (64, 128, 256, 288)
+    ]
     assert by_sram[-1] == by_rank[1]
 
 
@@ -181,15 +194,25 @@ def tiny_model(tmp_path):
 G32 = WeightFormat(bits=4, group_size=32)
 
 
-@pytest.mark.parametrize("rank, expected", [(0, 4096 // 16), (4, (4096 - 1136) // 16), (8, (4096 - 2160) // 16)])
+@pytest.mark.parametrize(
+    "rank, expected",
+    [
+        (0, 4096 // 64 * 4),  # 64 tokens per unit, unit 0 binds: 256
+        (4, min((4096 - 1136) // 64 * 4 + 0, (4096 - 1024) // 64 * 4 + 1)),  # min(46*4, 48*4+1) = 184
+        (8, min((4096 - 2160) // 64 * 4 + 0, (4096 - 2048) // 64 * 4 + 1)),  # min(30*4, 32*4+1) = 120
+    ],
+)
 def test_tiny_chip_max_context_by_hand(tmp_path, rank, expected):
     """Unit 0 holds, per layer: B rows sum(out)/4 * rank = 64*rank bytes, one A row per module per 4 ranks
-    (256 bytes of inputs per 4 ranks), and 7 modules x 2 scale words = 56 bytes: 128*rank + 56 per layer.
-    KV per unit per token: 4 K + 4 V rows per layer, 2 layers = 16 bytes."""
+    (256 bytes of inputs per 4 ranks), and 7 modules x 2 scale words = 56 bytes: 128*rank + 56 per layer;
+    units 1-3 the same without the scale words: 128*rank. KV is split by token: token t (K and V of both
+    layers, 2 x 2 x 2 heads x 8 = 64 bytes) lives in unit t mod 4, so unit u allows L <= cap_u * 4 + u
+    with cap_u = (4096 - LoRA_u) // 64; units 2 and 3 have unit 1's cap and a larger rank."""
     chip, spec = tiny_chip(tmp_path), tiny_model(tmp_path)
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=rank), kv=KvConfig(context_tokens=64))
     assert r.lora_unit_bytes_max == (2 * (128 * rank + 56) if rank else 0)
-    assert r.kv_unit_bytes_per_token_max == 16 and r.kv_bytes_per_token == 2 * 2 * 2 * 8
+    assert r.kv_unit_bytes_per_token_max == 64 and r.kv_bytes_per_token == 2 * 2 * 2 * 8
+    assert r.kv_unit_tokens_max == 64 // 4  # at the requested 64 tokens
     assert r.max_context_tokens == expected and r.fits
     weights = 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64) + 128 * 32
     assert r.rom_bytes_needed == (weights * 4 + weights // 32 * 20 + 5 * 32 * 16) // 8
@@ -198,7 +221,9 @@ def test_tiny_chip_max_context_by_hand(tmp_path, rank, expected):
 def test_tiny_chip_sram_override_and_overflow(tmp_path):
     chip, spec = tiny_chip(tmp_path), tiny_model(tmp_path)
     lora = LoraConfig(rank=4)
-    assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 8192) == (8192 - 1136) // 16
+    # unit 0: (8192 - 1136) // 64 = 110 tokens -> 440; unit 1: (8192 - 1024) // 64 = 112 -> 449
+    assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 8192) == 110 * 4 == 440
+    # unit 0 keeps no byte for KV: not even token 0 fits
     assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 1136) == 0
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=16))  # 2 * (128*16 + 56) = 4208 > 4096 bytes
     assert r.max_context_tokens == 0 and r.context_limit == LIMIT_LORA and not r.fits

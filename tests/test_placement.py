@@ -163,12 +163,13 @@ def test_kv_and_lora_shares_sum_to_the_model_totals():
     spec = load_model_spec("llama-3.2-3b")
     lora = LoraConfig(rank=16, dtype="fp8_e4m3")
     p = compile_placement(ROMA, spec, WeightFormat(4, 128), lora=lora, kv=KvConfig(dtype="int8"))
-    assert p.kv_bytes_per_token.sum() == 2 * spec.num_layers * spec.kv_size  # K and V, one byte each
+    # KV split by token: every unit stores whole tokens (K and V of all layers, one byte each)
+    assert set(p.kv_bytes_per_token.tolist()) == {2 * spec.num_layers * spec.kv_size} == {p.kv_token_bytes}
     per_layer = sum(16 * (o + i) + 2 * 4 for o, i in spec.linear_shapes().values())  # + an FP32 scale each
     assert p.lora_bytes.sum() == spec.num_layers * per_layer
     p = compile_placement(ROMA, spec, WeightFormat(4, 128), kv=KvConfig(dtype="fp16", scale_bytes_per_vector=2))
     heads = 2 * spec.num_layers * spec.num_kv_heads
-    assert p.kv_bytes_per_token.sum() == 2 * 2 * spec.num_layers * spec.kv_size + 2 * heads
+    assert set(p.kv_bytes_per_token.tolist()) == {2 * 2 * spec.num_layers * spec.kv_size + 2 * heads}
 
 
 def test_bad_strategy_and_policy_and_groups():
@@ -206,7 +207,7 @@ def test_per_unit_view_agrees_with_the_capacity_planner(model, bits, strategy, p
     assert -(-int(p.unit_bits().sum()) // 8) == r.rom_bytes_needed
     assert -(-int(p.unit_used_bits().sum()) // 8) == r.rom_bytes_allocated
     assert -(-int(p.unit_used_bits().max()) // 8) == r.rom_unit_bytes_used_max
-    assert int(p.kv_bytes_per_token.sum()) == r.kv_bytes_per_token
+    assert p.kv_token_bytes == r.kv_bytes_per_token and p.kv_layout == r.kv_layout
     assert int(p.kv_bytes_per_token.max()) == r.kv_unit_bytes_per_token_max
     assert int(p.lora_bytes.sum()) == r.lora_bytes
     assert np.array_equal(p.lora_bytes, lora_unit_bytes(p, lora))

@@ -7,14 +7,18 @@ each the single definition of its quantity:
   their per-unit layout (compile.py's Placement: whole output rows per L-Unit, segments on word
   boundaries, tiles on B-ROM group boundaries). It fits when the fullest L-Unit fits its own ROM; the
   chip-wide margin is reported too, but a unit cannot lend ROM to its neighbour.
-- H-Unit SRAM (LoRA + KV): each H-Unit caches the K/V channels its L-Unit computes, for every token
-  (the Placement's `kv_bytes_per_token`). LoRA B [out, rank] rows sit beside the base rows they add to
-  (the Placement's row split); the rank rows of every A [rank, in] are dealt round-robin over the units
-  that hold the module, continuing from one module to the next, so no unit holds more than one A row
-  above its fair share (`lora_unit_bytes`). Each matrix's FP32 scale word sits with its first row. The
-  LoRA share is rounded up to whole SRAM words (macro columns); the rest of the unit holds KV. The maximum context is
-  the smallest, over units, of floor(free bytes / KV bytes per token of that unit), capped by the
-  model's max_position_embeddings. Adapters that alone overflow a unit give 0 tokens and say why.
+- H-Unit SRAM (LoRA + KV): the KV cache is split by token position (the Placement's `kv_layout`,
+  token_round_robin): with n units in a layer's ring, token t's K and V of every layer, every channel,
+  live in the unit of rank t mod n, so a unit stores `kv_bytes_per_token[u]` (a whole token) for each
+  of the ceil((L - rank) / n) tokens it holds at context L (`Placement.kv_tokens`). LoRA B [out, rank]
+  rows sit beside the base rows they add to (the Placement's row split); the rank rows of every A
+  [rank, in] are dealt round-robin over the units that hold the module, continuing from one module to
+  the next, so no unit holds more than one A row above its fair share (`lora_unit_bytes`). Each
+  matrix's FP32 scale word sits with its first row. The LoRA share is rounded up to whole SRAM words
+  (macro columns); the rest of the unit holds KV: cap_u = floor(free_u / kv_bytes_per_token[u])
+  tokens. The maximum context is the largest L every unit can hold, min over units of
+  cap_u * n + rank_u (`Placement.kv_context_bound`), capped by the model's max_position_embeddings.
+  Adapters that alone overflow a unit give 0 tokens and say why.
 - Vector-unit SRAM (activations): the peak live activations of one decode step at the context (the
   largest op's input + output, from the graph, plus the residual stream), split evenly over the vector
   units and rounded up to whole bytes. Prefill is assumed chunked so that it never needs more.
@@ -99,7 +103,9 @@ class CapacityReport:
     lora_bytes: int  # exact adapter bytes, all units
     lora_unit_bytes_max: int  # the fullest H-Unit's adapter share, rounded up to SRAM words
     kv_bytes_per_token: int  # all units
-    kv_unit_bytes_per_token_max: int
+    kv_unit_bytes_per_token_max: int  # bytes one H-Unit stores per token it holds (K and V of its ring's layers)
+    kv_layout: str  # the Placement's KV rule (token_round_robin)
+    kv_unit_tokens_max: int  # tokens the busiest H-Unit holds at context_tokens
     kv_bytes: int  # at context_tokens
     activation_bytes: int  # peak of a decode step at context_tokens
     activation_unit_bytes: int
@@ -203,17 +209,17 @@ def _activation_peak_bytes(spec: ModelSpec, fmt: WeightFormat, context: int, act
     return max(op.activation_bytes_in + op.activation_bytes_out for op in ops) + spec.hidden_size * act_bytes
 
 
-def _h_unit_max_context(unit_bytes: int, lora_u: np.ndarray, kv_u: np.ndarray) -> tuple[int, int]:
-    """(largest context every H-Unit can hold, the limiting unit); -1 tokens when adapters overflow."""
+def _h_unit_max_context(unit_bytes: int, lora_u: np.ndarray, placement: Placement) -> tuple[int, int]:
+    """(largest context every H-Unit can hold under the Placement's KV rule, the limiting unit); -1 tokens
+    when adapters overflow."""
     free = unit_bytes - lora_u
     if (free < 0).any():
         return -1, int(np.argmin(free))
-    holds = kv_u > 0
-    if not holds.any():
-        return np.iinfo(np.int64).max, -1
-    per_unit = free[holds] // kv_u[holds]
-    i = int(np.argmin(per_unit))
-    return int(per_unit[i]), int(np.flatnonzero(holds)[i])
+    bound = placement.kv_context_bound(free)
+    i = int(np.argmin(bound))
+    if bound[i] == np.iinfo(np.int64).max:
+        return int(bound[i]), -1
+    return int(bound[i]), i
 
 
 def _vector_max_context(spec: ModelSpec, fmt: WeightFormat, act: int, units: int, unit_bytes: int, hi: int) -> int:
@@ -257,12 +263,13 @@ def _sram_rows(spec: ModelSpec, lora: LoraConfig, kv_bytes: int, act_bytes: int)
 
 
 def context_limit(
-    chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, sram_unit: int, lora_u: np.ndarray, kv_u: np.ndarray
+    chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, sram_unit: int, lora_u: np.ndarray, placement: Placement
 ) -> tuple[int, int, int, str]:
     """(H-Unit context, limiting H-Unit, maximum context, what limits it) for per-unit LoRA bytes `lora_u`
-    (already rounded to SRAM words) and per-unit KV bytes per token `kv_u`; H-Unit context -1 and maximum 0
-    when the adapters alone overflow a unit. `plan` and the adapter bank both decide with it."""
-    h_ctx, h_unit = _h_unit_max_context(sram_unit, lora_u, kv_u)
+    (already rounded to SRAM words) and the KV rule of `placement` (its per-unit bytes per held token and
+    token round robin); H-Unit context -1 and maximum 0 when the adapters alone overflow a unit. `plan`
+    and the adapter bank both decide with it."""
+    h_ctx, h_unit = _h_unit_max_context(sram_unit, lora_u, placement)
     if h_ctx < 0:
         return h_ctx, h_unit, 0, LIMIT_LORA
     cap = min(h_ctx, spec.max_position_embeddings)
@@ -322,7 +329,7 @@ def plan(
     act = ACTIVATION_BYTES[chip.precision.activation]
     vec_unit_bytes = chip.vector_unit.sram.bytes
 
-    h_ctx, h_unit, max_ctx, limit = context_limit(chip, spec, fmt, sram_unit, lora_u, kv_u)
+    h_ctx, h_unit, max_ctx, limit = context_limit(chip, spec, fmt, sram_unit, lora_u, placement)
     reasons: list[str] = []
     if h_ctx < 0:
         reasons.append(
@@ -374,6 +381,8 @@ def plan(
         lora_unit_bytes_max=int(lora_u.max()),
         kv_bytes_per_token=per_token,
         kv_unit_bytes_per_token_max=int(kv_u.max()),
+        kv_layout=placement.kv_layout,
+        kv_unit_tokens_max=int(placement.kv_tokens(context).max()),
         kv_bytes=per_token * context,
         activation_bytes=act_peak,
         activation_unit_bytes=math.ceil(act_peak / chip.vector_units),

@@ -20,13 +20,18 @@ capacity planner's list, so totals agree): the seven projections of every block,
 vectors ([1, hidden], one row: each lands whole in one unit), and the embedding table / LM head when the
 policy keeps them on chip (a tied model's shared table once).
 
-ROM layout of one unit: a sequence of `word_bits`-bit words (one macro row; word w sits in macro
-w // macro_rows, row w % macro_rows). Tiles follow one another in execution order (storage.py's order:
-embedding, per block input norm, q,k,v,o,gate,up,down, post-attention norm, final norm, LM head); inside
+ROM layout of one unit: a linear address space of `word_bits`-bit words (one macro row each); which
+macro and row word w occupies is the chip spec's `RomArray.word_location` (interleaved: macro w % macros,
+row w // macros; contiguous: macro w // macro_rows, row w % macro_rows). Tiles follow one another in
+execution order (storage.py's order: embedding, per block input norm, q,k,v,o,gate,up,down,
+post-attention norm, final norm, LM head); inside
 a tile its codes, then its scales, then its zeros, each segment starting on a word boundary (a unit
 reads whole words), and each tile starting on a B-ROM group of `brom_rows_per_group` words, so that a
 tile's B-ROM encoding is a byte range of its own. Padding bits are counted apart from the tensors' own
 bits, so totals agree with `WeightFormat.storage_bits` and the capacity planner.
+
+KV cache: split by token position, round robin over the units that hold a layer's tiles (placement.py's
+`token_round_robin`; `_kv_layout` derives the rings, also for a tile table read back from a ROM image).
 """
 
 from __future__ import annotations
@@ -204,29 +209,56 @@ def assemble_placement(
     lora_bytes: np.ndarray | None = None,
 ) -> Placement:
     """A Placement from a finished tile table (laid out, sorted by unit and offset), e.g. one read back
-    from a ROM image. Derives the KV shares and checks every unit's ROM capacity."""
+    from a ROM image. Derives the KV layout and checks every unit's ROM capacity."""
     word_bits, align_bits = rom_alignment(chip)
     n = chip.matrix_units
     kv = kv or KvConfig(dtype=chip.precision.kv)
-    kv_bytes = _kv_shares(tensors, tiles, kv, spec.head_dim if spec is not None else 1, n)
+    kv_rule = _kv_layout(tensors, tiles, kv, spec.head_dim if spec is not None else 1, n)
     lora = lora_bytes if lora_bytes is not None else np.zeros(n, dtype=np.int64)
-    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_bytes, lora, spec)
+    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_rule, lora, spec)
     placement.policy = str(_policy(policy))
     check_rom_capacity(placement)
     return placement
 
 
-def _kv_shares(
+def _kv_layout(
     tensors: list[TensorEntry], tiles: dict[str, np.ndarray], kv: KvConfig, head_dim: int, n: int
-) -> np.ndarray:
-    """KV bytes per token per H-Unit: the unit that computes K/V rows keeps them (those channels of every
-    token); a head vector's scale, if any, sits with the head's first channel."""
-    is_kv = np.array([t.layer >= 0 and t.module in ("k_proj", "v_proj") for t in tensors] + [False])
-    sel = is_kv[tiles["tensor"]] if len(tiles["tensor"]) else np.zeros(0, dtype=bool)
-    r0, r1, u = tiles["row_start"][sel], tiles["row_stop"][sel], tiles["unit"][sel]
-    heads = -(-r1 // head_dim) - (-(-r0 // head_dim))
-    per_tile = (r1 - r0) * kv.bytes_per_element + heads * kv.scale_bytes_per_vector
-    return np.bincount(u, weights=per_tile, minlength=n).astype(np.int64)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The token_round_robin KV rule (placement.py): (bytes per held token, ring, rank per unit; ring per
+    layer). A layer's ring is the set of units holding its weight tiles; layers whose unit sets overlap
+    share one ring (the union), so every unit is in at most one ring and holds the same tokens for all
+    the ring's layers. Per token a layer costs K and V of every KV head (+ a scale per head vector)."""
+    layers = max((t.layer for t in tensors), default=-1) + 1
+    token_bytes = np.zeros(max(layers, 1), dtype=np.int64)
+    for t in tensors:
+        if t.layer >= 0 and t.module in ("k_proj", "v_proj"):
+            token_bytes[t.layer] += t.shape[0] * kv.bytes_per_element + -(-t.shape[0] // head_dim) * (
+                kv.scale_bytes_per_vector
+            )
+    tile_layer = np.array([t.layer for t in tensors] + [-1], dtype=np.int64)[tiles["tensor"]]
+    label = np.full(n, -1, dtype=np.int64)
+    for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
+        units = np.unique(tiles["unit"][tile_layer == layer])
+        if not len(units):
+            continue
+        old = np.unique(label[units][label[units] >= 0])
+        new = int(old.min()) if len(old) else layer
+        label[np.isin(label, old)] = new
+        label[units] = new
+    layer_label = np.full(layers, -1, dtype=np.int64)
+    for layer in range(layers):
+        units = tiles["unit"][tile_layer == layer]
+        layer_label[layer] = label[units[0]] if len(units) else -1
+    labels = np.unique(label[label >= 0])  # rings numbered by their label, i.e. in unit order of first layer
+    ring = np.where(label >= 0, np.searchsorted(labels, label), -1)
+    layer_ring = np.where(layer_label >= 0, np.searchsorted(labels, layer_label), -1)
+    rank = np.zeros(n, dtype=np.int64)
+    per_token = np.zeros(n, dtype=np.int64)
+    for r in range(len(labels)):
+        members = np.flatnonzero(ring == r)
+        rank[members] = np.arange(len(members))
+        per_token[members] = token_bytes[:layers][layer_ring == r].sum()
+    return per_token, ring.astype(np.int64), rank, layer_ring.astype(np.int64)
 
 
 def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -308,10 +340,11 @@ def _finish(
     align_bits: int,
     tensors: list[TensorEntry],
     tiles: dict[str, np.ndarray],
-    kv_bytes: np.ndarray,
+    kv_rule: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     lora_bytes: np.ndarray,
     spec: ModelSpec | None,
 ) -> Placement:
+    kv_bytes, kv_ring, kv_rank, kv_layer_ring = kv_rule
     mrow, mcol = matrix_unit_coords(chip)
     vrow, vcol = vector_unit_coords(chip)
     v = len(vrow)
@@ -337,6 +370,9 @@ def _finish(
         vector_hidden_start=hidden[:-1],
         vector_hidden_stop=hidden[1:],
         unit_vector=unit_vector,
+        kv_ring=kv_ring,
+        kv_rank=kv_rank,
+        kv_layer_ring=kv_layer_ring,
     )
 
 

@@ -3,6 +3,14 @@
 `Placement` is a columnar tile table (one int64 array per column, sorted by unit then ROM offset) plus
 per-unit shares of the H-Unit SRAM and the vector units' slices of the hidden state. See compile.py for
 the splitting rule and the ROM layout it encodes.
+
+KV cache layout (`kv_layout`, one rule read by the capacity planner, the adapter bank and the timing
+model): **token_round_robin**. The H-Units that hold a layer's weight tiles form that layer's KV *ring*
+(all matrix units for `spread`, the layer's group for `layer_groups`); units are ranked 0..n-1 in unit
+order, and token t's K and V (every channel, every layer the ring serves) live in the unit of rank
+t mod n. So a unit stores `kv_bytes_per_token[u]` bytes for each token it holds, holds ceil((L - rank)/n)
+tokens at context L (`kv_tokens`), and attention partial results per unit combine flash-decoding style.
+A ROM word's place in the macros is the chip spec's `RomArray.word_location` (docs/rom-format.md).
 """
 
 from __future__ import annotations
@@ -16,6 +24,10 @@ from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.storage import DEFAULT_POLICY, TensorKind
 from romachip.workload import ALL_TARGETS
+
+#: The KV-cache layouts a Placement can state (see the module docstring). The only one today.
+KV_TOKEN_ROUND_ROBIN = "token_round_robin"
+KV_LAYOUTS: tuple[str, ...] = (KV_TOKEN_ROUND_ROBIN,)
 
 
 @dataclass(frozen=True)
@@ -88,14 +100,18 @@ class Placement:
     unit_mesh_col: np.ndarray  # [units]
     tensors: list[TensorEntry]
     tiles: dict[str, np.ndarray]  # one array per name in _TILE_COLUMNS; `tensor` indexes `tensors`
-    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token of context (K and V)
+    kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token it holds (K and V, its layers)
     lora_bytes: np.ndarray  # [units] LoRA A/B bytes each H-Unit stores
     vector_mesh_row: np.ndarray  # [vector units]
     vector_mesh_col: np.ndarray  # [vector units]
     vector_hidden_start: np.ndarray  # [vector units] hidden channels each vector unit owns
     vector_hidden_stop: np.ndarray
     unit_vector: np.ndarray  # [units] the vector unit (same mesh column) that serves each matrix unit
+    kv_ring: np.ndarray  # [units] the KV ring each H-Unit belongs to (-1: it holds no KV)
+    kv_rank: np.ndarray  # [units] the unit's position in its ring (token t lives at rank t mod ring size)
+    kv_layer_ring: np.ndarray  # [layers] the ring that caches each layer's K/V (-1: a layer with no tiles)
     policy: str = str(DEFAULT_POLICY)  # the storage policy that chose the tensors (storage.py)
+    kv_layout: str = KV_TOKEN_ROUND_ROBIN  # how the rings split the KV cache (module docstring)
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -149,6 +165,44 @@ class Placement:
             np.int64
         )
 
+    # -- the KV cache rule (module docstring): every reader of the KV layout goes through these -------------
+    @property
+    def kv_ring_units(self) -> np.ndarray:
+        """[units] how many units share each unit's ring (0 for a unit that holds no KV)."""
+        sizes = np.bincount(self.kv_ring[self.kv_ring >= 0], minlength=1)
+        return np.where(self.kv_ring >= 0, sizes[np.maximum(self.kv_ring, 0)], 0)
+
+    @property
+    def kv_token_bytes(self) -> int:
+        """KV bytes one token of context adds to the chip: K and V of every layer (each ring once)."""
+        rings = self.kv_ring[self.kv_ring >= 0]
+        first = np.unique(rings, return_index=True)[1]
+        return int(self.kv_bytes_per_token[self.kv_ring >= 0][first].sum())
+
+    def kv_unit_of(self, token: int, layer: int) -> int:
+        """The H-Unit caching token `token`'s K and V of layer `layer`: rank token mod n of the layer's ring."""
+        ring = int(self.kv_layer_ring[layer]) if 0 <= layer < len(self.kv_layer_ring) else -1
+        if ring < 0:
+            raise KeyError(f"layer {layer} has no KV ring in this placement (layers 0..{len(self.kv_layer_ring) - 1})")
+        members = np.flatnonzero(self.kv_ring == ring)
+        return int(members[np.argsort(self.kv_rank[members])][token % len(members)])
+
+    def kv_tokens(self, context_tokens: int) -> np.ndarray:
+        """[units] tokens whose K/V each H-Unit holds when `context_tokens` tokens are cached (ranks
+        0..n-1 of a ring of n hold ceil((L - rank) / n) of L tokens)."""
+        n = self.kv_ring_units
+        held = -(-(int(context_tokens) - self.kv_rank) // np.maximum(n, 1))
+        return np.where(n > 0, np.maximum(held, 0), 0).astype(np.int64)
+
+    def kv_context_bound(self, free_bytes: np.ndarray) -> np.ndarray:
+        """[units] the longest context each H-Unit allows with `free_bytes` (>= 0) left for KV: it holds
+        cap = floor(free / bytes per token) tokens, so L <= cap * n + rank (int64 max: the unit holds no KV)."""
+        free = np.asarray(free_bytes, dtype=np.int64)
+        holds = (self.kv_ring >= 0) & (self.kv_bytes_per_token > 0)
+        cap = free // np.where(holds, self.kv_bytes_per_token, 1)
+        bound = cap * self.kv_ring_units + self.kv_rank
+        return np.where(holds, bound, np.iinfo(np.int64).max).astype(np.int64)
+
     def bits_by_kind(self) -> dict[str, int]:
         """Own bits of all tiles, by kind: codes, scales, zeros, and word padding."""
         t = self.tiles
@@ -176,7 +230,9 @@ class Placement:
             "unit_used_bits_max": int(used.max()) if self.units else 0,
             "unit_used_bits_min": int(used.min()) if self.units else 0,
             **self.bits_by_kind(),
-            "kv_bytes_per_token": int(self.kv_bytes_per_token.sum()),
+            "kv_layout": self.kv_layout,
+            "kv_rings": int(self.kv_ring.max()) + 1 if self.units else 0,
+            "kv_bytes_per_token": self.kv_token_bytes,
             "lora_bytes": int(self.lora_bytes.sum()),
         }
 

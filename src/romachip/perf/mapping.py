@@ -4,6 +4,10 @@ The timing model simulates one representative unit per unit type and group of un
 for the `spread` strategy; one group per layer group otherwise). Units of a group start together and do
 the same op, so the group finishes when its busiest unit does: each op costs what the busiest unit of
 its tensor needs (most output rows, most ROM rows read from one macro).
+
+Two layout rules come from the Placement and the chip spec, never assumed here: where a ROM word sits
+(`RomArray.macro_words_max`, the closed form of `RomArray.word_location`) and which H-Unit caches which
+token's K/V (`Placement.kv_tokens`, token round robin over the layer's KV ring).
 """
 
 from __future__ import annotations
@@ -53,17 +57,9 @@ class PlacementView:
         self.chip = chip
         self.placement = placement
         t = placement.tiles
-        rom = chip.l_unit.rom
         words = -(-t["rom_span_bits"] // placement.word_bits)
         first = t["rom_offset_bits"] // placement.word_bits
-        if rom.word_interleave:
-            macro_rows = -(-words // rom.macros)
-        else:  # contiguous words: the busiest macro holds min(words, rows of the macro it sits most in)
-            end = first + words
-            split = (first // rom.macro_rows + 1) * rom.macro_rows
-            macro_rows = np.where(
-                end <= split, words, np.maximum(split - first, np.minimum(end - split, rom.macro_rows))
-            )
+        macro_rows = chip.l_unit.rom.macro_words_max(first, words)  # rows the busiest macro reads per tile
         rows = t["row_stop"] - t["row_start"]
         group_of_unit = self._unit_groups(placement)
         self.groups = int(group_of_unit.max()) + 1 if len(group_of_unit) else 1
@@ -136,3 +132,20 @@ class PlacementView:
     def layer_group(self, layer: int) -> int:
         """Group of the units holding a layer's weights (its KV cache and attention live there too)."""
         return self._layer_group.get(layer, 0)
+
+    def kv_keys(self, layer: int, keys: int) -> tuple[int, int]:
+        """(keys the busiest H-Unit of the layer's KV ring holds, units holding at least one) when `keys`
+        tokens are cached, by the Placement's KV rule."""
+        p = self.placement
+        ring = int(p.kv_layer_ring[layer]) if 0 <= layer < len(p.kv_layer_ring) else -1
+        held = p.kv_tokens(keys)[p.kv_ring == ring] if ring >= 0 else np.zeros(0, dtype=np.int64)
+        return (int(held.max()), int((held > 0).sum())) if len(held) else (keys, 1)
+
+    def kv_signature(self, keys: int) -> tuple[int, ...]:
+        """Keys the busiest H-Unit of each KV ring holds (what attention timing depends on), ring order."""
+        p = self.placement
+        held = p.kv_tokens(keys)
+        rings = int(p.kv_ring.max()) + 1 if len(p.kv_ring) else 0
+        out = np.zeros(rings, dtype=np.int64)
+        np.maximum.at(out, p.kv_ring[p.kv_ring >= 0], held[p.kv_ring >= 0])
+        return tuple(int(x) for x in out)

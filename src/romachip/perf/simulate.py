@@ -196,9 +196,9 @@ class ChipModel:
 
     def context_signature(self, context: int) -> tuple[int, ...]:
         """What a decode step's timing depends on the context through: the keys the busiest H-Unit holds
-        (per unit-group size) and the softmax's cycles on the vector units (all heads x all keys)."""
+        (per KV ring, from the Placement) and the softmax's cycles on the vector units (all heads x all keys)."""
         keys = context + 1
-        held = tuple(math.ceil(keys / max(1, min(int(n), keys))) for n in sorted(set(self.view.group_units)))
+        held = self.view.kv_signature(keys)  # the Placement's KV rule, busiest unit of each ring
         softmax_ops = self.spec.num_heads * keys * VECTOR_OPS_PER_ELEMENT[OpKind.SOFTMAX]
         return (*held, math.ceil(softmax_ops / (self.chip.vector_units * self.chip.vector_unit.lanes)))
 

@@ -8,8 +8,9 @@ Dataflow of one layer (the graph's ops in order), with where each op runs:
 - LoRA: A on the H-Units of the units that hold A rows (it streams on the same broadcast), its r
   outputs gathered and broadcast back (NoC), B on the H-Units beside the base rows, added in before the
   output leaves the unit;
-- attention: the KV cache is split by sequence position over the H-Units of the layer's unit group
-  (each holds every channel of its share of tokens); q (and the new k, v) are broadcast to them; scores
+- attention: the KV cache is split by sequence position over the H-Units of the layer's KV ring, as the
+  Placement states it (`kv_layout` token_round_robin: each unit holds every channel of its share of
+  tokens, read through `PlacementView.kv_keys`); q (and the new k, v) are broadcast to them; scores
   go up the columns to V for the softmax (a row all-reduce of max and sum), probabilities come back
   down, and the partial outputs are reduced in the network on their way to V.
 
@@ -200,7 +201,7 @@ class PhaseBuilder:
             return
         rom = self.chip.l_unit.rom
         row_words = math.ceil(op.weight_bits_read / max(t, 1) / self.view.placement.word_bits)
-        per_macro = math.ceil(row_words / rom.macros) if rom.word_interleave else row_words
+        per_macro = int(rom.macro_words_max(0, row_words))  # one table row, from a macro boundary
         look = self.sim.add(op.name, "L0", per_macro * t + self.rate.pipeline, "rom", priority=prio, op=op.name)
         per_link = max(d * self.rate.partial_bytes, t * d * self.rate.partial_bytes / self.view.mesh.vector_units)
         self._noc_count(op, t * d * self.rate.partial_bytes, "gather")
@@ -304,12 +305,14 @@ class PhaseBuilder:
         st.ready, st.bcast = [task], None
 
     def _attention_unit_work(self, op: Op) -> tuple[int, int, int, int]:
-        """(group, pairs on the busiest H-Unit, keys it holds, units with keys) of a score/value op."""
+        """(group, pairs on the busiest H-Unit, keys it holds, units with keys) of a score/value op. Keys
+        per unit follow the Placement's KV rule; (query, key) pairs are spread evenly over the holders
+        (every holder scores all queries against its keys; in decode that is exactly its keys)."""
         g = self.view.layer_group(op.layer)
-        units = int(self.view.group_units[g])
-        holders = max(1, min(units, op.context))
+        keys_u, holders = self.view.kv_keys(op.layer, op.context)
+        holders = max(1, holders)
         pairs = op.macs // (op.heads * op.head_dim)
-        return g, math.ceil(pairs / holders), math.ceil(op.context / holders), holders
+        return g, math.ceil(pairs / holders), keys_u, holders
 
     def _h_attention(self, op: Op, after: list[int], prio: int) -> tuple[int, int]:
         g, pairs_u, keys_u, _ = self._attention_unit_work(op)

@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
+from romachip.errors import CapacityError
 from romachip.spec._load import load_yaml_model, preset_names
 
 Strict = ConfigDict(frozen=True, extra="forbid")
@@ -49,6 +51,51 @@ class RomArray(MacroArray):
         description="ROM words interleaved over the macros (word w in macro w % macros, row w // macros), so "
         "a tile is read from every macro at once; False: word w in macro w // macro_rows.",
     )
+
+    # -- the word address -> (macro, row, column) mapping: the one definition, used by perf and documented
+    # in docs/rom-format.md (the ROM image payload keeps the logical word order; this is where it lives)
+    @property
+    def word_bits(self) -> int:
+        """Bits of one ROM word: one row of one macro."""
+        return self.macro_cols * self.bits_per_cell
+
+    @property
+    def words(self) -> int:
+        return self.macro_rows * self.macros
+
+    def word_location(self, words: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """(macro, row) of logical word addresses of one unit's ROM. Interleaved: word w in macro w % macros
+        at row w // macros (consecutive words sit in different macros and are read in the same cycle);
+        contiguous: macro w // macro_rows, row w % macro_rows. CapacityError for an address outside the ROM."""
+        w = np.asarray(words, dtype=np.int64)
+        if w.size and (int(w.min()) < 0 or int(w.max()) >= self.words):
+            bad = int(w.min()) if int(w.min()) < 0 else int(w.max())
+            raise CapacityError(
+                f"ROM word {bad} is outside an L-Unit ROM of {self.words:,} words "
+                f"({self.macros} macros x {self.macro_rows} rows); addresses run from 0 to {self.words - 1:,}"
+            )
+        if self.word_interleave:
+            return w % self.macros, w // self.macros
+        return w // self.macro_rows, w % self.macro_rows
+
+    def bit_location(self, bits: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(macro, row, column) of bit offsets in a unit's ROM bit stream: stream bit i is bit
+        i % word_bits of word i // word_bits, held in column (i % word_bits) // bits_per_cell."""
+        b = np.asarray(bits, dtype=np.int64)
+        macro, row = self.word_location(b // self.word_bits)
+        return macro, row, (b % self.word_bits) // self.bits_per_cell
+
+    def macro_words_max(self, first_word: np.ndarray | int, words: np.ndarray | int) -> np.ndarray:
+        """Most words any one macro holds of the word range [first_word, first_word + words): the ROM rows
+        the busiest macro reads for one pass over it (macros read one row each per cycle, in parallel).
+        The closed form of counting `word_location` over the range (tests/test_layouts.py checks it)."""
+        f = np.asarray(first_word, dtype=np.int64)
+        n = np.asarray(words, dtype=np.int64)
+        if self.word_interleave:  # a run of n consecutive words puts ceil(n / macros) in some macro
+            return -(-n // self.macros)
+        end = f + n
+        split = (f // self.macro_rows + 1) * self.macro_rows  # end of the first macro the range touches
+        return np.where(end <= split, n, np.maximum(split - f, np.minimum(end - split, self.macro_rows)))
 
 
 class LUnitSpec(BaseModel):

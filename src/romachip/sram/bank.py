@@ -9,7 +9,8 @@ Accounting is the capacity planner's (capacity.py), so the bank and `romachip fi
 construction: each adapter's bytes are dealt over the H-Units by `ranked_lora_unit_bytes` (B rows beside
 the base rows they add to, A rows round-robin), each adapter's share of a unit rounded up to whole SRAM
 words (an adapter is a region of its own, so it can be freed alone); the KV cache gets what is left,
-and `context_limit` gives the maximum context. A load that would leave less than the bank's reserved
+and `context_limit` gives the maximum context under the Placement's KV rule (tokens round robin over
+the H-Units, each holding whole tokens). A load that would leave less than the bank's reserved
 context (`kv.context_tokens`) is refused with the budget shown.
 
 Load time: the bytes each H-Unit receives, written one SRAM word per macro per cycle (all units in
@@ -154,8 +155,7 @@ class AdapterBank:
         """(maximum context tokens, what limits it) with these adapters resident (default: the current ones)."""
         residents = list(self._resident.values()) if residents is None else residents
         _, _, max_ctx, limit = context_limit(
-            self.chip, self.spec, self.fmt, self.sram_unit_bytes, self._unit_alloc(residents),
-            self._placement.kv_bytes_per_token,
+            self.chip, self.spec, self.fmt, self.sram_unit_bytes, self._unit_alloc(residents), self._placement,
         )  # fmt: skip
         return max_ctx, limit
 
@@ -246,18 +246,19 @@ class AdapterBank:
         before, _ = self.context(others)
         others_alloc = self._unit_alloc(others)
         h_ctx, h_unit, max_ctx, limit = context_limit(
-            self.chip, self.spec, self.fmt, self.sram_unit_bytes, others_alloc + alloc,
-            self._placement.kv_bytes_per_token,
+            self.chip, self.spec, self.fmt, self.sram_unit_bytes, others_alloc + alloc, self._placement,
         )  # fmt: skip
         want = self.kv.context_tokens
         fits = h_ctx >= 0 and max_ctx >= want
         fullest = h_unit if h_unit >= 0 else int(np.argmax(others_alloc + alloc))  # the unit that limits
         kv_u = int(self._placement.kv_bytes_per_token[fullest])
+        ring = int(self._placement.kv_ring_units[fullest])
         message = (
             f"adapter {name!r} ({nbytes:,} bytes in {precision}, rank {max(ranks.values(), default=0)}) "
             f"{'fits' if fits else 'does not fit'} next to a {want:,}-token KV cache: H-Unit {fullest} holds "
             f"{self.sram_unit_bytes:,} bytes for LoRA + KV; resident adapters use {int(others_alloc[fullest]):,}, "
-            f"this one needs {int(alloc[fullest]):,} more, and KV takes {kv_u:,} bytes per token there; the maximum "
+            f"this one needs {int(alloc[fullest]):,} more, and KV takes {kv_u:,} bytes for each token it holds there "
+            f"(one token in {ring}, round robin); the maximum "
             f"context goes from {before:,} to {max_ctx:,} tokens ({limit})"
         )
         if not fits:
