@@ -16,7 +16,7 @@ from romachip.spec import load_chip
 from romachip.sram.bank import AdapterBank
 from romachip.workload import KvConfig
 
-PROMPT = [1, 504, 3458, 314, 260, 1835, 282, 4541, 30]
+PROMPT = [1, 504, 3458, 314, 260, 1835]
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +56,8 @@ def test_two_adapters_at_once_give_each_request_its_own_output(chip_image):
     # decode too: greedy tokens with "a" while "b" is resident equal those of a chip holding "a" alone
     solo = AdapterBank.for_image(image, kv=kv)
     solo.load("a", a)
-    want = engine.generate(PROMPT, max_tokens=3, adapter=solo.view("a")).token_ids
-    assert engine.generate(PROMPT, max_tokens=3, adapter=bank.view("a")).token_ids == want
+    want = engine.generate(PROMPT, max_tokens=2, adapter=solo.view("a")).token_ids
+    assert engine.generate(PROMPT, max_tokens=2, adapter=bank.view("a")).token_ids == want
     bank.swap("a", "a2", random_adapter(spec, 8, seed=3, b_std=0.05))
     np.testing.assert_array_equal(_run(engine, bank.view("b")), alone["b"])
     bank.unload("b")
