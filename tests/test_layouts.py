@@ -46,6 +46,9 @@ def test_word_location_by_hand():
     assert [tuple(map(int, contig.word_location(w))) for w in (0, 1, 3, 4, 7, 11)] == [
         (0, 0), (0, 1), (0, 3), (1, 0), (1, 3), (2, 3)  # macro w // 4, row w % 4
     ]  # fmt: skip
+    roma = ROMA.l_unit.rom  # docs/rom-format.md's example: 952 macros of 1024 rows
+    assert tuple(map(int, roma.word_location(1000))) == (1000 % 952, 1000 // 952) == (48, 1)
+    assert tuple(map(int, with_rom(ROMA, word_interleave=False).l_unit.rom.word_location(1000))) == (0, 1000)
     two_bit = inter.model_copy(update={"bits_per_cell": 2})  # 128-bit words, 2 bits per column
     assert two_bit.word_bits == 128
     assert tuple(map(int, two_bit.bit_location(128 * 7 + 9))) == (1, 2, 4)  # word 7, bit 9 -> column 4

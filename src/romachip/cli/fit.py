@@ -47,7 +47,7 @@ def _summary_table(r: CapacityReport) -> Table:
         ("host memory", _mib(r.host_bytes), "tables kept off chip by the policy"),
         ("H-Unit SRAM", _mib(r.sram_bytes_available), f"{r.sram_unit_bytes:,} B per unit, LoRA + KV"),
         ("LoRA", _mib(r.lora_bytes), f"rank {r.lora_rank} {r.lora_dtype}; fullest unit {r.lora_unit_bytes_max:,} B"),
-        ("KV per token", f"{r.kv_bytes_per_token:,} B", f"{r.kv_dtype}; {r.kv_layout}: one H-Unit holds a whole token"),
+        ("KV per token", f"{r.kv_bytes_per_token:,} B", f"{r.kv_dtype}; {r.kv_layout} over the H-Units"),
         ("KV at context", _mib(r.kv_bytes), f"{r.context_tokens:,} tokens; busiest unit {r.kv_unit_tokens_max:,}"),
         ("activations", f"{r.activation_bytes:,} B", f"decode peak; {r.activation_unit_bytes:,} B per vector unit"),
         ("vector SRAM", _mib(r.vector_sram_bytes_available), f"{r.vector_unit_bytes:,} B per unit"),
