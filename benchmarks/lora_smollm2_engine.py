@@ -28,7 +28,7 @@ from romachip.quant.rtn import quantize_rtn
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec import load_chip
 from romachip.sram.bank import AdapterBank
-from romachip.sram.peft_import import _PARENT, PROJECTIONS, LoraModule, PeftAdapter
+from romachip.sram.peft_import import PROJECTIONS, LoraModule, PeftAdapter, lora_module_name
 from romachip.sram.storage import store_adapter
 from romachip.workload import KvConfig
 
@@ -47,7 +47,7 @@ def kaiming_adapter(spec, rank: int, alpha: float, b_std: float, seed: int) -> P
     shapes, modules = spec.linear_shapes(), {}
     for i in range(spec.num_layers):
         for p in PROJECTIONS:
-            name, (out_f, in_f) = f"model.layers.{i}.{_PARENT[p]}.{p}", shapes[p]
+            name, (out_f, in_f) = lora_module_name(i, p), shapes[p]
             bound = 1.0 / np.sqrt(in_f)
             a = rng.uniform(-bound, bound, (rank, in_f)).astype(np.float32)
             b = rng.normal(0.0, b_std, (out_f, rank)).astype(np.float32)

@@ -10,7 +10,7 @@ import torch
 import transformers
 
 from romachip.spec.model import ModelSpec
-from romachip.sram.peft_import import _PARENT, PROJECTIONS, LoraModule, PeftAdapter
+from romachip.sram.peft_import import PROJECTIONS, LoraModule, PeftAdapter, uniform_ranks
 
 TINY = dict(
     vocab_size=96,
@@ -113,7 +113,7 @@ def random_adapter(spec, rank, *, seed=0, targets=PROJECTIONS, layers=None, path
     rng = np.random.default_rng(seed)
     shapes = spec.linear_shapes()
     modules = {}
-    for name in [f"model.layers.{i}.{_PARENT[p]}.{p}" for i in range(spec.num_layers) for p in targets]:
+    for name in uniform_ranks(spec, rank, targets):
         layer = int(name.split(".")[2])
         if layers is not None and layer not in layers:
             continue

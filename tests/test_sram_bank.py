@@ -16,15 +16,11 @@ from romachip.errors import AdapterError, CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
 from romachip.sram.bank import AdapterBank
-from romachip.sram.peft_import import _PARENT, PROJECTIONS
+from romachip.sram.peft_import import uniform_ranks
 from romachip.workload import KvConfig, LoraConfig
 
 ROMA = load_chip("roma")
 G128 = WeightFormat(4, 128)
-
-
-def uniform_ranks(spec, rank, targets=PROJECTIONS):
-    return {f"model.layers.{i}.{_PARENT[p]}.{p}": rank for i in range(spec.num_layers) for p in targets}
 
 
 def fit_json(capsys, *args):

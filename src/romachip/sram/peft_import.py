@@ -59,6 +59,16 @@ _WHY_OFF = {
 }
 
 
+def lora_module_name(layer: int, projection: str) -> str:
+    """The Hugging Face module name an adapter uses for one projection (`model.layers.3.self_attn.q_proj`)."""
+    return f"model.layers.{layer}.{_PARENT[projection]}.{projection}"
+
+
+def uniform_ranks(spec: ModelSpec, rank: int, targets: tuple[str, ...] = PROJECTIONS) -> dict[str, int]:
+    """Module name -> rank for an adapter of one rank on `targets` of every layer (for what-if accounting)."""
+    return {lora_module_name(i, p): rank for i in range(spec.num_layers) for p in targets}
+
+
 @dataclass(frozen=True)
 class LoraModule:
     """One adapted projection: y = W x + scale * B (A x)."""
