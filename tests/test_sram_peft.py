@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
@@ -142,7 +143,16 @@ def _edit_config(folder, **changes):
         (dict(target_modules=["q_proj"]), "target_modules"),  # the file still holds v_proj
         (dict(target_modules=["q_proj", "v_proj", "k_proj"]), "target_modules"),  # k_proj missing from file
         (dict(r=0), "'r'"),
+        (dict(r=4.5), "'r'"),
+        (dict(lora_alpha="8"), "lora_alpha"),
         (dict(rank_pattern={"v_proj": 3}), "rank_pattern"),
+        (dict(rank_pattern={"v_proj": 2.5}), "rank_pattern"),
+        (dict(alpha_pattern={"(v_proj": 3}), "regular expression"),
+        (dict(target_modules=5), "target_modules"),
+        (dict(target_modules="q_proj|("), "regular expression"),
+        (dict(exclude_modules=[1]), "exclude_modules"),
+        (dict(layers_to_transform="0"), "layers_to_transform"),
+        (dict(layers_to_transform=[0, 9]), "target_modules"),  # the file still holds layers 1 and 2
     ],
 )
 def test_config_refusals_name_the_field(saved, changes, field):
@@ -180,3 +190,15 @@ def test_dora_tensor_and_corrupt_file(saved):
     (saved / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(AdapterError, match="safetensors"):
         read_peft_adapter(saved, spec_of(tiny_llama()))
+
+
+def test_odd_config_values_give_adapter_errors_only(saved):
+    """Every field of a real config set to odd values: import succeeds or raises AdapterError, never crashes."""
+    original = json.loads((saved / "adapter_config.json").read_text())
+    spec = spec_of(tiny_llama())
+    odd = [None, 0, -1, 3.5, True, "x", "(", [], [1], {}, {"q_proj": "x"}]
+    for key in original:
+        for value in odd:
+            (saved / "adapter_config.json").write_text(json.dumps({**original, key: value}))
+            with contextlib.suppress(AdapterError):
+                read_peft_adapter(saved, spec)

@@ -220,13 +220,52 @@ def check_config(config: Mapping[str, Any], where: str) -> None:
         raise AdapterError(f"{where}: field 'bias' is {bias!r}; only 'none' is supported (the L-Units hold no biases)")
     if config.get("target_modules") in (None, [], ""):
         raise AdapterError(f"{where}: field 'target_modules' is empty; nothing to adapt")
-    for key in ("r", "lora_alpha"):
-        value = config.get(key)
-        if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-            raise AdapterError(f"{where}: field '{key}' must be a positive number, got {value!r}")
-    for key in ("rank_pattern", "alpha_pattern"):
-        if not isinstance(config.get(key) or {}, dict):
+    _check_number(config.get("r"), "r", where, integer=True)
+    _check_number(config.get("lora_alpha"), "lora_alpha", where)
+    for key, integer in (("rank_pattern", True), ("alpha_pattern", False)):
+        patterns = config.get(key) or {}
+        if not isinstance(patterns, dict):
             raise AdapterError(f"{where}: field '{key}' must be a mapping of pattern -> number")
+        for pattern, value in patterns.items():
+            _check_regex(pattern, key, where)
+            _check_number(value, f"{key}[{pattern!r}]", where, integer=integer)
+    _check_names(config, where)
+
+
+def _check_number(value: Any, field_name: str, where: str, *, integer: bool = False) -> None:
+    kinds = int if integer else int | float
+    if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+        kind = "a positive whole number" if integer else "a positive number"
+        raise AdapterError(f"{where}: field '{field_name}' must be {kind}, got {value!r}")
+
+
+def _check_regex(pattern: Any, field_name: str, where: str) -> None:
+    try:
+        re.compile(pattern)
+    except (re.error, TypeError) as exc:
+        raise AdapterError(
+            f"{where}: field '{field_name}' holds {pattern!r}, not a valid regular expression ({exc})"
+        ) from None
+
+
+def _check_names(config: Mapping[str, Any], where: str) -> None:
+    """target_modules / exclude_modules / layers_pattern: a regex string or a list of names;
+    layers_to_transform: a layer index or a list of them."""
+    for key in ("target_modules", "exclude_modules", "layers_pattern"):
+        value = config.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            _check_regex(value, key, where)
+        elif not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise AdapterError(f"{where}: field '{key}' must be a string or a list of strings, got {value!r}")
+    layers = config.get("layers_to_transform")
+    ok = layers is None or (isinstance(layers, int) and not isinstance(layers, bool))
+    ok = ok or (isinstance(layers, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in layers))
+    if not ok:
+        raise AdapterError(
+            f"{where}: field 'layers_to_transform' must be a layer index or a list of them, got {layers!r}"
+        )
 
 
 def targeted_modules(config: Mapping[str, Any], spec: ModelSpec, where: str) -> list[str]:
