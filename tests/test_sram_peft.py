@@ -202,3 +202,20 @@ def test_odd_config_values_give_adapter_errors_only(saved):
             (saved / "adapter_config.json").write_text(json.dumps({**original, key: value}))
             with contextlib.suppress(AdapterError):
                 read_peft_adapter(saved, spec)
+
+
+def test_damaged_weights_file_gives_adapter_errors_only(saved):
+    """Truncations and byte flips of adapter_model.safetensors: AdapterError or a valid read, never a crash."""
+    path = saved / "adapter_model.safetensors"
+    good = path.read_bytes()
+    spec = spec_of(tiny_llama())
+    rng = np.random.default_rng(0)
+    damaged = [good[:n] for n in (0, 4, 8, 20, len(good) // 2, len(good) - 1)]
+    for _ in range(40):
+        b = bytearray(good)
+        b[int(rng.integers(0, min(len(b), 400)))] ^= 1 << int(rng.integers(0, 8))  # mostly in the JSON header
+        damaged.append(bytes(b))
+    for data in damaged:
+        path.write_bytes(data)
+        with contextlib.suppress(AdapterError):
+            read_peft_adapter(saved, spec)
