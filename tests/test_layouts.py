@@ -157,6 +157,8 @@ def test_perf_kv_tokens_per_unit_are_the_placements(strategy):
         held = kv_tokens_brute(p, op.layer, op.context)
         _, _, keys_u, holders = builder._attention_unit_work(op)
         assert keys_u == max(held.values()) and holders == sum(v > 0 for v in held.values())
+    fit = plan(ROMA, spec, fmt=G128, lora=LoraConfig(rank=0), kv=KvConfig(context_tokens=700), strategy=strategy)
+    assert fit.kv_unit_tokens_max == max(model.view.kv_keys(layer, 700)[0] for layer in range(spec.num_layers))
     sig = model.context_signature(700)[:-1]  # last entry: softmax cycles
     rings = int(p.kv_ring.max()) + 1
     assert sig == tuple(int(p.kv_tokens(701)[p.kv_ring == r].max()) for r in range(rings))

@@ -168,6 +168,9 @@ def test_placement_read_back_equals_the_compiled_one(tmp_path):
     for k, v in want.tiles.items():
         assert np.array_equal(got.tiles[k], v), k
     assert np.array_equal(got.kv_bytes_per_token, want.kv_bytes_per_token)
+    for k in ("kv_ring", "kv_rank", "kv_layer_ring"):  # the KV rule is rebuilt from the tiles alone
+        assert np.array_equal(getattr(got, k), getattr(want, k)), k
+    assert got.kv_layout == want.kv_layout == img.manifest["placement"]["kv_layout"]
 
 
 def test_memory_map_is_read_only(tmp_path):
