@@ -17,6 +17,7 @@ the *quantized* block's outputs feed the next block.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -28,11 +29,9 @@ from romachip.quant.tensor import QuantizedTensor
 
 
 def _round_half_away(x):  # noqa: ANN001, ANN202 (torch float32 tensors)
-    """Ties away from zero, exactly: x + 0.5*sign(x) is exact in float64 for any float32 x."""
-    import torch
-
+    """Ties away from zero, exactly: |x| + 0.5 is exact in float64 for any float32 x (torch.trunc is slow)."""
     x64 = x.double()
-    return torch.trunc(x64.sign().mul_(0.5).add_(x64)).float()
+    return x64.abs().add_(0.5).floor_().copysign_(x64).float()
 
 
 class _GroupParams:
@@ -45,8 +44,8 @@ class _GroupParams:
         dtype = np.float16 if fmt.scale_dtype == "fp16" else np.float32
         self.scales = np.zeros((out, groups), dtype=dtype)
         self.zeros = np.zeros((out, groups), dtype=np.uint8)
-        self.scale_t = torch.zeros((out, groups), dtype=torch.float32)
-        self.zero_t = torch.zeros((out, groups), dtype=torch.float32)
+        self.scale_t = torch.zeros((groups, out), dtype=torch.float32)  # rows contiguous for the column loop
+        self.zero_t = torch.zeros((groups, out), dtype=torch.float32)
 
     def set(self, g: int, cols) -> None:  # noqa: ANN001 (torch [out, k])
         import torch
@@ -55,8 +54,8 @@ class _GroupParams:
         hi = cols.max(dim=1).values.double().numpy()
         s, z = group_params(lo, hi, self.fmt)
         self.scales[:, g], self.zeros[:, g] = s, z
-        self.scale_t[:, g] = torch.from_numpy(scale_to_float32(s))
-        self.zero_t[:, g] = torch.from_numpy(z.astype(np.float32))
+        self.scale_t[g] = torch.from_numpy(scale_to_float32(s))
+        self.zero_t[g] = torch.from_numpy(z.astype(np.float32))
 
 
 def gptq_quantize(
@@ -64,7 +63,7 @@ def gptq_quantize(
     hessian: np.ndarray,
     fmt: WeightFormat,
     *,
-    block_size: int = 128,
+    block_size: int = 32,
     damp: float = 0.01,
     act_order: bool = False,
 ) -> QuantizedTensor:
@@ -93,11 +92,31 @@ def gptq_quantize(
     h += damp * torch.mean(torch.diag(h)) * torch.eye(cols, dtype=h.dtype)
     hinv = _inverse_cholesky_upper(h).float()
     group_of = (perm // g).tolist()
-    lo_code, hi_code = code_bounds(fmt)
     if fmt.group_size is not None and not act_order:
-        block_size = g  # groups start at block starts, so a group's parameters see every earlier update
+        block_size = math.gcd(block_size, g)  # every group starts at a block start, after all earlier updates
     w_cols = w_t.T.contiguous()  # [in, out]: one column of W is a contiguous row here
     codes = torch.empty((cols, out), dtype=torch.float32)
+    flush = torch.set_flush_denormal(True)  # error feedback underflows; denormal arithmetic is ~100x slower
+    try:
+        _gptq_columns(w_cols, hinv, params, codes, group_of, fmt, block_size, act_order)
+    finally:
+        if flush:
+            torch.set_flush_denormal(False)
+    codes = codes.T
+    if act_order:
+        codes = codes[:, torch.argsort(perm)]
+    codes = codes.to(torch.uint8)
+    scales = params.scales.astype(np.float16) if fmt.scale_dtype == "fp16" else params.scales
+    return QuantizedTensor(codes=np.ascontiguousarray(codes.numpy()), scales=scales, zeros=params.zeros, fmt=fmt)
+
+
+def _gptq_columns(w_cols, hinv, params, codes, group_of, fmt, block_size, act_order) -> None:  # noqa: ANN001
+    """The column loop: quantize column j, feed its error forward (lazily, block by block)."""
+    import torch
+
+    cols = w_cols.shape[0]
+    g = fmt.group_len(cols)
+    lo_code, hi_code = code_bounds(fmt)
     with torch.inference_mode():
         for b0 in range(0, cols, block_size):
             b1 = min(b0 + block_size, cols)
@@ -107,9 +126,9 @@ def gptq_quantize(
             for i in range(b1 - b0):
                 j = b0 + i
                 if fmt.group_size is not None and not act_order and j % g == 0:
-                    params.set(j // g, w1[i : i + g].T)
+                    params.set(j // g, w_cols[j : j + g].T)
                 k = group_of[j]
-                s, z = params.scale_t[:, k], params.zero_t[:, k]
+                s, z = params.scale_t[k], params.zero_t[k]
                 col = w1[i]
                 q = torch.clamp_(_round_half_away(col / s).add_(z), lo_code, hi_code)
                 codes[j] = q
@@ -117,12 +136,6 @@ def gptq_quantize(
                 w1[i + 1 :].addr_(hinv1[i, i + 1 :], err, alpha=-1.0)
                 err1[i] = err
             w_cols[b1:].addmm_(hinv[b0:b1, b1:].T, err1, alpha=-1.0)
-    codes = codes.T
-    if act_order:
-        codes = codes[:, torch.argsort(perm)]
-    codes = codes.to(torch.uint8)
-    scales = params.scales.astype(np.float16) if fmt.scale_dtype == "fp16" else params.scales
-    return QuantizedTensor(codes=np.ascontiguousarray(codes.numpy()), scales=scales, zeros=params.zeros, fmt=fmt)
 
 
 def _inverse_cholesky_upper(h):  # noqa: ANN001, ANN202

@@ -73,7 +73,7 @@ def gptq_model(
     token_ids: np.ndarray,
     fmt: WeightFormat,
     *,
-    block_size: int = 128,
+    block_size: int = 32,
     damp: float = 0.01,
     act_order: bool = False,
     progress: Callable[[int, int], None] | None = None,
@@ -102,16 +102,27 @@ def gptq_model(
         finally:
             for h in hooks:
                 h.remove()
-        hessians = {p: acc.hessian() for p, acc in accs.items()}
-        for proj, module in modules.items():
-            w = module.weight.detach().numpy()
-            qt = gptq_quantize(w, hessians[_INPUT_OF[proj]], fmt, block_size=block_size, damp=damp, act_order=act_order)
-            out[projection_name(layer_idx, proj)] = qt
-            with torch.no_grad():
-                module.weight.copy_(torch.from_numpy(qt.dequantize()))
-            done += 1
-            if progress is not None:
-                progress(done, total)
+        for key, acc in accs.items():
+            # GPTQ treats rows independently given H, so projections sharing an input run as one stack.
+            projs = [p for p, src in _INPUT_OF.items() if src == key]
+            stacked = np.concatenate([modules[p].weight.detach().numpy() for p in projs])
+            qt = gptq_quantize(stacked, acc.hessian(), fmt, block_size=block_size, damp=damp, act_order=act_order)
+            row = 0
+            for proj in projs:
+                rows = modules[proj].out_features
+                part = QuantizedTensor(
+                    codes=qt.codes[row : row + rows].copy(),
+                    scales=qt.scales[row : row + rows].copy(),
+                    zeros=qt.zeros[row : row + rows].copy(),
+                    fmt=fmt,
+                )
+                row += rows
+                out[projection_name(layer_idx, proj)] = part
+                with torch.no_grad():
+                    modules[proj].weight.copy_(torch.from_numpy(part.dequantize()))
+                done += 1
+                if progress is not None:
+                    progress(done, total)
         with torch.inference_mode():
             hidden = block(hidden, **kwargs)
     return out
