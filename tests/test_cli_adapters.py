@@ -51,7 +51,7 @@ def test_check_table_and_fp16(files, capsys):
 def test_check_refusals_exit_2(files, capsys):
     args = ["adapters", "check", str(files / "tiny.rom"), str(files / "ad")]
     assert main([*args, "--context", "100"]) == 2
-    assert "does not fit next to a 100-token KV cache" in capsys.readouterr().err
+    assert "a 100-token KV cache does not fit even before adapter" in capsys.readouterr().err
     assert main([*args, "--precision", "int8"]) == 2
     assert main(["adapters", "check", str(files / "tiny.rom"), str(files / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -94,6 +94,8 @@ def test_run_with_two_adapters_uses_the_named_one(talking, capsys):
     assert [x["adapter"] for x in loads] == ["a", "b"] and loads[0]["sram_bytes_written"] > 0
     assert main(args) == 2  # two adapters and no --use
     assert "--use" in capsys.readouterr().err
+    assert main([*args, "--use", "a", "--max-tokens", "300"]) == 2  # 304 tokens > the model's 256
+    assert "a 304-token KV cache does not fit even before adapter 'a'" in capsys.readouterr().err
     assert main(["run", str(tmp / "talk.rom"), "--prompt", "w1", "--use", "a"]) == 2
 
 

@@ -243,12 +243,18 @@ class AdapterBank:
         alloc: np.ndarray,
         others: list[PreparedAdapter],
     ) -> FitVerdict:
-        before, _ = self.context(others)
+        before, limit_before = self.context(others)
+        want = self.kv.context_tokens
+        if before < want:  # the context itself is the problem, not this adapter
+            return FitVerdict(False, nbytes, before, before, limit_before, (
+                f"a {want:,}-token KV cache does not fit even before adapter {name!r} is loaded: the chip holds "
+                f"at most {before:,} tokens ({limit_before}) with the resident adapters; ask for a shorter context "
+                f"or unload adapters"
+            ))  # fmt: skip
         others_alloc = self._unit_alloc(others)
         h_ctx, h_unit, max_ctx, limit = context_limit(
             self.chip, self.spec, self.fmt, self.sram_unit_bytes, others_alloc + alloc, self._placement,
         )  # fmt: skip
-        want = self.kv.context_tokens
         fits = h_ctx >= 0 and max_ctx >= want
         fullest = h_unit if h_unit >= 0 else int(np.argmax(others_alloc + alloc))  # the unit that limits
         kv_u = int(self._placement.kv_bytes_per_token[fullest])
