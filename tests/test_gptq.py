@@ -53,7 +53,8 @@ def test_gptq_beats_rtn_on_layer_output(fmt, act_order):
 
 @pytest.mark.parametrize("act_order", [False, True])
 @pytest.mark.parametrize(
-    "fmt", [WeightFormat(bits=2), WeightFormat(bits=4, group_size=64), WeightFormat(bits=3, group_size=None, symmetric=True)]
+    "fmt",
+    [WeightFormat(bits=2), WeightFormat(bits=4, group_size=64), WeightFormat(bits=3, group_size=None, symmetric=True)],
 )
 def test_diagonal_hessian_gives_rtn_exactly(fmt, act_order):
     # With uncorrelated inputs there is nothing to feed back: GPTQ must be RTN, bit for bit.
@@ -117,7 +118,8 @@ def test_sequential_gptq_on_tiny_model(tmp_path):
     assert set(gq.weights) == names and set(gq.floats) == {n for n in ckpt.tensors if n.endswith("norm.weight")}
     assert seen[-1] == (15, 15) and [d for d, _ in seen] == list(range(1, 16))
     assert gq.metadata["calibration"] == "8 sequences x 64 tokens"
-    np.testing.assert_array_equal(gq.weights["model.embed_tokens.weight"].codes, rq.weights["model.embed_tokens.weight"].codes)
+    emb = "model.embed_tokens.weight"
+    np.testing.assert_array_equal(gq.weights[emb].codes, rq.weights[emb].codes)
     ids = torch.from_numpy(rng.integers(0, 60, (4, 64)))
     with torch.inference_mode():
         ref = llama_from_tensors(ckpt.spec, ckpt.tensors)(ids).logits

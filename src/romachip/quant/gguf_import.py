@@ -113,7 +113,7 @@ def _dequantize(tensor, path: Path) -> np.ndarray:  # noqa: ANN001 (gguf.ReaderT
         w = dequantize(tensor.data, tensor.tensor_type)
     except (ValueError, NotImplementedError) as exc:
         raise CheckpointError(f"{path}: cannot dequantize tensor {tensor.name!r} ({type_name}): {exc}") from None
-    return np.asarray(w, dtype=np.float32)
+    return np.array(w, dtype=np.float32)  # a copy: F32 tensors come back as read-only views of the file map
 
 
 def _open(path: Path):  # noqa: ANN202
