@@ -13,7 +13,7 @@ from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, print_json
-from romachip.engine.generate import DEFAULT_ACTIVATION, DEFAULT_KV, KV_SCALE_BYTES, Engine, Generation
+from romachip.engine.generate import DEFAULT_ACTIVATION, KV_SCALE_BYTES, Engine, Generation
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
@@ -23,7 +23,7 @@ DEFAULT_WINDOW = 256
 ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
 
 
-def _open_engine(image: str | Path, activation: str, kv: str) -> tuple[RomImage, Engine]:
+def _open_engine(image: str | Path, activation: str, kv: str | None) -> tuple[RomImage, Engine]:
     rom = RomImage.open(image)
     return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip)
 
@@ -77,7 +77,7 @@ def run(
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler's own RNG: same seed, same tokens."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
     activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
-    kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
+    kv: str = typer.Option(None, "--kv", help="KV cache precision: int8 or fp16 (default: the chip's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of streaming text."),
     adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
     use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
@@ -161,7 +161,7 @@ def eval_(
     window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Tokens per window (each scored independently)."),
     reference: bool = typer.Option(False, "--reference", help="Also score with transformers (dequantized weights)."),
     activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
-    kv: str = typer.Option(DEFAULT_KV, "--kv", help="KV cache precision: int8 or fp16."),
+    kv: str = typer.Option(None, "--kv", help="KV cache precision: int8 or fp16 (default: the chip's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     adapter: str = typer.Option(
         None, "--adapter", help="A PEFT LoRA folder to score with; --reference then applies it with PEFT."
@@ -246,7 +246,7 @@ def demo(
 
     with err_console.status("preparing the demo model") as status:
         path, burned = ensure_demo_image(progress=lambda msg: status.update(msg))
-    _, engine = _open_engine(path, DEFAULT_ACTIVATION, DEFAULT_KV)
+    _, engine = _open_engine(path, DEFAULT_ACTIVATION, None)
     ids = encode_prompt(engine.model, engine.tokenizer, DEMO_PROMPT, chat=True)
     if not as_json:
         console.print(f"[bold]image[/] {path}{' (burned now)' if burned else ' (cached)'}")

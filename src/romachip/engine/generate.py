@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from romachip.capacity import max_context_tokens
 from romachip.engine.kernels import ACTIVATION_MODES
@@ -19,8 +21,8 @@ from romachip.quant.tensor import QuantizedModel
 from romachip.spec.chip import ChipSpec, load_chip
 from romachip.workload import KvConfig, LoraConfig
 
-DEFAULT_ACTIVATION = "bf16"  # meets the >= 98% greedy agreement bar on SmolLM2 (docs/numerics.md, README)
-DEFAULT_KV = "int8"
+DEFAULT_ACTIVATION = "bf16"  # meets the >= 98% greedy agreement bar on SmolLM2; int8 does not (docs/numerics.md)
+DEFAULT_KV = "int8"  # used when the chip's preset names no KV precision the engine runs
 KV_SCALE_BYTES = {"int8": 4, "fp16": 0}  # one float32 scale per (token, KV head) vector for INT8
 
 
@@ -43,10 +45,13 @@ class Engine:
     """Runs one QuantizedModel as the chip computes it.
 
     activation: "bf16" (default) or "int8", the precision of activations into the L-Units.
-    kv:         "int8" (default) or "fp16", the KV cache precision.
+    kv:         "int8" or "fp16", the KV cache precision; None (default) takes the chip's `precision.kv`.
     exact:      False turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
                 for agreement tests against transformers only, not part of the bit-exact contract.
     chip:       the chip whose H-Unit SRAM bounds the context (default: the `roma` preset).
+    threads:    torch threads while the engine computes (default 1: its products are small, and on a shared
+                CPU idle-waiting thread teams cost more than they give); None leaves torch's setting. The
+                thread count never changes a result (every BLAS product is an exact integer product).
 
     Each request may carry a LoRA adapter: a mapping from module name (`model.layers.3.self_attn.q_proj`)
     to (A float32 [r, in], B float32 [out, r], scale float), A and B holding exactly the decoded values the
@@ -58,10 +63,15 @@ class Engine:
         model: QuantizedModel,
         *,
         activation: str = DEFAULT_ACTIVATION,
-        kv: str = DEFAULT_KV,
+        kv: str | None = None,
         exact: bool = True,
         chip: ChipSpec | None = None,
+        threads: int | None = 1,
     ) -> None:
+        self.threads = threads
+        self.chip = chip if chip is not None else load_chip("roma")
+        if kv is None:
+            kv = self.chip.precision.kv if self.chip.precision.kv in KV_MODES[:2] else DEFAULT_KV
         if activation not in ACTIVATION_MODES[:2]:
             raise GenerationError(f"activation precision must be 'bf16' or 'int8', got {activation!r}")
         if kv not in KV_MODES[:2]:
@@ -70,7 +80,6 @@ class Engine:
         self.exact = exact
         self.activation = activation if exact else "fp32"
         self.kv = kv if exact else "fp32"
-        self.chip = chip if chip is not None else load_chip("roma")
         self.net = EngineModel(model, float_mode=not exact)
         self._tokenizer = None
         self._capacity: dict[tuple, int] = {}
@@ -81,8 +90,27 @@ class Engine:
             self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
 
+    @contextmanager
+    def compute_threads(self) -> Iterator[None]:
+        """Run a block with the engine's torch thread count, restoring the caller's afterwards."""
+        previous = torch.get_num_threads()
+        change = self.threads is not None and self.threads != previous
+        if change:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            if change:
+                torch.set_num_threads(previous)
+
     def options(self) -> dict[str, object]:
-        return {"activation": self.activation, "kv": self.kv, "exact": self.exact, "chip": self.chip.name}
+        return {
+            "activation": self.activation,
+            "kv": self.kv,
+            "exact": self.exact,
+            "chip": self.chip.name,
+            "threads": self.threads,
+        }
 
     def max_context(self, adapter: Adapter | None = None) -> int:
         """Tokens of KV context the chip holds next to the adapter (capacity planner), at most 2^15."""
@@ -130,7 +158,8 @@ class Engine:
         self.check_adapter(adapter)
         ids = np.asarray(token_ids, dtype=np.int64)
         cache = self.new_cache(ids.size, adapter)
-        return prefill(self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True)
+        with self.compute_threads():
+            return prefill(self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True)
 
     def generate(
         self,
@@ -152,23 +181,24 @@ class Engine:
         sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
         cache = self.new_cache(len(prompt_ids) + max_tokens, adapter)
         eos = set(self.model.spec.eos_token_ids)
-        t0 = time.perf_counter()
-        logits = prefill(self.net, np.asarray(prompt_ids), cache, mode=self.activation, adapter=adapter)[-1]
-        t1 = time.perf_counter()
-        out: list[int] = []
-        stopped = False
-        while len(out) < max_tokens:
-            token = sampler(logits)
-            out.append(token)
-            if on_token is not None:
-                on_token(token)
-            if token in eos:
-                stopped = True
-                break
-            if len(out) == max_tokens:
-                break
-            logits = decode_one_token(self.net, token, cache, mode=self.activation, adapter=adapter)
-        t2 = time.perf_counter()
+        with self.compute_threads():
+            t0 = time.perf_counter()
+            logits = prefill(self.net, np.asarray(prompt_ids), cache, mode=self.activation, adapter=adapter)[-1]
+            t1 = time.perf_counter()
+            out: list[int] = []
+            stopped = False
+            while len(out) < max_tokens:
+                token = sampler(logits)
+                out.append(token)
+                if on_token is not None:
+                    on_token(token)
+                if token in eos:
+                    stopped = True
+                    break
+                if len(out) == max_tokens:
+                    break
+                logits = decode_one_token(self.net, token, cache, mode=self.activation, adapter=adapter)
+            t2 = time.perf_counter()
         decode_steps = max(len(out) - 1, 0)  # the first token comes from the prefill's logits
         rate = decode_steps / (t2 - t1) if decode_steps and t2 > t1 else 0.0
         text = self.tokenizer.decode(out, skip_special_tokens=True) if self.model.tokenizer_json else ""

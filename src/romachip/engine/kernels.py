@@ -18,9 +18,8 @@ from romachip.quant.tensor import QuantizedTensor
 
 ACTIVATION_MODES = ("int8", "bf16", "fp32")
 BLOCK_MAX = 128  # columns per block: keeps every float32 partial sum of the fallback path below 2^24
-_ROWS_ELEMENTS = 1 << 22  # rows per chunk keep the [groups, rows, out] float64 terms near 32 MB
+_ROWS_ELEMENTS = 1 << 21  # rows per chunk keep each [rows, out] float64 group term near 16 MB
 INT8_WEIGHT_MAX = 127
-_DIAGONAL_ROWS_MAX = 4
 BF16_WINDOW_BITS = 13  # activations aligned per group to 2^(E-13): |xi| <= 2^14, exact for bf16 within 2^-6
 
 
@@ -31,8 +30,7 @@ class PreparedLinear:
     weight: [in, out] (a transposed view of [out, in]) signed integers w = q - z, int8 when they fit
             (torch._int_mm, int32 accumulation),
             else float32 (BLAS; exact because each block of <= 128 columns keeps partial sums < 2^24)
-    mask:   [blocks, in] int8, 1 where a column belongs to the block: the activations are laid out
-            block-diagonally, [blocks * rows, in], so one matrix product yields every block's dot product
+    mask:   [blocks, in] int8, 1 where a column belongs to the block (a block: <= 128 columns of one group)
     scales: float64 [groups, 1, out], the stored scales' exact values
     """
 
@@ -77,21 +75,23 @@ class PreparedLinear:
             prep.dequant_t = torch.from_numpy(np.ascontiguousarray(deq.T))
         return prep
 
-    def integer_dots(self, xi: np.ndarray) -> np.ndarray:
-        """Exact I[group, row, out] = sum over the group of w * xi, for integers |xi| <= 128 (float64)."""
+    def block_dots(self, xi: np.ndarray) -> np.ndarray:
+        """Exact integer products of every block: [blocks, rows, out] (int32 or integer-valued float32)."""
         rows = xi.shape[0]
-        blocks = self.mask.shape[0]
         is_int = self.weight.dtype == torch.int8
         xi = xi.astype(np.int8 if is_int else np.float32)
-        if rows <= _DIAGONAL_ROWS_MAX:  # decode: one product, the weights read once
-            diag = (xi[None, :, :] * self.mask[:, None, :].astype(xi.dtype)).reshape(blocks * rows, -1)
-            prod = _matmul(torch.from_numpy(diag), self.weight, is_int).numpy()
-        else:  # prefill: one product per block, no zero-padded work
-            prod = np.empty((blocks, rows, self.out_features), dtype=np.int32 if is_int else np.float32)
-            for b, (c0, c1) in enumerate(self.block_cols):
-                prod[b] = _matmul(torch.from_numpy(np.ascontiguousarray(xi[:, c0:c1])), self.weight[c0:c1], is_int)
-        prod = prod.reshape(self.groups, self.per_group, rows, -1).astype(np.float64)
-        return prod[:, 0] if self.per_group == 1 else prod.sum(axis=1)  # exact: integers in binary64
+        prod = np.empty((len(self.block_cols), rows, self.out_features), dtype=np.int32 if is_int else np.float32)
+        for b, (c0, c1) in enumerate(self.block_cols):  # one product per block: no zero-padded work
+            prod[b] = _matmul(torch.from_numpy(np.ascontiguousarray(xi[:, c0:c1])), self.weight[c0:c1], is_int).numpy()
+        return prod
+
+    def group_dots(self, prod: np.ndarray, j: int, rows: slice) -> np.ndarray:
+        """I_j as binary64 [rows, out] (exact), summing the group's blocks."""
+        first = j * self.per_group
+        out = prod[first, rows].astype(np.float64)
+        for b in range(first + 1, first + self.per_group):
+            out += prod[b, rows]
+        return out
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, is_int: bool) -> torch.Tensor:
@@ -123,13 +123,13 @@ def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
     if mode == "fp32":
         return (torch.from_numpy(np.ascontiguousarray(x)) @ prep.dequant_t).numpy()
     rows = x.shape[0]
-    step = max(1, _ROWS_ELEMENTS // (prep.groups * prep.out_features))
+    step = max(1, _ROWS_ELEMENTS // prep.out_features)
     if rows > step:
         return np.concatenate([linear(prep, x[i : i + step], mode) for i in range(0, rows, step)], axis=0)
     if mode == "int8":
         xi, a = quantize_int8_rows(x)
-        dots = prep.integer_dots(xi)
-        a_g = a.astype(np.float64)[None, :, None]
+        prod = prep.block_dots(xi)
+        a_g = np.broadcast_to(a.astype(np.float64)[None, :, None], (prep.groups, rows, 1))
     elif mode == "bf16":
         xb = to_bf16(x)
         full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
@@ -138,13 +138,23 @@ def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
         xi = xi_g.reshape(rows, -1)[:, : prep.in_features]
         hi = np.floor((xi + 128.0) / 256.0)  # xi = 256 hi + lo, both halves int8: |hi| <= 64, lo in [-128, 127]
         lo = xi - 256.0 * hi
-        both = prep.integer_dots(np.concatenate([hi, lo], axis=0))
-        dots = both[:, :rows] * 256.0 + both[:, rows:]
+        prod = prep.block_dots(np.concatenate([hi, lo], axis=0))
         a_g = a.T[:, :, None]
     else:
         raise GenerationError(f"unknown activation precision {mode!r}; choose one of {', '.join(ACTIVATION_MODES)}")
-    terms = (dots * a_g) * prep.scales
-    return seq_sum(terms, axis=0).astype(np.float32)
+    acc = None
+    for j in range(prep.groups):  # t_j = (I_j a_j) s_j, summed in ascending j, all in binary64, in place
+        t = prep.group_dots(prod, j, slice(0, rows))
+        if mode == "bf16":
+            t *= 256.0
+            t += prep.group_dots(prod, j, slice(rows, 2 * rows))
+        t *= a_g[j]
+        t *= prep.scales[j]
+        if acc is None:
+            acc = t
+        else:
+            acc += t
+    return acc.astype(np.float32)
 
 
 def lora_delta(x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:

@@ -87,7 +87,7 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
         s = (torch.from_numpy(np.ascontiguousarray(qg)) @ torch.from_numpy(k).transpose(1, 2)).numpy()
         s = s * np.float32(c)
     else:
-        qi, sq = encode_vectors(qg, cache.mode)
+        qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
         dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(np.ascontiguousarray(k.transpose(0, 2, 1)))).numpy()
         s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)
     s = np.where(hidden[None], -np.inf, s)

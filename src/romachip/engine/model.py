@@ -74,6 +74,11 @@ class EngineModel:
         w = model.weights
         self.embed = _require(w, "model.embed_tokens.weight")
         self.layers: list[dict[str, PreparedLinear]] = []
+        self.spans = {}  # output columns of each projection inside its fused product
+        for key, (block, names) in FUSED.items():
+            sizes = [_require(w, f"model.layers.0.{block}.{n}.weight").shape[0] for n in names]
+            ends = np.cumsum(sizes).tolist()
+            self.spans[key] = list(zip([0] + ends[:-1], ends, strict=True))
         for i in range(spec.num_layers):
             prepared = {}
             for key, (block, names) in FUSED.items():
@@ -123,8 +128,7 @@ class EngineModel:
         prep = self.layers[i][key]
         y = linear(prep, x, mode)
         block, names = FUSED[key]
-        sizes = [self.source.weights[f"model.layers.{i}.{block}.{n}.weight"].shape[0] for n in names]
-        outs = np.split(y, np.cumsum(sizes)[:-1], axis=1)
+        outs = [y[:, a:b] for a, b in self.spans[key]]
         if adapter:
             for j, n in enumerate(names):
                 lora = adapter.get(f"model.layers.{i}.{block}.{n}")
