@@ -40,6 +40,10 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--group-size", type=int, default=128)
+    parser.add_argument(
+        "--embedding-bits", type=int, default=None, help="bits of the embedding table (default: same as weights)"
+    )
+    parser.add_argument("--quantizers", nargs="+", default=["rtn", "gptq"])
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -58,17 +62,17 @@ def main() -> None:
     rows.append({"format": "dequantized Q4_1 reference", "perplexity": ppl, "tokens": n, "quantize_s": 0.0})
     for bits in args.bits:
         fmt = WeightFormat(bits=bits, group_size=args.group_size)
-        for quantizer in ("rtn", "gptq"):
+        emb = WeightFormat(bits=args.embedding_bits or bits, group_size=args.group_size)
+        for quantizer in args.quantizers:
             t = time.perf_counter()
-            qm = quantize_checkpoint(ckpt, fmt, quantizer=quantizer, calibration_text=calib)
+            qm = quantize_checkpoint(ckpt, fmt, quantizer=quantizer, calibration_text=calib, embedding_fmt=emb)
             quant_s = time.perf_counter() - t
             model = llama_from_tensors(ckpt.spec, dequantized_tensors(qm))
             ppl, n = hf_perplexity(model, eval_ids, window=args.window)
-            rows.append(
-                {"format": f"{fmt.describe()} {quantizer}", "perplexity": ppl, "tokens": n, "quantize_s": quant_s}
-            )
+            label = f"{fmt.describe()} {quantizer}, embedding {emb.bits}-bit"
+            rows.append({"format": label, "perplexity": ppl, "tokens": n, "quantize_s": quant_s})
             if not args.json:
-                print(f"{rows[-1]['format']:40s} ppl {ppl:10.3f}  quantize {quant_s:6.1f} s", flush=True)
+                print(f"{rows[-1]['format']:56s} ppl {ppl:10.3f}  quantize {quant_s:6.1f} s", flush=True)
     if args.json:
         print(json.dumps({"load_s": load_s, "rows": rows}, indent=2))
     else:
