@@ -117,3 +117,14 @@ def test_bank_errors():
         AdapterBank(ROMA, spec, fmt=G128, precision="int8")
     with pytest.raises(AdapterError, match="does not exist"):
         bank.load("y", "/nonexistent/adapter")
+
+
+def test_for_image_follows_the_images_layer_groups(tmp_path):
+    from lora_helpers import quantize_tiny, tiny_llama
+
+    from romachip.rom import burn
+
+    image = burn(quantize_tiny(tiny_llama()), ROMA, tmp_path / "g.rom", strategy="layer_groups", num_groups=2)
+    bank = AdapterBank.for_image(image, kv=KvConfig(context_tokens=16))
+    np.testing.assert_array_equal(bank._placement.tiles["unit"], image.placement.tiles["unit"])
+    np.testing.assert_array_equal(bank._placement.kv_bytes_per_token, image.placement.kv_bytes_per_token)

@@ -96,13 +96,16 @@ class AdapterBank:
         strategy: str = DEFAULT_STRATEGY,
         precision: str | None = None,
         sram_bytes: int | None = None,
+        num_groups: int | None = None,
     ):
         self.chip, self.spec, self.fmt, self.kv = chip, spec, fmt, kv
         self.precision = check_precision(precision or chip.precision.lora)
         if self.precision not in chip.precision.supported_lora:
             supported = ", ".join(chip.precision.supported_lora)
             raise CapacityError(f"chip {chip.name!r} cannot hold {self.precision} LoRA weights (supports {supported})")
-        self._placement = compile_placement(chip, spec, fmt, strategy=strategy, policy=policy, kv=kv)
+        self._placement = compile_placement(
+            chip, spec, fmt, strategy=strategy, policy=policy, kv=kv, num_groups=num_groups
+        )
         total = chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)
         self.sram_unit_bytes = total // chip.matrix_units
         sram = chip.h_unit.sram
@@ -127,6 +130,7 @@ class AdapterBank:
         return cls(
             chip or image.chip, image.spec, fmt=image.fmt, kv=kv, policy=m["storage_policy"],
             strategy=m["placement"]["strategy"], precision=precision, sram_bytes=sram_bytes,
+            num_groups=m["placement"].get("num_groups"),
         )  # fmt: skip
 
     # -- what is resident ------------------------------------------------------------------------------
