@@ -126,5 +126,5 @@ def test_for_image_follows_the_images_layer_groups(tmp_path):
 
     image = burn(quantize_tiny(tiny_llama()), ROMA, tmp_path / "g.rom", strategy="layer_groups", num_groups=2)
     bank = AdapterBank.for_image(image, kv=KvConfig(context_tokens=16))
-    np.testing.assert_array_equal(bank._placement.tiles["unit"], image.placement.tiles["unit"])
-    np.testing.assert_array_equal(bank._placement.kv_bytes_per_token, image.placement.kv_bytes_per_token)
+    np.testing.assert_array_equal(bank.placement.tiles["unit"], image.placement.tiles["unit"])
+    np.testing.assert_array_equal(bank.placement.kv_bytes_per_token, image.placement.kv_bytes_per_token)

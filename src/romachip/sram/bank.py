@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_STRATEGY, context_limit, ranked_lora_unit_bytes
-from romachip.compile import compile_placement
+from romachip.compile import Placement, compile_placement
 from romachip.errors import AdapterError, CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.rom import RomImage
@@ -132,6 +132,11 @@ class AdapterBank:
             strategy=m["placement"]["strategy"], precision=precision, sram_bytes=sram_bytes,
             num_groups=m["placement"].get("num_groups"),
         )  # fmt: skip
+
+    @property
+    def placement(self) -> Placement:
+        """Where the model, and so each adapter's B rows and the KV tokens, sit on this chip."""
+        return self._placement
 
     # -- what is resident ------------------------------------------------------------------------------
     @property
