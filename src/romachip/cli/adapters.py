@@ -153,12 +153,12 @@ def check(
     image_path: Annotated[Path, typer.Argument(help="The ROM image (.rom) the adapter will run on.")],
     adapter_dir: Annotated[Path, typer.Argument(help="A PEFT adapter folder (adapter_config.json + safetensors).")],
     precision: Annotated[
-        str | None, typer.Option("--precision", help="fp8_e4m3, fp16 or bf16 [default: the chip's].")
+        str | None, typer.Option("--precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's).")
     ] = None,
     context: Annotated[
         int, typer.Option("--context", help="KV context the chip must still hold next to the adapter.")
     ] = DEFAULT_KV.context_tokens,
-    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="int8 or fp16 [default: the chip's].")] = None,
+    kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="int8 or fp16 (default: the chip's).")] = None,
     sram_mb: Annotated[
         float | None, typer.Option("--sram-mb", help="Override the chip's H-Unit SRAM (MiB, all units).")
     ] = None,

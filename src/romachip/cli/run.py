@@ -81,7 +81,7 @@ def run(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of streaming text."),
     adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
     use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
-    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 [default: chip's]."),
+    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
 ) -> None:
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
     rom, engine = _open_engine(image, activation, kv)
@@ -166,7 +166,7 @@ def eval_(
     adapter: str = typer.Option(
         None, "--adapter", help="A PEFT LoRA folder to score with; --reference then applies it with PEFT."
     ),
-    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 [default: chip's]."),
+    lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
 ) -> None:
     """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'
     (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
