@@ -51,7 +51,7 @@ def exp64(x: float) -> float:
         return 0.0
     k = round(x * 1.4426950408889634)
     r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10
-    p = horner([1 / math.factorial(n) for n in range(11, -1, -1)], r)
+    p = horner([1 / math.factorial(n) for n in range(9, -1, -1)], r)
     return math.ldexp(math.ldexp(p, k // 2), k - k // 2)
 
 

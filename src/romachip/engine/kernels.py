@@ -20,6 +20,8 @@ ACTIVATION_MODES = ("int8", "bf16", "fp32")
 BLOCK_MAX = 128  # columns per block: keeps every float32 partial sum of the fallback path below 2^24
 _ROWS_ELEMENTS = 1 << 21  # rows per chunk keep each [rows, out] float64 group term near 16 MB
 INT8_WEIGHT_MAX = 127
+_DIAGONAL_ROWS_MAX = 32  # block-diagonal rows up to which one call beats one call per block
+_SMALL_TERMS = 1 << 16  # [groups, rows, out] up to which the group terms are formed whole
 BF16_WINDOW_BITS = 13  # activations aligned per group to 2^(E-13): |xi| <= 2^14, exact for bf16 within 2^-6
 
 
@@ -80,8 +82,14 @@ class PreparedLinear:
         rows = xi.shape[0]
         is_int = self.weight.dtype == torch.int8
         xi = xi.astype(np.int8 if is_int else np.float32)
-        prod = np.empty((len(self.block_cols), rows, self.out_features), dtype=np.int32 if is_int else np.float32)
-        for b, (c0, c1) in enumerate(self.block_cols):  # one product per block: no zero-padded work
+        blocks = len(self.block_cols)
+        if rows * blocks <= _DIAGONAL_ROWS_MAX:  # decode: one product over block-diagonal rows, one call
+            mask = self.mask if is_int else self.mask.astype(np.float32)
+            diag = (xi[None, :, :] * mask[:, None, :]).reshape(blocks * rows, -1)
+            prod = _matmul(torch.from_numpy(diag), self.weight, is_int).numpy()
+            return prod.reshape(blocks, rows, self.out_features)
+        prod = np.empty((blocks, rows, self.out_features), dtype=np.int32 if is_int else np.float32)
+        for b, (c0, c1) in enumerate(self.block_cols):  # prefill: one product per block, no zero-padded work
             prod[b] = _matmul(torch.from_numpy(np.ascontiguousarray(xi[:, c0:c1])), self.weight[c0:c1], is_int).numpy()
         return prod
 
@@ -132,16 +140,32 @@ def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
         a_g = np.broadcast_to(a.astype(np.float64)[None, :, None], (prep.groups, rows, 1))
     elif mode == "bf16":
         xb = to_bf16(x)
-        full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
-        full[:, : prep.in_features] = xb
-        xi_g, a = align_blocks(full.reshape(rows, prep.groups, prep.group_len), BF16_WINDOW_BITS)
-        xi = xi_g.reshape(rows, -1)[:, : prep.in_features]
-        hi = np.floor((xi + 128.0) / 256.0)  # xi = 256 hi + lo, both halves int8: |hi| <= 64, lo in [-128, 127]
-        lo = xi - 256.0 * hi
+        if prep.in_features == prep.groups * prep.group_len:
+            full = xb
+        else:
+            full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
+            full[:, : prep.in_features] = xb
+        grouped = full.reshape(rows, prep.groups, prep.group_len)
+        e = np.frexp(np.max(np.abs(grouped), axis=-1))[1]  # flog2(M_j) + 1; a zero group has xi = 0 anyway
+        # bf16 * 2^(13 - E) is exact in float32 (or underflows far below 1/2, where rne gives 0 either way)
+        xi = np.rint(np.ldexp(grouped, (BF16_WINDOW_BITS + 1 - e)[..., None])).reshape(rows, -1)
+        xi = xi[:, : prep.in_features]
+        hi = np.floor((xi + 128.0) * (1.0 / 256.0))  # xi = 256 hi + lo: |hi| <= 64, lo in [-128, 127]
+        lo = xi - hi * 256.0
         prod = prep.block_dots(np.concatenate([hi, lo], axis=0))
-        a_g = a.T[:, :, None]
+        a_g = np.ldexp(1.0, e - 1 - BF16_WINDOW_BITS).T[:, :, None]
     else:
         raise GenerationError(f"unknown activation precision {mode!r}; choose one of {', '.join(ACTIVATION_MODES)}")
+    if prep.groups * rows * prep.out_features <= _SMALL_TERMS:  # decode: whole-array steps, fewer calls
+        if mode == "bf16" and prod.dtype == np.int32:  # 256 I_hi + I_lo stays below 2^29: exact in int32
+            prod = prod[:, :rows] * 256 + prod[:, rows:]
+        elif mode == "bf16":
+            prod = prod[:, :rows].astype(np.float64) * 256.0 + prod[:, rows:]
+        dots = prod.reshape(prep.groups, prep.per_group, rows, prep.out_features).astype(np.float64)
+        dots = dots[:, 0] if prep.per_group == 1 else dots.sum(axis=1)  # exact integers
+        dots *= a_g
+        dots *= prep.scales
+        return seq_sum(dots, axis=0).astype(np.float32)
     acc = None
     for j in range(prep.groups):  # t_j = (I_j a_j) s_j, summed in ascending j, all in binary64, in place
         t = prep.group_dots(prod, j, slice(0, rows))

@@ -78,8 +78,10 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
     keys = start + tokens
     # queries grouped by the KV head they read: [kvh, rep * tokens, d], row = r * tokens + t
     qg = q.reshape(tokens, kvh, rep, d).transpose(1, 2, 0, 3).reshape(kvh, rep * tokens, d)
-    positions = np.tile(np.arange(start, start + tokens), rep)
-    hidden = np.arange(keys)[None, :] > positions[:, None]  # [rep * tokens, keys]
+    hidden = None
+    if tokens > 1:  # a single query (decode) sees every cached key
+        positions = np.tile(np.arange(start, start + tokens), rep)
+        hidden = np.arange(keys)[None, :] > positions[:, None]  # [rep * tokens, keys]
     k = cache.k[layer, :, :keys]
     v = cache.v[layer, :, :keys]
     c = 1.0 / np.sqrt(np.float64(d))
@@ -90,7 +92,8 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
         qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
         dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(np.ascontiguousarray(k.transpose(0, 2, 1)))).numpy()
         s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)
-    s = np.where(hidden[None], -np.inf, s)
+    if hidden is not None:
+        s = np.where(hidden[None], -np.inf, s)
     m = np.max(s, axis=-1, keepdims=True)
     e = exp64(s.astype(np.float64) - m).astype(np.float32)  # hidden keys: exp(-inf) = 0
     z = seq_sum(e.astype(np.float64), axis=-1)[..., None]
