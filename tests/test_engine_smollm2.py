@@ -57,3 +57,27 @@ def test_default_contract_greedy_agreement_over_1000_positions(smollm2) -> None:
     rate = float(np.mean(agree))
     assert np.size(agree) == 1000
     assert rate >= 0.98, rate
+
+
+def test_chat_template_renders_as_transformers_does(smollm2) -> None:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from romachip.engine.text import encode_prompt, render_chat
+
+    qmodel, _ = smollm2
+    engine = Engine(qmodel)
+    spec = qmodel.spec
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(qmodel.tokenizer_json),
+        bos_token=engine.tokenizer.id_to_token(spec.bos_token_id),
+        eos_token=engine.tokenizer.id_to_token(spec.eos_token_ids[0]),
+    )
+    hf_tok.chat_template = qmodel.chat_template
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    expected = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert render_chat(qmodel, engine.tokenizer, messages[0]["content"]) == expected
+    ids = hf_tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+    assert encode_prompt(qmodel, engine.tokenizer, messages[0]["content"], chat=True) == list(ids)
+    assert "<|im_start|>assistant" in expected  # SmolLM2's ChatML template, generation prompt included
