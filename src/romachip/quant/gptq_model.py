@@ -85,7 +85,7 @@ def gptq_model(
     """
     import torch
 
-    model = llama_from_tensors(spec, tensors)
+    model = llama_from_tensors(spec, tensors, attention="sdpa")  # calibration needs no bit-exact attention
     ids = torch.from_numpy(np.asarray(token_ids, dtype=np.int64))
     hidden, kwargs = _capture_block_inputs(model, ids)
     hidden = hidden.clone()

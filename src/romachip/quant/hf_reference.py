@@ -15,8 +15,8 @@ from romachip.quant.tensor import QuantizedModel
 from romachip.spec.model import ModelSpec
 
 
-def llama_config(spec: ModelSpec):  # noqa: ANN201 (transformers.LlamaConfig, imported lazily)
-    """A transformers LlamaConfig with the spec's shape (float32, eager attention)."""
+def llama_config(spec: ModelSpec, *, attention: str = "eager"):  # noqa: ANN201 (transformers.LlamaConfig)
+    """A transformers LlamaConfig with the spec's shape (float32; eager attention unless told otherwise)."""
     from transformers import LlamaConfig
 
     rope: dict = {"rope_type": "default", "rope_theta": spec.rope_theta}
@@ -39,18 +39,18 @@ def llama_config(spec: ModelSpec):  # noqa: ANN201 (transformers.LlamaConfig, im
         attention_bias=False,
         mlp_bias=False,
         hidden_act="silu",
-        attn_implementation="eager",
+        attn_implementation=attention,
         dtype="float32",
     )
 
 
-def llama_from_tensors(spec: ModelSpec, tensors: dict[str, np.ndarray]):  # noqa: ANN201
-    """A float32 LlamaForCausalLM (eval mode) holding exactly `tensors` (HF names)."""
+def llama_from_tensors(spec: ModelSpec, tensors: dict[str, np.ndarray], *, attention: str = "eager"):  # noqa: ANN201
+    """A float32 LlamaForCausalLM (eval mode) holding exactly `tensors` (HF names); attention "eager" or "sdpa"."""
     import torch
     from transformers import LlamaForCausalLM
 
     with torch.device("meta"):
-        model = LlamaForCausalLM(llama_config(spec))
+        model = LlamaForCausalLM(llama_config(spec, attention=attention))
     # A copy, so that changing the model's weights (GPTQ does) never writes into the caller's arrays.
     state = {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     if spec.tie_word_embeddings:
