@@ -136,3 +136,25 @@ def test_gptq_needs_calibration_text(tmp_path):
         quantize_checkpoint(ckpt, WeightFormat(), quantizer="gptq", calibration_text="w1 w2 w3")
     with pytest.raises(FormatError, match="unknown quantizer"):
         quantize_checkpoint(ckpt, WeightFormat(), quantizer="awq")  # type: ignore[arg-type]
+
+
+def test_reference_perplexity_of_a_uniform_model_is_the_vocabulary_size(tmp_path):
+    from romachip.quant.hf_reference import hf_perplexity, windows
+
+    ckpt = tiny_checkpoint(tmp_path)
+    zeroed = {k: (np.zeros_like(v) if k == "model.embed_tokens.weight" else v) for k, v in ckpt.tensors.items()}
+    model = llama_from_tensors(ckpt.spec, zeroed)  # zero embedding (tied head): every logit is 0
+    ppl, n = hf_perplexity(model, np.arange(50) % 60, window=16)
+    assert n == 3 * 15 and ppl == pytest.approx(ckpt.spec.vocab_size, rel=1e-9)  # 50 tokens: 3 full windows
+    assert [len(w) for w in windows(np.arange(10), 16)] == [10]  # a lone short window is kept
+
+
+def test_calibration_windows_are_spread_over_the_text():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    from romachip.quant.quantize import calibration_ids
+
+    tok = Tokenizer(models.WordLevel({f"w{i}": i for i in range(100)}, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    ids = calibration_ids(tok.to_str(), " ".join(f"w{i}" for i in range(100)), sequences=3, tokens=10)
+    assert ids.tolist() == [list(range(0, 10)), list(range(45, 55)), list(range(90, 100))]
