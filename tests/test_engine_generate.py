@@ -47,7 +47,7 @@ def test_nucleus_holds_only_the_top_tokens() -> None:
 
 def test_sampling_probabilities_are_a_softmax() -> None:
     p = Sampler(temperature=2.0, seed=0).probabilities(np.array([0.0, 2.0 * np.log(3.0)]))
-    np.testing.assert_allclose(p, [0.25, 0.75], rtol=1e-15)
+    np.testing.assert_allclose(p, [0.25, 0.75], rtol=1e-10)  # exp64 is a degree-9 polynomial
 
 
 @pytest.mark.parametrize(
