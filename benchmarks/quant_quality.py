@@ -56,6 +56,7 @@ def main() -> None:
     )
     parser.add_argument("--quantizers", nargs="+", default=["rtn", "gptq"])
     parser.add_argument("--calibration", choices=["mixed", "pydoc"], default="mixed")
+    parser.add_argument("--act-order", action="store_true", help="GPTQ visits columns by decreasing H diagonal")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -77,11 +78,14 @@ def main() -> None:
         emb = WeightFormat(bits=args.embedding_bits or bits, group_size=args.group_size)
         for quantizer in args.quantizers:
             t = time.perf_counter()
-            qm = quantize_checkpoint(ckpt, fmt, quantizer=quantizer, calibration_text=calib, embedding_fmt=emb)
+            qm = quantize_checkpoint(
+                ckpt, fmt, quantizer=quantizer, calibration_text=calib, embedding_fmt=emb, act_order=args.act_order
+            )
             quant_s = time.perf_counter() - t
             model = llama_from_tensors(ckpt.spec, dequantized_tensors(qm))
             ppl, n = hf_perplexity(model, eval_ids, window=args.window)
-            label = f"{fmt.describe()} {quantizer}, embedding {emb.bits}-bit"
+            order = " act-order" if args.act_order and quantizer == "gptq" else ""
+            label = f"{fmt.describe()} {quantizer}{order}, embedding {emb.bits}-bit"
             rows.append({"format": label, "perplexity": ppl, "tokens": n, "quantize_s": quant_s})
             if not args.json:
                 print(f"{rows[-1]['format']:56s} ppl {ppl:10.3f}  quantize {quant_s:6.1f} s", flush=True)

@@ -94,7 +94,7 @@ def gptq_model(
     out: dict[str, QuantizedTensor] = {}
     for layer_idx, block in enumerate(model.model.layers):
         modules = {p: getattr(getattr(block, PROJECTIONS[p]), p) for p in PROJECTIONS}
-        accs = {p: HessianAccumulator(modules[p].in_features) for p in set(_INPUT_OF.values())}
+        accs = {p: HessianAccumulator(modules[p].in_features) for p in dict.fromkeys(_INPUT_OF.values())}
         hooks = [modules[p].register_forward_hook(lambda _m, inp, _o, acc=accs[p]: acc.add(inp[0])) for p in accs]
         try:
             with torch.inference_mode():
