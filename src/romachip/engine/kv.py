@@ -32,7 +32,7 @@ def encode_vectors(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 class KVCache:
-    """Per-layer K and V for up to `capacity` tokens of one sequence."""
+    """Per-layer K and V for up to `capacity` tokens of one sequence (integers as stored, scales float64)."""
 
     def __init__(self, num_layers: int, kv_heads: int, head_dim: int, capacity: int, mode: str) -> None:
         if mode not in KV_MODES:
@@ -40,7 +40,8 @@ class KVCache:
         self.mode = mode
         self.capacity = capacity
         self.length = 0
-        dtype = np.float32 if mode == "fp32" else np.float64
+        # the integers as they are stored: int8 (|vi| <= 127) or int32 (fp16 form, |vi| <= 2^15)
+        dtype = {"fp32": np.float32, "int8": np.int8, "fp16": np.int32}[mode]
         shape = (num_layers, kv_heads, capacity, head_dim)
         self.k = np.zeros(shape, dtype=dtype)
         self.v = np.zeros(shape, dtype=dtype)
@@ -90,7 +91,8 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
         s = s * np.float32(c)
     else:
         qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
-        dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(np.ascontiguousarray(k.transpose(0, 2, 1)))).numpy()
+        kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
+        dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
         s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)
     if hidden is not None:
         s = np.where(hidden[None], -np.inf, s)
@@ -104,7 +106,7 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
         w = e.astype(np.float64) * cache.v_scale[layer, :, None, :keys]
         f = flog2(np.max(w, axis=-1, keepdims=True))
         p = np.rint(w * pow2(P_BITS - f))
-        acc = torch.bmm(torch.from_numpy(p), torch.from_numpy(np.ascontiguousarray(v))).numpy()
+        acc = torch.bmm(torch.from_numpy(p), torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))).numpy()
         out = ((acc * pow2(f - P_BITS)) / z).astype(np.float32)
     # back to [tokens, heads, d] with head = kv * rep + r
     return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)
