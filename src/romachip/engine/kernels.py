@@ -117,12 +117,13 @@ def quantize_int8_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def align_blocks(x: np.ndarray, window_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """Block floating point over the last axis, E = flog2(max|x|): xi = rne(x * 2^(w-E)), scale 2^(E-w).
 
-    |xi| <= 2^(w+1); a zero vector gets xi = 0 and scale 1.
+    |xi| <= 2^(w+1); a zero vector gets xi = 0 and scale 1. `x` holds values of at most 24 significant
+    bits (fp16/bf16/float32), so the scaling is exact (or underflows far below 1/2, where rne gives 0).
     """
-    m = np.max(np.abs(x), axis=-1).astype(np.float64)
-    e = np.where(m > 0, flog2(np.where(m > 0, m, 1.0)), window_bits)
-    xi = np.rint(x.astype(np.float64) * pow2(window_bits - e)[..., None])
-    scale = np.where(m > 0, pow2(e - window_bits), 1.0)
+    m = np.max(np.abs(x), axis=-1)
+    e = np.frexp(m)[1]  # flog2(m) + 1
+    xi = np.rint(np.ldexp(x, (window_bits + 1 - e)[..., None])).astype(np.float64)
+    scale = np.where(m > 0, np.ldexp(1.0, e - 1 - window_bits), 1.0)
     return xi, scale
 
 
