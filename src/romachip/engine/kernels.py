@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from romachip.engine.detmath import flog2, pow2, seq_sum, to_bf16
+from romachip.engine.detmath import seq_sum, to_bf16
 from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
 
