@@ -74,3 +74,18 @@ def test_float_mode_agrees_with_transformers(tiny) -> None:
     got = Engine(tiny.quantized, exact=False).logits(ids)
     rel = np.abs(got - ref).max() / np.abs(ref).max()
     assert rel < 1e-4, rel
+
+
+def test_int8_and_float32_products_give_the_same_bits(monkeypatch) -> None:
+    from romachip.engine import kernels
+
+    tiny = make_tiny("gqa_tied_g32_4bit", layers=1, vocab=41)
+    ids = np.random.default_rng(2).integers(0, 41, 12)
+    fast = Engine(tiny.quantized)
+    assert fast.net.layers[0]["qkv"].weight.dtype == torch.int8
+    monkeypatch.setattr(kernels, "int8_matmul_available", lambda: False)
+    slow = Engine(tiny.quantized)
+    assert slow.net.layers[0]["qkv"].weight.dtype == torch.float32
+    for activation in ("int8", "bf16"):
+        fast.activation = slow.activation = activation
+        np.testing.assert_array_equal(_bits(fast.logits(ids)), _bits(slow.logits(ids)))

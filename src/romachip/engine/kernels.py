@@ -7,6 +7,7 @@ integers whatever order BLAS sums in. Only then do the contract's float steps ru
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,7 +62,7 @@ class PreparedLinear:
         zeros = np.concatenate([t.zeros for t in tensors], axis=0).astype(np.int16)
         w = codes.astype(np.int16) - np.repeat(zeros, g, axis=1)[:, :inp]
         out = w.shape[0]
-        fits_int8 = int(np.abs(w).max(initial=0)) <= INT8_WEIGHT_MAX
+        fits_int8 = int(np.abs(w).max(initial=0)) <= INT8_WEIGHT_MAX and int8_matmul_available()
         # stored [out, in] and used transposed: the layout torch._int_mm streams fastest
         wt = np.ascontiguousarray(w.astype(np.int8 if fits_int8 else np.float32))
         cols = np.arange(inp)
@@ -100,6 +101,17 @@ class PreparedLinear:
         for b in range(first + 1, first + self.per_group):
             out += prod[b, rows]
         return out
+
+
+@functools.cache
+def int8_matmul_available() -> bool:
+    """Whether this torch build runs int8 x int8 -> int32 products on the CPU (a private op: probe it once).
+    Without it the float32 path computes the same exact integers, more slowly."""
+    try:
+        a = torch.ones((2, 32), dtype=torch.int8)
+        return bool(torch.equal(torch._int_mm(a, a.t().contiguous()), torch.full((2, 2), 32, dtype=torch.int32)))
+    except (AttributeError, RuntimeError, NotImplementedError):
+        return False
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor, is_int: bool) -> torch.Tensor:
