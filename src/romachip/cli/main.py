@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 
-import romachip.cli.adapters  # noqa: F401  (registers `romachip adapters check`)
-import romachip.cli.burn  # noqa: F401  (registers `romachip burn` and `romachip inspect`)
-import romachip.cli.fit  # noqa: F401  (registers `romachip fit`)
-import romachip.cli.reproduce  # noqa: F401  (registers `romachip reproduce`)
-import romachip.cli.run  # noqa: F401  (registers `romachip run`, `romachip eval` and `romachip demo`)
-import romachip.cli.simulate  # noqa: F401  (registers `romachip simulate`)
-from romachip.cli import specs  # noqa: F401  (each import registers its commands on `app`)
 from romachip.cli.app import app, err_console
 from romachip.errors import RomachipError
+
+#: Command modules, in the order `romachip --help` lists their commands (a user's path through the tool).
+COMMAND_MODULES = ("specs", "fit", "burn", "run", "adapters", "simulate", "reproduce")
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"romachip.cli.{_name}")  # each module registers its commands on `app`
 
 EXIT_BAD_INPUT = 2  # the same code click uses for usage errors
 
