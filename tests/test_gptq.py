@@ -158,3 +158,17 @@ def test_calibration_windows_are_spread_over_the_text():
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     ids = calibration_ids(tok.to_str(), " ".join(f"w{i}" for i in range(100)), sequences=3, tokens=10)
     assert ids.tolist() == [list(range(0, 10)), list(range(45, 55)), list(range(90, 100))]
+
+
+def test_clip_search_never_fits_a_group_worse():
+    x, w, h = correlated_layer()
+    w[:, 7] *= 8  # an outlier column: clipping it pays off for most rows
+    fmt = WeightFormat(bits=2, group_size=64)
+    plain = gptq_quantize(w, np.eye(192), fmt)
+    clipped = gptq_quantize(w, np.eye(192), fmt, clip_search=True)  # diagonal H: no feedback, pure group fit
+    err_plain = np.sum(np.abs(w - plain.dequantize()) ** 2.4, axis=1)
+    err_clip = np.sum(np.abs(w - clipped.dequantize()) ** 2.4, axis=1)
+    assert np.all(err_clip <= err_plain * (1 + 1e-6)) and np.sum(err_clip) < 0.9 * np.sum(err_plain)
+    assert output_error(x, w, gptq_quantize(w, h, fmt, clip_search=True).dequantize()) < output_error(
+        x, w, quantize_rtn(w, fmt).dequantize()
+    )

@@ -24,7 +24,7 @@ import numpy as np
 
 from romachip.errors import FormatError
 from romachip.quant.formats import WeightFormat
-from romachip.quant.rtn import code_bounds, group_params, scale_to_float32
+from romachip.quant.rtn import code_bounds, group_params, quantize_codes, scale_to_float32
 from romachip.quant.tensor import QuantizedTensor
 
 
@@ -34,13 +34,18 @@ def _round_half_away(x):  # noqa: ANN001, ANN202 (torch float32 tensors)
     return x64.abs().add_(0.5).floor_().copysign_(x64).float()
 
 
-class _GroupParams:
-    """Scale/zero of each group as torch float32 [out, groups], filled in as groups start."""
+# Range shrink factors tried per group with clip_search (the GPTQ reference code's `mse` grid, coarser).
+CLIP_SHRINKS = tuple(1.0 - 0.025 * i for i in range(13))
 
-    def __init__(self, out: int, groups: int, fmt: WeightFormat) -> None:
+
+class _GroupParams:
+    """Scale/zero of each group as torch float32 [groups, out], filled in as groups start."""
+
+    def __init__(self, out: int, groups: int, fmt: WeightFormat, clip_search: bool = False) -> None:
         import torch
 
         self.fmt = fmt
+        self.clip_search = clip_search
         dtype = np.float16 if fmt.scale_dtype == "fp16" else np.float32
         self.scales = np.zeros((out, groups), dtype=dtype)
         self.zeros = np.zeros((out, groups), dtype=np.uint8)
@@ -53,9 +58,23 @@ class _GroupParams:
         lo = cols.min(dim=1).values.double().numpy()
         hi = cols.max(dim=1).values.double().numpy()
         s, z = group_params(lo, hi, self.fmt)
+        if self.clip_search:
+            s, z = self._search(cols.numpy(), lo, hi, s, z)
         self.scales[:, g], self.zeros[:, g] = s, z
         self.scale_t[g] = torch.from_numpy(scale_to_float32(s))
         self.zero_t[g] = torch.from_numpy(z.astype(np.float32))
+
+    def _search(self, w, lo, hi, s, z):  # noqa: ANN001, ANN202
+        """Per row, the shrunk range whose RTN codes give the least sum |w - ŵ|^2.4 (clipping outliers)."""
+        best = np.full(w.shape[0], np.inf)
+        for shrink in CLIP_SHRINKS:
+            cs, cz = group_params(lo * shrink, hi * shrink, self.fmt)
+            sf = scale_to_float32(cs)[:, None]
+            q = quantize_codes(w, sf, cz[:, None], self.fmt).astype(np.float32)
+            err = np.sum(np.abs(w - sf * (q - cz[:, None].astype(np.float32))) ** 2.4, axis=1)
+            better = err < best
+            best[better], s[better], z[better] = err[better], cs[better], cz[better]
+        return s, z
 
 
 def gptq_quantize(
@@ -66,8 +85,13 @@ def gptq_quantize(
     block_size: int = 32,
     damp: float = 0.01,
     act_order: bool = False,
+    clip_search: bool = False,
 ) -> QuantizedTensor:
-    """GPTQ-quantize a [out, in] weight given H = 2 X^T X / n [in, in] of its calibration inputs."""
+    """GPTQ-quantize a [out, in] weight given H = 2 X^T X / n [in, in] of its calibration inputs.
+
+    clip_search: each group's range may shrink (CLIP_SHRINKS) to the one whose codes fit its current
+    weights best, clipping outliers; off, the group parameters are exactly RTN's.
+    """
     import torch
 
     w_t = torch.from_numpy(np.array(w, dtype=np.float32))
@@ -80,7 +104,7 @@ def gptq_quantize(
     w_t[:, dead] = 0.0
     g = fmt.group_len(cols)
     n_groups = fmt.groups_per_row(cols)
-    params = _GroupParams(out, n_groups, fmt)
+    params = _GroupParams(out, n_groups, fmt, clip_search)
     perm = torch.arange(cols)
     if act_order:
         perm = torch.argsort(torch.diag(h), descending=True, stable=True)

@@ -76,6 +76,7 @@ def gptq_model(
     block_size: int = 32,
     damp: float = 0.01,
     act_order: bool = False,
+    clip_search: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, QuantizedTensor]:
     """GPTQ every projection of every block; `token_ids` is [sequences, tokens] of calibration text.
@@ -106,7 +107,8 @@ def gptq_model(
             # GPTQ treats rows independently given H, so projections sharing an input run as one stack.
             projs = [p for p, src in _INPUT_OF.items() if src == key]
             stacked = np.concatenate([modules[p].weight.detach().numpy() for p in projs])
-            qt = gptq_quantize(stacked, acc.hessian(), fmt, block_size=block_size, damp=damp, act_order=act_order)
+            options = {"block_size": block_size, "damp": damp, "act_order": act_order, "clip_search": clip_search}
+            qt = gptq_quantize(stacked, acc.hessian(), fmt, **options)
             row = 0
             for proj in projs:
                 rows = modules[proj].out_features

@@ -60,6 +60,7 @@ def quantize_checkpoint(
     calibration_sequences: int = CALIBRATION_SEQUENCES,
     calibration_tokens: int = CALIBRATION_TOKENS,
     act_order: bool = False,
+    clip_search: bool = False,
     progress: Callable[[int, int], None] | None = None,
 ) -> QuantizedModel:
     """Quantize every weight of `ckpt`; progress(done, total) is called as tensors finish."""
@@ -95,7 +96,9 @@ def quantize_checkpoint(
         calib_tensors[EMBEDDING] = weights[EMBEDDING].dequantize()  # calibrate on what the chip will see
         offset = done
         inner = None if progress is None else (lambda d, _t: progress(offset + d, total))
-        weights.update(gptq_model(spec, calib_tensors, ids, fmt, act_order=act_order, progress=inner))
+        weights.update(
+            gptq_model(spec, calib_tensors, ids, fmt, act_order=act_order, clip_search=clip_search, progress=inner)
+        )
     floats = {n: np.asarray(t, dtype=np.float32) for n, t in ckpt.tensors.items() if t.ndim == 1}
     metadata = {
         "quantizer": quantizer,
@@ -104,6 +107,7 @@ def quantize_checkpoint(
     }
     if quantizer == "gptq":
         metadata["calibration"] = f"{ids.shape[0]} sequences x {ids.shape[1]} tokens"
+        metadata["gptq_options"] = f"act_order={act_order} clip_search={clip_search}"
     return QuantizedModel(
         spec=spec,
         fmt=fmt,
