@@ -41,7 +41,7 @@ def test_llama32_3b_rom_by_hand():
     b = {row.kind: row for row in r.breakdown}
     assert b["lm_head"].params == 128256 * 3072 and b["embedding"].bytes == 0
     assert b["mlp"].code_bytes == 28 * 3 * 3072 * 8192 * 4 // 8
-    assert r.kv_bytes_per_token == 2 * 28 * 8 * 128  # K and V, 8 KV heads of 128, int8
+    assert r.kv_bytes_per_token == 2 * 28 * 8 * (128 + 4)  # K and V, 8 KV heads of 128 int8 + a float32 scale
     assert r.lora_bytes == 28 * (16 * sum(o + i for o, i in load_model_spec("llama-3.2-3b").linear_shapes().values())
                                  + 7 * 2 * 4)  # fmt: skip
 
@@ -65,7 +65,9 @@ def slow_lora_unit_bytes(spec, rank: int, units: int) -> list[int]:
     return [math.ceil(h / 8) * 8 for h in held]  # whole 64-bit SRAM words
 
 
-TOKEN_3B = 2 * 28 * 8 * 128  # one token's K and V, all 28 layers, 8 KV heads of 128, int8: 57,344 bytes
+# one token's K and V, all 28 layers, 8 KV heads of 128 int8 values + the engine's float32 scale per head
+# vector (docs/numerics.md, "KV cache"): 2 x 28 x 8 x (128 + 4) = 59,136 bytes
+TOKEN_3B = 2 * 28 * 8 * (128 + 4)
 
 
 def round_robin_max_context(free_bytes: list[int], token_bytes: int) -> int:
@@ -87,8 +89,8 @@ def test_llama32_3b_max_context_by_hand(rank):
     assert r.kv_unit_bytes_per_token_max == TOKEN_3B and r.kv_layout == "token_round_robin"
     assert r.kv_unit_tokens_max == math.ceil(4096 / 256) == 16  # at the default 4,096-token context
     assert r.context_limit == LIMIT_H_SRAM
-    if rank == 0:  # every unit has room for 1,179,648 // 57,344 = 20 tokens; unit 0 binds: 20 x 256 + 0
-        assert expected == 20 * 256 == 5120
+    if rank == 0:  # every unit has room for 1,179,648 // 59,136 = 19 tokens; unit 0 binds: 19 x 256 + 0
+        assert expected == 19 * 256 == 4864
 
 
 def test_max_context_falls_with_rank_and_rises_with_sram():
@@ -197,21 +199,22 @@ G32 = WeightFormat(bits=4, group_size=32)
 @pytest.mark.parametrize(
     "rank, expected",
     [
-        (0, 4096 // 64 * 4),  # 64 tokens per unit, unit 0 binds: 256
-        (4, min((4096 - 1136) // 64 * 4 + 0, (4096 - 1024) // 64 * 4 + 1)),  # min(46*4, 48*4+1) = 184
-        (8, min((4096 - 2160) // 64 * 4 + 0, (4096 - 2048) // 64 * 4 + 1)),  # min(30*4, 32*4+1) = 120
+        (0, 4096 // 96 * 4),  # 4096 // 96 = 42 tokens per unit, unit 0 binds: 42*4 = 168
+        (4, min((4096 - 1136) // 96 * 4 + 0, (4096 - 1024) // 96 * 4 + 1)),  # min(30*4, 32*4+1) = 120
+        (8, min((4096 - 2160) // 96 * 4 + 0, (4096 - 2048) // 96 * 4 + 1)),  # min(20*4, 21*4+1) = 80
     ],
 )
 def test_tiny_chip_max_context_by_hand(tmp_path, rank, expected):
     """Unit 0 holds, per layer: B rows sum(out)/4 * rank = 64*rank bytes, one A row per module per 4 ranks
     (256 bytes of inputs per 4 ranks), and 7 modules x 2 scale words = 56 bytes: 128*rank + 56 per layer;
     units 1-3 the same without the scale words: 128*rank. KV is split by token: token t (K and V of both
-    layers, 2 x 2 x 2 heads x 8 = 64 bytes) lives in unit t mod 4, so unit u allows L <= cap_u * 4 + u
-    with cap_u = (4096 - LoRA_u) // 64; units 2 and 3 have unit 1's cap and a larger rank."""
+    layers, 2 x 2 x 2 heads x (8 int8 + a 4-byte float32 scale) = 96 bytes) lives in unit t mod 4, so unit
+    u allows L <= cap_u * 4 + u with cap_u = (4096 - LoRA_u) // 96; units 2 and 3 have unit 1's cap and a
+    larger rank."""
     chip, spec = tiny_chip(tmp_path), tiny_model(tmp_path)
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=rank), kv=KvConfig(context_tokens=64))
     assert r.lora_unit_bytes_max == (2 * (128 * rank + 56) if rank else 0)
-    assert r.kv_unit_bytes_per_token_max == 64 and r.kv_bytes_per_token == 2 * 2 * 2 * 8
+    assert r.kv_unit_bytes_per_token_max == 96 and r.kv_bytes_per_token == 2 * 2 * 2 * (8 + 4)
     assert r.kv_unit_tokens_max == 64 // 4  # at the requested 64 tokens
     assert r.max_context_tokens == expected and r.fits
     weights = 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64) + 128 * 32
@@ -221,8 +224,8 @@ def test_tiny_chip_max_context_by_hand(tmp_path, rank, expected):
 def test_tiny_chip_sram_override_and_overflow(tmp_path):
     chip, spec = tiny_chip(tmp_path), tiny_model(tmp_path)
     lora = LoraConfig(rank=4)
-    # unit 0: (8192 - 1136) // 64 = 110 tokens -> 440; unit 1: (8192 - 1024) // 64 = 112 -> 449
-    assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 8192) == 110 * 4 == 440
+    # 96-byte tokens: unit 0: (8192 - 1136) // 96 = 73 tokens -> 292; unit 1: (8192 - 1024) // 96 = 74 -> 297
+    assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 8192) == 73 * 4 == 292
     # unit 0 keeps no byte for KV: not even token 0 fits
     assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 1136) == 0
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=16))  # 2 * (128*16 + 56) = 4208 > 4096 bytes

@@ -25,7 +25,7 @@ def test_json_for_the_paper_configuration(capsys):
     assert d["fits"] is True
     assert d["rom_bytes_available"] == 119 * 8192 * 64 // 8 * 256
     assert d["sram_bytes_available"] == 288 * 2**20
-    assert d["kv_bytes_per_token"] == 2 * 28 * 8 * 128
+    assert d["kv_bytes_per_token"] == 2 * 28 * 8 * (128 + 4)  # int8 values + the engine's float32 scale per vector
     assert d["lora_dtype"] == "fp8_e4m3" and d["kv_dtype"] == "int8"  # the chip preset's precisions
     assert set(d["breakdown"]) >= {"attention", "mlp", "embedding", "lm_head", "norm", "lora", "kv_cache"}
     assert d["rom_bytes_needed"] == sum(d["breakdown"][k]["bytes"] for k in ("attention", "mlp", "lm_head", "norm"))
@@ -87,3 +87,62 @@ def test_bad_files_exit_2(capsys, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     code, _, err = run(capsys, "--model", str(tmp_path / "broken.json"))
     assert code == 2 and "not valid JSON" in err
+
+
+def _tiny_chip_yaml(tmp_path):
+    """The roma preset shrunk to 4 matrix units of 4 KiB H-Unit SRAM, so the context limit is small."""
+    from importlib import resources
+
+    import yaml
+
+    data = yaml.safe_load((resources.files("romachip.spec") / "presets" / "roma.yaml").read_text())
+    data["name"] = "tiny"
+    data["mesh"] = {"rows": 3, "cols": 2, "row_roles": ["matrix", "vector", "matrix"]}
+    data["l_unit"]["rom"].update(macro_rows=1024, macros=1)
+    data["h_unit"]["sram"].update(macro_rows=512, macros=1)  # 4,096 bytes per H-Unit
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize("rank", [0, 4])
+def test_fit_max_context_is_what_the_engine_accepts(capsys, tmp_path, rank):
+    """`romachip fit` and the engine size the KV cache from one definition (workload.py, the engine's
+    float32 scale per INT8 vector): the same chip, model, KV and LoRA give the same maximum context, a
+    prompt of exactly that many tokens runs and one token more is refused."""
+    import numpy as np
+    from engine_models import make_tiny
+
+    from romachip.engine.generate import Engine
+    from romachip.errors import GenerationError
+    from romachip.spec.chip import load_chip
+    from romachip.workload import ALL_TARGETS
+
+    tiny = make_tiny("gqa_tied_g32_4bit", layers=1, vocab=41)
+    tiny.hf.config.save_pretrained(tmp_path / "model")
+    chip_path = _tiny_chip_yaml(tmp_path)
+    code, out, _ = run(
+        capsys, "--chip", str(chip_path), "--model", str(tmp_path / "model"), "--bits", "4", "--group-size", "32",
+        "--lora-rank", str(rank), "--json",
+    )  # fmt: skip
+    assert code == 0
+    d = json.loads(out)
+    assert d["kv_bytes_per_token"] == 2 * 2 * (16 + 4)  # 1 layer, K and V, 2 KV heads of 16 int8 + a float32 scale
+    engine = Engine(tiny.quantized, chip=load_chip(chip_path))
+    spec = tiny.quantized.spec
+    shapes = spec.linear_shapes()
+    rng = np.random.default_rng(0)
+    adapter = {
+        f"model.layers.0.{'self_attn' if m.endswith(('q_proj', 'k_proj', 'v_proj', 'o_proj')) else 'mlp'}.{m}": (
+            rng.standard_normal((rank, shapes[m][1])).astype(np.float32) * 0.01,
+            rng.standard_normal((shapes[m][0], rank)).astype(np.float32) * 0.01,
+            1.0,
+        )
+        for m in ALL_TARGETS
+    } if rank else None  # fmt: skip
+    limit = engine.max_context(adapter)
+    assert limit == d["max_context_tokens"] < spec.max_position_embeddings  # the H-Unit SRAM binds, not the model
+    ids = [3 + i % 30 for i in range(limit + 1)]
+    assert engine.logits(ids[:limit], adapter).shape == (limit, 41)
+    with pytest.raises(GenerationError, match=f"{limit + 1} tokens of context do not fit"):
+        engine.logits(ids, adapter)

@@ -118,7 +118,9 @@ def test_timing_counts_what_the_graph_counts(small):
     """The timing model's ROM bits, MACs and KV bytes per decoded token agree with the op graph."""
     ctx = 500
     run = small.decode(ctx, exact=True)
-    ops = decode_ops(small.spec, ctx, fmt=G128, lora=small.lora)
+    ops = decode_ops(
+        small.spec, ctx, fmt=G128, lora=small.lora, kv_scale_bytes_per_vector=small.kv.scale_bytes_per_vector
+    )
     t = totals(ops)
     rom_kinds = (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.EMBEDDING)
     assert run.events["rom_bits"] == sum(op.weight_bits_read for op in ops if op.kind in rom_kinds)

@@ -163,8 +163,10 @@ def test_kv_and_lora_shares_sum_to_the_model_totals():
     spec = load_model_spec("llama-3.2-3b")
     lora = LoraConfig(rank=16, dtype="fp8_e4m3")
     p = compile_placement(ROMA, spec, WeightFormat(4, 128), lora=lora, kv=KvConfig(dtype="int8"))
-    # KV split by token: every unit stores whole tokens (K and V of all layers, one byte each)
-    assert set(p.kv_bytes_per_token.tolist()) == {2 * spec.num_layers * spec.kv_size} == {p.kv_token_bytes}
+    # KV split by token: every unit stores whole tokens (K and V of all layers, one byte each, plus a
+    # 4-byte float32 scale per KV-head vector, docs/numerics.md)
+    token_bytes = 2 * spec.num_layers * (spec.kv_size + 4 * spec.num_kv_heads)
+    assert set(p.kv_bytes_per_token.tolist()) == {token_bytes} == {p.kv_token_bytes}
     per_layer = sum(16 * (o + i) + 2 * 4 for o, i in spec.linear_shapes().values())  # + an FP32 scale each
     assert p.lora_bytes.sum() == spec.num_layers * per_layer
     p = compile_placement(ROMA, spec, WeightFormat(4, 128), kv=KvConfig(dtype="fp16", scale_bytes_per_vector=2))

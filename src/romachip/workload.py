@@ -25,6 +25,12 @@ LORA_SCALE_BYTES_PER_MATRIX = {"fp8_e4m3": 4, "fp16": 4, "bf16": 4}
 #: Bytes per element of each KV-cache dtype.
 KV_DTYPE_BYTES = {"int8": 1, "fp16": 2}
 
+#: Bytes each cached (token, KV head) vector of K or V carries besides its elements, by KV dtype: the
+#: engine's INT8 cache stores one float32 scale per vector (per-token, per-head absmax), its FP16 cache
+#: none (docs/numerics.md, "KV cache"). The single definition the engine, the capacity planner, the
+#: Placement, the adapter bank and perf all size the cache with.
+KV_SCALE_BYTES_PER_VECTOR = {"int8": 4, "fp16": 0}
+
 
 @dataclass(frozen=True)
 class LoraConfig:
@@ -77,17 +83,20 @@ class KvConfig:
     """The KV cache: `dtype` per element and the context length the user asks for.
 
     `scale_bytes_per_vector` is what each cached K or V head vector of one token carries besides its
-    elements. The default 0 models an INT8 cache with static per-layer scales calibrated offline (they
-    sit with the norm weights and cost no bytes per token); use 2 for a per-token FP16 scale per head.
+    elements. None (the default) takes the engine's contract for `dtype` (KV_SCALE_BYTES_PER_VECTOR: a
+    float32 scale per INT8 vector, none for FP16); an explicit value models another cache, e.g. 0 for
+    static per-layer scales calibrated offline or 2 for a per-token FP16 scale.
     """
 
     dtype: str = "int8"
     context_tokens: int = 4096
-    scale_bytes_per_vector: int = 0
+    scale_bytes_per_vector: int | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in KV_DTYPE_BYTES:
             raise CapacityError(f"KV dtype must be one of {sorted(KV_DTYPE_BYTES)}, got {self.dtype!r}")
+        if self.scale_bytes_per_vector is None:
+            object.__setattr__(self, "scale_bytes_per_vector", KV_SCALE_BYTES_PER_VECTOR[self.dtype])
         if isinstance(self.context_tokens, bool) or not isinstance(self.context_tokens, int) or self.context_tokens < 0:
             raise CapacityError(f"KV context must be a whole number of tokens >= 0, got {self.context_tokens!r}")
         if self.scale_bytes_per_vector < 0:

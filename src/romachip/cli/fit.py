@@ -85,7 +85,10 @@ def fit(
     kv_dtype: str = typer.Option(None, "--kv-dtype", help="int8 or fp16 [default: the chip's]."),
     context: int = typer.Option(DEFAULT_KV.context_tokens, "--context", help="KV context to check, in tokens."),
     kv_scale_bytes: int = typer.Option(
-        DEFAULT_KV.scale_bytes_per_vector, "--kv-scale-bytes", help="Scale bytes per cached head vector per token."
+        None,
+        "--kv-scale-bytes",
+        help="Scale bytes per cached head vector per token [default: the engine's for the KV dtype: 4 for int8 "
+        "(a float32 scale), 0 for fp16; docs/numerics.md].",
     ),
     sram_mb: float = typer.Option(
         None, "--sram-mb", help="Override the chip's H-Unit SRAM for LoRA + KV, in MiB (all units together)."

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, print_json
-from romachip.engine.generate import DEFAULT_ACTIVATION, KV_SCALE_BYTES, Engine, Generation
+from romachip.engine.generate import DEFAULT_ACTIVATION, Engine, Generation
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
@@ -110,9 +110,7 @@ def run(
 
 def _request_kv(engine: Engine, ids: list[int], max_tokens: int) -> KvConfig:
     """The KV context this request needs, in the engine's cache format (what an adapter load must leave)."""
-    return KvConfig(
-        dtype=engine.kv, context_tokens=len(ids) + max_tokens, scale_bytes_per_vector=KV_SCALE_BYTES[engine.kv]
-    )
+    return KvConfig(dtype=engine.kv, context_tokens=len(ids) + max_tokens)  # the contract's scale bytes
 
 
 def _nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:

@@ -19,11 +19,10 @@ from romachip.engine.text import load_tokenizer
 from romachip.errors import AdapterError, GenerationError
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec.chip import ChipSpec, load_chip
-from romachip.workload import KvConfig, LoraConfig
+from romachip.workload import KV_SCALE_BYTES_PER_VECTOR, KvConfig, LoraConfig
 
 DEFAULT_ACTIVATION = "bf16"  # meets the >= 98% greedy agreement bar on SmolLM2; int8 does not (docs/numerics.md)
 DEFAULT_KV = "int8"  # used when the chip's preset names no KV precision the engine runs
-KV_SCALE_BYTES = {"int8": 4, "fp16": 0}  # one float32 scale per (token, KV head) vector for INT8
 
 
 @dataclass(frozen=True)
@@ -118,9 +117,9 @@ class Engine:
         targets = tuple(sorted({name.rsplit(".", 1)[1] for name in adapter})) if adapter else ()
         key = (rank, targets)
         if key not in self._capacity:
-            kv_dtype = self.kv if self.kv in KV_SCALE_BYTES else "fp16"  # float mode: size as the fp16 cache
+            kv_dtype = self.kv if self.kv in KV_SCALE_BYTES_PER_VECTOR else "fp16"  # float mode: as the fp16 cache
             lora = LoraConfig(rank=rank, targets=targets, dtype=self.chip.precision.lora) if rank else LoraConfig(0)
-            kv = KvConfig(dtype=kv_dtype, context_tokens=0, scale_bytes_per_vector=KV_SCALE_BYTES[kv_dtype])
+            kv = KvConfig(dtype=kv_dtype, context_tokens=0)  # scale bytes: the contract's, from workload.py
             fmt = self.model.fmt
             if fmt.bits not in self.chip.precision.weight_bits:  # the KV budget does not depend on code width
                 fmt = replace(fmt, bits=max(self.chip.precision.weight_bits))

@@ -129,9 +129,9 @@ class ChipModel:
         self.chip, self.spec, self.fmt, self.policy = chip, spec, fmt, policy
         self.lora = lora if lora is not None and lora.enabled else None
         self.tech = tech or load_tech(chip.tech)
-        kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
+        self.kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)  # the engine's scale bytes per vector
         self.placement = placement or compile_placement(
-            chip, spec, fmt, strategy=strategy, policy=policy, lora=self.lora, kv=kv
+            chip, spec, fmt, strategy=strategy, policy=policy, lora=self.lora, kv=self.kv
         )
         self.view = PlacementView(chip, self.placement)
         self.area: AreaReport = chip_area(chip, self.tech)
@@ -143,6 +143,7 @@ class ChipModel:
             "fmt": self.fmt,
             "lora": self.lora,
             "kv_bytes_per_element": int(PRECISION_BYTES[p.kv]),
+            "kv_scale_bytes_per_vector": self.kv.scale_bytes_per_vector,
             "activation_bytes": int(PRECISION_BYTES[p.activation]),
             "policy": self.policy,
         }

@@ -32,6 +32,7 @@ from romachip.graph import Op, OpKind
 from romachip.perf.kernel import Simulator
 from romachip.perf.mapping import PlacementView
 from romachip.spec.chip import ChipSpec
+from romachip.workload import KvConfig
 
 #: Bytes per element of each precision the chip moves or stores.
 PRECISION_BYTES = {"int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
@@ -51,6 +52,7 @@ class ChipRates:
     act_bytes: float
     partial_bytes: float
     kv_bytes: float
+    kv_scale_bytes: int  # per cached (token, KV head) vector: the engine's scale (workload.py)
     lora_bytes: float
     pipeline: int
     lora_macs: int
@@ -68,6 +70,7 @@ class ChipRates:
             act_bytes=PRECISION_BYTES[chip.precision.activation],
             partial_bytes=PRECISION_BYTES[chip.precision.partial],
             kv_bytes=PRECISION_BYTES[chip.precision.kv],
+            kv_scale_bytes=KvConfig(dtype=chip.precision.kv).scale_bytes_per_vector,
             lora_bytes=PRECISION_BYTES[chip.precision.lora],
             pipeline=chip.l_unit.pipeline_depth_cycles,
             lora_macs=chip.h_unit.lora_macs_per_cycle,
@@ -317,7 +320,7 @@ class PhaseBuilder:
     def _h_attention(self, op: Op, after: list[int], prio: int) -> tuple[int, int]:
         g, pairs_u, keys_u, _ = self._attention_unit_work(op)
         macs_u = op.heads * op.head_dim * pairs_u
-        kv_bits_u = keys_u * op.kv_heads * op.head_dim * self.rate.kv_bytes * 8
+        kv_bits_u = keys_u * op.kv_heads * (op.head_dim * self.rate.kv_bytes + self.rate.kv_scale_bytes) * 8
         mac_cycles = math.ceil(macs_u / self.rate.attention_macs)
         sram_cycles = math.ceil(kv_bits_u / self.rate.h_sram_read_bits)
         bound = "attention" if mac_cycles >= sram_cycles else "kv_sram"
