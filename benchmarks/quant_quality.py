@@ -56,8 +56,8 @@ def main() -> None:
     )
     parser.add_argument("--quantizers", nargs="+", default=["rtn", "gptq"])
     parser.add_argument("--calibration", choices=["mixed", "pydoc"], default="mixed")
-    parser.add_argument("--act-order", action="store_true", help="GPTQ visits columns by decreasing H diagonal")
-    parser.add_argument("--clip-search", action="store_true", help="GPTQ searches a clipped range per group")
+    parser.add_argument("--no-act-order", action="store_true", help="GPTQ visits columns left to right")
+    parser.add_argument("--no-clip-search", action="store_true", help="GPTQ keeps RTN's group ranges")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -85,13 +85,13 @@ def main() -> None:
                 quantizer=quantizer,
                 calibration_text=calib,
                 embedding_fmt=emb,
-                act_order=args.act_order,
-                clip_search=args.clip_search,
+                act_order=not args.no_act_order,
+                clip_search=not args.no_clip_search,
             )
             quant_s = time.perf_counter() - t
             model = llama_from_tensors(ckpt.spec, dequantized_tensors(qm))
             ppl, n = hf_perplexity(model, eval_ids, window=args.window)
-            order = (" act-order" if args.act_order else "") + (" clip-search" if args.clip_search else "")
+            order = ("" if args.no_act_order else " act-order") + ("" if args.no_clip_search else " clip-search")
             order = order if quantizer == "gptq" else ""
             label = f"{fmt.describe()} {quantizer}{order}, embedding {emb.bits}-bit"
             rows.append({"format": label, "perplexity": ppl, "tokens": n, "quantize_s": quant_s})

@@ -1,6 +1,7 @@
 """Quantize a whole checkpoint into a QuantizedModel (what `burn` writes).
 
 - every projection of every block: RTN or GPTQ in `fmt`;
+- GPTQ with act order (static groups) and a clip search per group by default;
 - the embedding (and an untied lm_head): RTN in `embedding_fmt` (default: `fmt`), rows are tokens, groups
   run along the hidden dimension;
 - RMSNorm weights stay float32 in `floats`.
@@ -59,11 +60,16 @@ def quantize_checkpoint(
     embedding_fmt: WeightFormat | None = None,
     calibration_sequences: int = CALIBRATION_SEQUENCES,
     calibration_tokens: int = CALIBRATION_TOKENS,
-    act_order: bool = False,
-    clip_search: bool = False,
+    act_order: bool = True,
+    clip_search: bool = True,
     progress: Callable[[int, int], None] | None = None,
 ) -> QuantizedModel:
-    """Quantize every weight of `ckpt`; progress(done, total) is called as tensors finish."""
+    """Quantize every weight of `ckpt`; progress(done, total) is called as tensors finish.
+
+    GPTQ options (ignored by RTN): act_order visits columns by decreasing Hessian diagonal with static
+    groups, so ROM groups stay contiguous; clip_search lets each group shrink its range. Both default on:
+    on SmolLM2 at 2 bits they take GPTQ from perplexity ~5.6e4 to ~190 (docs/quantization.md).
+    """
     if quantizer not in QUANTIZERS:
         raise FormatError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
     if quantizer == "gptq" and not calibration_text:
