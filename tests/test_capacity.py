@@ -233,12 +233,14 @@ def test_tiny_chip_sram_override_and_overflow(tmp_path):
 
 
 def test_tiny_chip_vector_sram_limits_context(tmp_path):
-    """512-byte vector units, 2 of them: the decode peak is softmax's in+out, 2*4 heads*(L+1) bytes,
-    plus the 32-byte residual stream, so ceil((8*(L+1) + 32) / 2) <= 512 gives L = 123."""
+    """512-byte vector units, 2 of them, bf16 activations (the preset's, 2 bytes per element): the decode
+    peak is softmax's in+out, 2 x 4 heads x (L+1) elements = 16*(L+1) bytes, plus the 32-element residual
+    stream (64 bytes), so ceil((16*(L+1) + 64) / 2) <= 512, i.e. L+1 <= (1024 - 64) / 16 = 60, gives L = 59."""
     chip, spec = tiny_chip(tmp_path, vector_rows=64), tiny_model(tmp_path)
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=0), kv=KvConfig(context_tokens=10))
-    assert r.max_context_tokens == 123 and r.context_limit == LIMIT_VECTOR
-    assert r.activation_bytes == max(8 * 11, 32 + 128) + 32  # at 10 tokens the LM head is the peak
+    assert r.max_context_tokens == 59 and r.context_limit == LIMIT_VECTOR
+    # at 10 tokens the LM head is the peak: max(16 * 11, 2 * (32 + 128)) + 2 * 32 = 320 + 64 = 384 bytes
+    assert r.activation_bytes == max(16 * 11, 2 * (32 + 128)) + 2 * 32
 
 
 def test_kv_bytes_agree_with_the_graph():

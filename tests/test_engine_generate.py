@@ -115,3 +115,17 @@ def test_bad_adapters(tiny) -> None:
         engine.generate([3], max_tokens=1, adapter={"model.layers.0.mlp.act": (a, b, 1.0)})
     zero = engine.generate([3, 4], max_tokens=4, adapter={"model.layers.0.self_attn.q_proj": (a, b, 1.0)})
     assert zero.token_ids == engine.generate([3, 4], max_tokens=4).token_ids  # B = 0: the base model's tokens
+
+
+def test_default_activation_is_the_chip_presets(tiny) -> None:
+    """The engine's activation precision comes from the chip preset that perf also reads (bf16 on roma); a
+    chip that says int8 gets int8 activations, and an explicit choice still wins."""
+    roma = load_chip("roma")
+    assert Engine(tiny.quantized).activation == roma.precision.activation == "bf16"
+    int8_chip = roma.model_copy(update={"precision": roma.precision.model_copy(update={"activation": "int8"})})
+    engine = Engine(tiny.quantized, chip=int8_chip)
+    assert engine.activation == "int8"
+    assert Engine(tiny.quantized, chip=int8_chip, activation="bf16").activation == "bf16"
+    ids = [5, 9, 13, 4]
+    np.testing.assert_array_equal(engine.logits(ids), Engine(tiny.quantized, activation="int8").logits(ids))
+    assert not np.array_equal(engine.logits(ids), Engine(tiny.quantized).logits(ids))

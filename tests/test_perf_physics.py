@@ -155,3 +155,27 @@ def test_l_unit_study_needs_a_reference_unit(roma):
     bare = roma.model_copy(update={"l_unit_study": None})
     with pytest.raises(ValueError, match="defines no l_unit_study"):
         l_unit_study(bare, load_tech("n7"))
+
+
+def test_activation_precision_drives_noc_bytes_and_l_unit_macs(roma, small):
+    """bf16 activations (the preset's, as the engine computes) move 2 bytes per element and take the
+    block-floating-point MAC (16-bit aligned integer x 4-bit code); an int8 chip moves 1 byte and takes int4."""
+    from romachip.errors import SpecError
+    from romachip.perf.area import l_unit_logic_um2
+    from romachip.perf.energy import event_table
+
+    tech = load_tech(roma.tech)
+    assert roma.precision.activation == "bf16"
+    int8 = roma.model_copy(update={"precision": roma.precision.model_copy(update={"activation": "int8"})})
+    assert event_table(roma, tech, 1.0)["l_macs_int4"][2] == tech.energy.mac_pj["bfp16_int4"] == 0.050
+    assert event_table(int8, tech, 1.0)["l_macs_int4"][2] == tech.energy.mac_pj["int4"]
+    # the L-Unit MAC array is sized for its widest use: 1024 4-bit MACs of 15.5 um^2 = 2048 2-bit ones of 7.75
+    assert l_unit_logic_um2(roma, tech) == max(1024 * 15.5, 2048 * 7.75, 512 * 31.0) == 15872.0
+    bf16_run = small.decode(0, exact=True)
+    int8_run = ChipModel(int8, small.spec, fmt=G128, lora=small.lora).decode(0, exact=True)
+    assert bf16_run.events["vector_sram_read_bits"] == 2 * int8_run.events["vector_sram_read_bits"]
+    assert bf16_run.events["noc_bit_hops"] > int8_run.events["noc_bit_hops"]
+    assert bf16_run.cycles >= int8_run.cycles
+    no_bfp = tech.model_copy(update={"mac_area_um2": {k: v for k, v in tech.mac_area_um2.items() if "bfp" not in k}})
+    with pytest.raises(SpecError, match="no L-Unit MAC entry for bf16 activations x 4-bit weights"):
+        l_unit_logic_um2(roma, no_bfp)

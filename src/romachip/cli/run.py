@@ -13,7 +13,7 @@ from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, print_json
-from romachip.engine.generate import DEFAULT_ACTIVATION, Engine, Generation
+from romachip.engine.generate import Engine, Generation
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
@@ -23,7 +23,7 @@ DEFAULT_WINDOW = 256
 ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
 
 
-def _open_engine(image: str | Path, activation: str, kv: str | None) -> tuple[RomImage, Engine]:
+def _open_engine(image: str | Path, activation: str | None, kv: str | None) -> tuple[RomImage, Engine]:
     rom = RomImage.open(image)
     return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip)
 
@@ -76,7 +76,9 @@ def run(
     top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sampler's own RNG: same seed, same tokens."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
-    activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
+    activation: str = typer.Option(
+        None, "--activation", help="L-Unit activations: bf16 or int8 (default: the chip's)."
+    ),
     kv: str = typer.Option(None, "--kv", help="KV cache precision: int8 or fp16 (default: the chip's)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document instead of streaming text."),
     adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
@@ -158,7 +160,9 @@ def eval_(
     max_tokens: int = typer.Option(None, "--max-tokens", help="Score only the first N tokens of the text."),
     window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Tokens per window (each scored independently)."),
     reference: bool = typer.Option(False, "--reference", help="Also score with transformers (dequantized weights)."),
-    activation: str = typer.Option(DEFAULT_ACTIVATION, "--activation", help="L-Unit activations: bf16 or int8."),
+    activation: str = typer.Option(
+        None, "--activation", help="L-Unit activations: bf16 or int8 (default: the chip's)."
+    ),
     kv: str = typer.Option(None, "--kv", help="KV cache precision: int8 or fp16 (default: the chip's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     adapter: str = typer.Option(
@@ -244,7 +248,7 @@ def demo(
 
     with err_console.status("preparing the demo model") as status:
         path, burned = ensure_demo_image(progress=lambda msg: status.update(msg))
-    _, engine = _open_engine(path, DEFAULT_ACTIVATION, None)
+    _, engine = _open_engine(path, None, None)
     ids = encode_prompt(engine.model, engine.tokenizer, DEMO_PROMPT, chat=True)
     if not as_json:
         console.print(f"[bold]image[/] {path}{' (burned now)' if burned else ' (cached)'}")

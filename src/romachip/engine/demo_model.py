@@ -37,8 +37,9 @@ def ensure_demo_image(
     path = demo_image_path(folder)
     if path.exists():
         try:
-            RomImage.open(path, verify=False)
-            return path, False
+            # an image burned under an older preset (e.g. another activation precision) is burned again
+            if RomImage.open(path, verify=False).chip == load_chip(DEMO_CHIP):
+                return path, False
         except Exception:  # noqa: BLE001 (a damaged cache entry is simply burned again)
             pass
     path.parent.mkdir(parents=True, exist_ok=True)

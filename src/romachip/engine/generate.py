@@ -21,8 +21,11 @@ from romachip.quant.tensor import QuantizedModel
 from romachip.spec.chip import ChipSpec, load_chip
 from romachip.workload import KV_SCALE_BYTES_PER_VECTOR, KvConfig, LoraConfig
 
-DEFAULT_ACTIVATION = "bf16"  # meets the >= 98% greedy agreement bar on SmolLM2; int8 does not (docs/numerics.md)
-DEFAULT_KV = "int8"  # used when the chip's preset names no KV precision the engine runs
+# The engine's defaults come from the chip preset (`precision.activation`, `precision.kv`), so the engine
+# and the timing model read one definition; these apply only when a preset names a precision the engine
+# does not run. bf16 meets the >= 98% greedy agreement bar on SmolLM2; int8 does not (docs/numerics.md).
+DEFAULT_ACTIVATION = "bf16"
+DEFAULT_KV = "int8"
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,8 @@ class Generation:
 class Engine:
     """Runs one QuantizedModel as the chip computes it.
 
-    activation: "bf16" (default) or "int8", the precision of activations into the L-Units.
+    activation: "bf16" or "int8", the precision of activations into the L-Units; None (default) takes the
+                chip's `precision.activation` (bf16 for the `roma` preset).
     kv:         "int8" or "fp16", the KV cache precision; None (default) takes the chip's `precision.kv`.
     exact:      False turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
                 for agreement tests against transformers only, not part of the bit-exact contract.
@@ -61,7 +65,7 @@ class Engine:
         self,
         model: QuantizedModel,
         *,
-        activation: str = DEFAULT_ACTIVATION,
+        activation: str | None = None,
         kv: str | None = None,
         exact: bool = True,
         chip: ChipSpec | None = None,
@@ -71,6 +75,9 @@ class Engine:
         self.chip = chip if chip is not None else load_chip("roma")
         if kv is None:
             kv = self.chip.precision.kv if self.chip.precision.kv in KV_MODES[:2] else DEFAULT_KV
+        if activation is None:
+            chip_act = self.chip.precision.activation
+            activation = chip_act if chip_act in ACTIVATION_MODES[:2] else DEFAULT_ACTIVATION
         if activation not in ACTIVATION_MODES[:2]:
             raise GenerationError(f"activation precision must be 'bf16' or 'int8', got {activation!r}")
         if kv not in KV_MODES[:2]:

@@ -22,6 +22,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from romachip.perf.energy import l_unit_mac_precision
 from romachip.spec.chip import ChipSpec, LUnitStudySpec
 from romachip.spec.tech import MacroDensity, TechSpec
 
@@ -83,7 +84,10 @@ def mac_array_um2(tech: TechSpec, macs: int, precision: str) -> float:
 
 def l_unit_logic_um2(chip: ChipSpec, tech: TechSpec) -> float:
     """The MAC array is sized for its widest use (4-bit MACs split into 2-bit ones, and so on)."""
-    return max(mac_array_um2(tech, n, f"int{b}") for b, n in chip.l_unit.macs_per_cycle_by_weight_bits.items())
+    return max(
+        mac_array_um2(tech, n, l_unit_mac_precision(chip, tech.mac_area_um2, b))
+        for b, n in chip.l_unit.macs_per_cycle_by_weight_bits.items()
+    )
 
 
 def l_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
@@ -186,14 +190,18 @@ def l_unit_study(chip: ChipSpec, tech: TechSpec, study: LUnitStudySpec | None = 
     e = tech.energy
     read_pj = {"sram": e.sram_read_pj_per_bit, "rom": e.rom_read_pj_per_bit, "brom": e.brom_read_pj_per_bit}
     read_pj["fused"] = e.fused_read_pj_per_bit
+    # The study reproduces the paper's measured comparison cell, whose MACs are fitted as plain integer MACs
+    # of its weight width (roma.yaml l_unit_study); the activation precision the preset assumes for the
+    # die (bf16 block floating point, an [assumption] of romachip's engine) is not the paper's cell's.
     precision = f"int{study.weight_bits}"
     logic = mac_array_um2(tech, study.macs, precision)
+    mac_pj = e.mac_pj[precision]
     bits_per_cycle = study.macros * study.macro_cols
     out = []
     for kind in MEMORY_KINDS:
         mem = memory_area_um2(tech, kind, study.macro_rows, study.macro_cols, study.macros)
         area = fused_area_um2(tech, mem, logic) if kind == "fused" else mem + logic
-        dynamic_pj_per_cycle = bits_per_cycle * read_pj[kind] + study.macs * e.mac_pj[precision]
+        dynamic_pj_per_cycle = bits_per_cycle * read_pj[kind] + study.macs * mac_pj
         power_mw = dynamic_pj_per_cycle * chip.clock_hz * 1e-9 + tech.leakage_mw_per_mm2 * area / UM2_PER_MM2
         out.append(LUnitVariant(kind, area, power_mw))
     return out

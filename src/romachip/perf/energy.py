@@ -10,10 +10,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from romachip.errors import SpecError
 from romachip.spec.chip import ChipSpec
 from romachip.spec.tech import TechSpec
 
 PJ_PER_MJ = 1e9
+#: TechSpec MAC key prefix of an L-Unit MAC, by the chip's activation precision. bf16 activations enter
+#: the L-Units block-aligned to a 15-bit integer window (docs/numerics.md), so the MAC is an integer one,
+#: 16-bit x weight code ("bfp16_int4"); integer activations keep the weight width's class ("int4").
+L_MAC_PREFIX = {"bf16": "bfp16_int"}
+
+
+def l_unit_mac_precision(chip: ChipSpec, table: dict[str, float], weight_bits: int) -> str:
+    """The key of `table` (TechSpec `mac_pj` or `mac_area_um2`) for one L-Unit MAC on `weight_bits`-bit
+    codes and the chip's activation precision: the narrowest entry at least that wide."""
+    prefix = L_MAC_PREFIX.get(chip.precision.activation, "int")
+    for bits in range(weight_bits, 9):
+        if f"{prefix}{bits}" in table:
+            return f"{prefix}{bits}"
+    raise SpecError(
+        f"the technology has no L-Unit MAC entry for {chip.precision.activation} activations x {weight_bits}-bit "
+        f"weights (looked for {prefix}{weight_bits}..{prefix}8); add one to mac_pj and mac_area_um2"
+    )
 
 
 @dataclass(frozen=True)
@@ -69,9 +87,8 @@ def event_table(chip: ChipSpec, tech: TechSpec, hop_mm: float) -> dict[str, tupl
         "vector_sram_write_bits": ("vector_units", "sram_write", e.sram_write_pj_per_bit),
         "noc_bit_hops": ("noc_and_control", "noc", e.wire_pj_per_bit_mm * hop_mm + e.router_pj_per_bit),
     }
-    for bits in (2, 3, 4, 8):
-        key = f"int{bits}" if f"int{bits}" in e.mac_pj else "int8"
-        table[f"l_macs_int{bits}"] = ("l_units", "mac", e.mac_pj[key])
+    for bits in (2, 3, 4, 8):  # event names carry the weight width; the MAC also depends on the activation
+        table[f"l_macs_int{bits}"] = ("l_units", "mac", e.mac_pj[l_unit_mac_precision(chip, e.mac_pj, bits)])
     return table
 
 

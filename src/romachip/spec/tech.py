@@ -35,7 +35,10 @@ class EnergyTable(BaseModel):
     fused_read_pj_per_bit: PositiveFloat = Field(description="Fused B-ROM/compute cell, per bit read.")
     sram_read_pj_per_bit: PositiveFloat = Field(description="SRAM macro, per bit read.")
     sram_write_pj_per_bit: PositiveFloat = Field(description="SRAM macro, per bit written.")
-    mac_pj: dict[str, PositiveFloat] = Field(description="Energy of one MAC, by operand precision.")
+    mac_pj: dict[str, PositiveFloat] = Field(
+        description="Energy of one MAC, by operand precision; `bfp16_int<b>`: an L-Unit MAC of a bf16 "
+        "block-floating-point activation (16-bit aligned integer) x a b-bit weight code."
+    )
     vector_op_pj: PositiveFloat = Field(description="One elementwise op on the vector unit (fp16/fp32).")
     wire_pj_per_bit_mm: PositiveFloat = Field(description="On-chip wire, per bit per mm.")
     router_pj_per_bit: float = Field(
@@ -55,7 +58,9 @@ class TechSpec(BaseModel):
     rom_macro: MacroDensity = Field(description="Standard ROM macro densities.")
     sram_macro: MacroDensity = Field(description="SRAM macro densities.")
     brom_area_factor: PositiveFloat = Field(description="B-ROM area / standard ROM area, same capacity.")
-    mac_area_um2: dict[str, PositiveFloat] = Field(description="Area of one MAC, by operand precision.")
+    mac_area_um2: dict[str, PositiveFloat] = Field(
+        description="Area of one MAC, by operand precision (keys as `mac_pj`)."
+    )
     energy: EnergyTable
     leakage_mw_per_mm2: PositiveFloat = Field(description="Static power per mm^2 of logic and memory.")
     fused_logic_share: float = Field(
