@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from romachip.engine.demo_model import ensure_demo_image
-from romachip.engine.generate import DEFAULT_ACTIVATION, Engine
+from romachip.engine.generate import Engine
 from romachip.engine.model import decode_one_token, prefill
 from romachip.quant.hf_reference import dequantized_tensors, llama_from_tensors
 from romachip.rom import RomImage
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=48)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both sides (0: torch's default)")
-    ap.add_argument("--activation", default=DEFAULT_ACTIVATION)
+    ap.add_argument("--activation", default=None, help="bf16 or int8 (default: the chip's)")
     ap.add_argument("--kv", default=None, help="int8 or fp16 (default: the chip's)")
     args = ap.parse_args()
     if args.threads:
