@@ -146,3 +146,12 @@ def test_fit_max_context_is_what_the_engine_accepts(capsys, tmp_path, rank):
     assert engine.logits(ids[:limit], adapter).shape == (limit, 41)
     with pytest.raises(GenerationError, match=f"{limit + 1} tokens of context do not fit"):
         engine.logits(ids, adapter)
+
+
+def test_kv_scale_bytes_default_by_dtype_and_override(capsys):
+    base = ["--model", "llama-3.2-3b", "--lora-rank", "0", "--json"]
+    fp16 = json.loads(run(capsys, *base, "--kv-dtype", "fp16")[1])
+    assert fp16["kv_bytes_per_token"] == 2 * 28 * 8 * 128 * 2  # the engine's FP16 cache stores no scale
+    static = json.loads(run(capsys, *base, "--kv-scale-bytes", "0")[1])  # e.g. static per-layer INT8 scales
+    assert static["kv_bytes_per_token"] == 2 * 28 * 8 * 128 == 57_344
+    assert static["max_context_tokens"] == 1_179_648 // 57_344 * 256 == 5_120  # 20 tokens per H-Unit
