@@ -1,6 +1,6 @@
-"""Several adapters on one chip (SmolLM2's real weights, first 2 of 30 blocks for test speed; the benchmark
-runs all 30): every request gets bit for bit what it gets with its adapter alone, and the ROM image never
-changes while adapters come and go."""
+"""Several adapters on one chip (the whole SmolLM2-135M, all 30 blocks of its real weights): every request
+gets bit for bit what it gets with its adapter alone, and the ROM image never changes while adapters come
+and go."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ PROMPT = [1, 504, 3458, 314, 260, 1835]
 
 @pytest.fixture(scope="module")
 def chip_image(tmp_path_factory):
-    path = tmp_path_factory.mktemp("multi") / "smollm2-2.rom"
-    image = burn(smollm2_blocks(2), load_chip("roma"), path, chip_preset="roma")
+    path = tmp_path_factory.mktemp("multi") / "smollm2.rom"
+    image = burn(smollm2_blocks(30), load_chip("roma"), path, chip_preset="roma")
     return image, Engine(image.model())  # the chip's own numerics: bf16 activations, INT8 KV
 
 
