@@ -178,3 +178,21 @@ def test_gptq_burn_through_the_cli(tmp_path, capsys, checkpoint):
     assert not np.array_equal(model.weights[name].codes, quantize_rtn(tensors[name].astype(np.float32), fmt).codes)
     emb = "model.embed_tokens.weight"
     assert np.array_equal(model.weights[emb].codes, quantize_rtn(tensors[emb].astype(np.float32), fmt).codes)
+
+
+@pytest.mark.parametrize(("policy", "warned"), [("rom_weight", True), ("rom_int8", False)])
+def test_two_bit_tables_are_warned_about(tmp_path, capsys, checkpoint, policy, warned):
+    out = tmp_path / "two.rom"
+    code, stdout, err = run(capsys, "burn", str(checkpoint), "--bits", "2", "--group-size", "32",
+                            "--storage-policy", policy, "-o", str(out), "--json")  # fmt: skip
+    assert code == 0, err
+    warnings = json.loads(stdout)["warnings"]
+    assert bool(warnings) is warned and ("rom_int8" in err) is warned
+    if warned:
+        assert "2 bits" in warnings[0]
+
+
+def test_four_bit_burn_has_no_warnings(tmp_path, capsys, checkpoint):
+    code, stdout, err = run(capsys, "burn", str(checkpoint), "-o", str(tmp_path / "four.rom"), "--json")
+    assert code == 0, err
+    assert json.loads(stdout)["warnings"] == [] and "warning" not in err

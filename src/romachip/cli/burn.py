@@ -57,6 +57,17 @@ def _read_calibration(path: Path | None) -> str | None:
         raise CheckpointError(f"cannot read calibration text {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
+def _quality_warnings(fmt: WeightFormat, policy: StoragePolicy) -> list[str]:
+    """Known ways a burn succeeds yet gives an unusable model (measured: README, docs/quantization.md)."""
+    table_bits = policy.table_format(fmt).bits
+    if table_bits > 2:
+        return []
+    return [
+        f"the embedding table (and LM head) is stored at {table_bits} bits: on SmolLM2 that leaves perplexity "
+        "above 1e7 whatever the quantizer; --storage-policy rom_int8 keeps the tables at 8 bits"
+    ]
+
+
 @app.command()
 def burn(
     checkpoint: str = typer.Argument(..., help="A Hugging Face folder, a .gguf file, or the name smollm2-135m."),
@@ -148,7 +159,10 @@ def burn(
         "units": written.units,
         "tiles": written.tiles,
         "wall_s": {k: round(v, 3) for k, v in walls.items()},
+        "warnings": _quality_warnings(fmt, StoragePolicy(report.policy)),
     }
+    for warning in result["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if as_json:
         print_json(result)
         return
