@@ -9,10 +9,9 @@ https://ui.perfetto.dev or chrome://tracing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from romachip.atomic import atomic_open
 from romachip.perf.kernel import Schedule
 
 TRACK_NAMES = {
@@ -67,13 +66,5 @@ def write_trace(path: str | Path, schedules: dict[str, Schedule], clock_hz: floa
     """Write the trace atomically (temporary file in the same folder, fsync, rename)."""
     path = Path(path)
     doc = {"traceEvents": trace_events(schedules, clock_hz), "displayTimeUnit": "ns"}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w") as f:
+        json.dump(doc, f)

@@ -5,8 +5,6 @@ os.replace; the temp file is removed on any error)."""
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from romachip.atomic import atomic_open
 from romachip.compile import Placement, TensorEntry, layer_of, model_tensors, place_tensors, rom_alignment
 from romachip.errors import FormatError, RomImageError
 from romachip.quant.tensor import QuantizedModel
@@ -298,36 +297,12 @@ def write_image(
 
 
 def _atomic_write(path: Path, chunks: list[bytes | np.ndarray]) -> None:
-    """Write to a temp file in the target directory, fsync, rename over `path`; remove the temp on error."""
+    """Write the image atomically; I/O failures become RomImageError naming the file."""
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise RomImageError(
-            f"cannot write ROM image {path}: {exc.strerror} (check that the directory exists and is writable)"
-        ) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_open(path, "wb") as f:
             for chunk in chunks:
                 f.write(chunk.tobytes() if isinstance(chunk, np.ndarray) else chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise RomImageError(f"cannot write ROM image {path}: {exc.strerror or exc}") from None
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse a directory fsync; the rename itself is already atomic
-    finally:
-        os.close(fd)
+    except OSError as exc:
+        raise RomImageError(
+            f"cannot write ROM image {path}: {exc.strerror or exc} (check that the directory exists and is writable)"
+        ) from None
