@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
     name="romachip",
@@ -26,3 +27,9 @@ err_console = Console(stderr=True)
 def print_json(data: Any) -> None:
     """Machine output: one JSON document on stdout, nothing else."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def progress_bar() -> Progress:
+    """The progress bar of long commands, on stderr so that --json stdout stays one document."""
+    columns = (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+    return Progress(*columns, console=err_console, transient=True)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from romachip.capacity import DEFAULT_STRATEGY, CapacityReport, plan
-from romachip.cli.app import app, console, err_console, print_json
+from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.errors import CapacityError, CheckpointError
 from romachip.quant.checkpoint import load_checkpoint
 from romachip.quant.formats import WeightFormat
@@ -27,14 +25,6 @@ MIB = 2**20
 
 def _mib(n: int) -> str:
     return f"{n / MIB:,.2f} MiB"
-
-
-@contextmanager
-def _progress(enabled: bool = True):
-    """A progress bar on stderr (so --json stdout stays one document)."""
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err_console, transient=True, disable=not enabled) as bar:
-        yield bar
 
 
 def _refuse(report: CapacityReport) -> None:
@@ -97,7 +87,7 @@ def burn(
     fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
     calibration_text = _read_calibration(None if calibration is None else Path(calibration))
     walls: dict[str, float] = {}
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("loading", total=None)
         ckpt = load_checkpoint(checkpoint)
         bar.update(task, total=1, completed=1)

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import typer
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
-from romachip.cli.app import app, console, err_console, print_json
+from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.engine.generate import Engine, Generation
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
@@ -122,11 +121,6 @@ def _nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
     return float(np.sum(lse - z[np.arange(len(targets)), targets]))
 
 
-def _bar() -> Progress:
-    cols = (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
-    return Progress(*cols, console=err_console, transient=True)
-
-
 def engine_perplexity(
     engine: Engine,
     token_ids: np.ndarray,
@@ -184,7 +178,7 @@ def eval_(
     lora, _ = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
                               kv=_request_kv(engine, [], window))  # fmt: skip
     t0 = time.perf_counter()
-    with _bar() as bar:
+    with progress_bar() as bar:
         ppl, count = engine_perplexity(engine, ids, window=window, max_tokens=max_tokens, bar=bar, adapter=lora)
         ref = None
         if reference:
