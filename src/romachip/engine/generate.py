@@ -11,10 +11,11 @@ import numpy as np
 import torch
 
 from romachip.capacity import max_context_tokens
-from romachip.engine.kernels import ACTIVATION_MODES
-from romachip.engine.kv import KV_MODES, MAX_CONTEXT_TOKENS, KVCache
+from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES
+from romachip.engine.kv import HARDWARE_KV_MODES, MAX_CONTEXT_TOKENS, KVCache
 from romachip.engine.model import Adapter, EngineModel, decode_one_token, prefill
 from romachip.engine.sampler import Sampler
+from romachip.engine.tap import Observer
 from romachip.engine.text import load_tokenizer
 from romachip.errors import AdapterError, GenerationError
 from romachip.quant.tensor import QuantizedModel
@@ -74,13 +75,13 @@ class Engine:
         self.threads = threads
         self.chip = chip if chip is not None else load_chip("roma")
         if kv is None:
-            kv = self.chip.precision.kv if self.chip.precision.kv in KV_MODES[:2] else DEFAULT_KV
+            kv = self.chip.precision.kv if self.chip.precision.kv in HARDWARE_KV_MODES else DEFAULT_KV
         if activation is None:
             chip_act = self.chip.precision.activation
-            activation = chip_act if chip_act in ACTIVATION_MODES[:2] else DEFAULT_ACTIVATION
-        if activation not in ACTIVATION_MODES[:2]:
+            activation = chip_act if chip_act in HARDWARE_ACTIVATION_MODES else DEFAULT_ACTIVATION
+        if activation not in HARDWARE_ACTIVATION_MODES:
             raise GenerationError(f"activation precision must be 'bf16' or 'int8', got {activation!r}")
-        if kv not in KV_MODES[:2]:
+        if kv not in HARDWARE_KV_MODES:
             raise GenerationError(f"KV precision must be 'int8' or 'fp16', got {kv!r}")
         self.model = model
         self.exact = exact
@@ -159,13 +160,18 @@ class Engine:
                     f"adapter module {name!r}: A {a.shape} / B {b.shape} do not fit a [{out}, {inp}] projection"
                 )
 
-    def logits(self, token_ids: list[int] | np.ndarray, adapter: Adapter | None = None) -> np.ndarray:
-        """float32 logits [tokens, vocab] of every position of one sequence (one prefill)."""
+    def logits(
+        self, token_ids: list[int] | np.ndarray, adapter: Adapter | None = None, observer: Observer | None = None
+    ) -> np.ndarray:
+        """float32 logits [tokens, vocab] of every position of one sequence (one prefill); `observer`
+        (romachip.engine.tap) sees every step."""
         self.check_adapter(adapter)
         ids = np.asarray(token_ids, dtype=np.int64)
         cache = self.new_cache(ids.size, adapter)
         with self.compute_threads():
-            return prefill(self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True)
+            return prefill(
+                self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True, observer=observer
+            )
 
     def generate(
         self,

@@ -14,10 +14,13 @@ import numpy as np
 import torch
 
 from romachip.engine.detmath import seq_sum, to_bf16
+from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
 
-ACTIVATION_MODES = ("int8", "bf16", "fp32")
+#: the activation precisions the L-Units run; "fp32" exists only in the float mode (Engine(float_mode=True))
+HARDWARE_ACTIVATION_MODES = ("int8", "bf16")
+ACTIVATION_MODES = (*HARDWARE_ACTIVATION_MODES, "fp32")
 BLOCK_MAX = 128  # columns per block: keeps every float32 partial sum of the fallback path below 2^24
 _ROWS_ELEMENTS = 1 << 21  # rows per chunk keep each [rows, out] float64 group term near 16 MB
 INT8_WEIGHT_MAX = 127
@@ -139,36 +142,49 @@ def align_blocks(x: np.ndarray, window_bits: int) -> tuple[np.ndarray, np.ndarra
     return xi, scale
 
 
-def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
-    """y = x W^T under the contract's activation `mode`; x float32 [rows, in] -> float32 [rows, out]."""
+def activation_ints(prep: PreparedLinear, x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The L-Unit's integer activations: (xi [rows, in], exact integers; a float64 [groups, rows])."""
+    rows = x.shape[0]
+    if mode == "int8":
+        xi, a = quantize_int8_rows(x)
+        return xi, np.broadcast_to(a.astype(np.float64)[None, :], (prep.groups, rows))
+    if mode != "bf16":
+        raise GenerationError(f"unknown activation precision {mode!r}; choose one of {', '.join(ACTIVATION_MODES)}")
+    xb = to_bf16(x)
+    if prep.in_features == prep.groups * prep.group_len:
+        full = xb
+    else:
+        full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
+        full[:, : prep.in_features] = xb
+    # a zero group gets a = 1 here: its xi are 0, so its term is 0 whatever its scale
+    xi, a = align_blocks(full.reshape(rows, prep.groups, prep.group_len), BF16_WINDOW_BITS)
+    return xi.reshape(rows, -1)[:, : prep.in_features], np.ascontiguousarray(a.T)
+
+
+def linear(
+    prep: PreparedLinear, x: np.ndarray, mode: str, observer: Observer | None = None, site: LinearSite | None = None
+) -> np.ndarray:
+    """y = x W^T under the contract's activation `mode`; x float32 [rows, in] -> float32 [rows, out].
+
+    With an observer, the product runs as `linear_parts` (same bits, tested) and reports a LINEAR event per
+    module of `site`; the fast path below never sees the observer.
+    """
+    if observer is not None:
+        return _observed_linear(prep, x, mode, observer, site)
     if mode == "fp32":
         return (torch.from_numpy(np.ascontiguousarray(x)) @ prep.dequant_t).numpy()
     rows = x.shape[0]
     step = max(1, _ROWS_ELEMENTS // prep.out_features)
     if rows > step:
         return np.concatenate([linear(prep, x[i : i + step], mode) for i in range(0, rows, step)], axis=0)
-    if mode == "int8":
-        xi, a = quantize_int8_rows(x)
-        prod = prep.block_dots(xi)
-        a_g = np.broadcast_to(a.astype(np.float64)[None, :, None], (prep.groups, rows, 1))
-    elif mode == "bf16":
-        xb = to_bf16(x)
-        if prep.in_features == prep.groups * prep.group_len:
-            full = xb
-        else:
-            full = np.zeros((rows, prep.groups * prep.group_len), dtype=np.float32)
-            full[:, : prep.in_features] = xb
-        grouped = full.reshape(rows, prep.groups, prep.group_len)
-        e = np.frexp(np.max(np.abs(grouped), axis=-1))[1]  # flog2(M_j) + 1; a zero group has xi = 0 anyway
-        # bf16 * 2^(13 - E) is exact in float32 (or underflows far below 1/2, where rne gives 0 either way)
-        xi = np.rint(np.ldexp(grouped, (BF16_WINDOW_BITS + 1 - e)[..., None])).reshape(rows, -1)
-        xi = xi[:, : prep.in_features]
+    xi, a = activation_ints(prep, x, mode)
+    a_g = a[:, :, None]
+    if mode == "bf16":
         hi = np.floor((xi + 128.0) * (1.0 / 256.0))  # xi = 256 hi + lo: |hi| <= 64, lo in [-128, 127]
         lo = xi - hi * 256.0
         prod = prep.block_dots(np.concatenate([hi, lo], axis=0))
-        a_g = np.ldexp(1.0, e - 1 - BF16_WINDOW_BITS).T[:, :, None]
     else:
-        raise GenerationError(f"unknown activation precision {mode!r}; choose one of {', '.join(ACTIVATION_MODES)}")
+        prod = prep.block_dots(xi)
     if prep.groups * rows * prep.out_features <= _SMALL_TERMS:  # decode: whole-array steps, fewer calls
         if mode == "bf16" and prod.dtype == np.int32:  # 256 I_hi + I_lo stays below 2^29: exact in int32
             prod = prod[:, :rows] * 256 + prod[:, rows:]
@@ -194,9 +210,72 @@ def linear(prep: PreparedLinear, x: np.ndarray, mode: str) -> np.ndarray:
     return acc.astype(np.float32)
 
 
-def lora_delta(x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
-    """f32(f32(scale) * B(A x)) with sequential binary64 sums (docs/numerics.md, "The LoRA path")."""
+@dataclass(frozen=True)
+class LinearParts:
+    """Every intermediate of one L-Unit product (docs/numerics.md), as the tap reports them.
+
+    xi: float64 [rows, in] integer activations; act_scale: float64 [groups, rows] (a_j);
+    group_integers: float64 [groups, rows, out] (I_j, exact); group_terms: float64 [groups, rows, out] (t_j);
+    y: float32 [rows, out].
+    """
+
+    xi: np.ndarray
+    act_scale: np.ndarray
+    group_integers: np.ndarray
+    group_terms: np.ndarray
+    y: np.ndarray
+
+
+def linear_parts(prep: PreparedLinear, x: np.ndarray, mode: str) -> LinearParts:
+    """The product step by step from the integer weights alone (independent of the fast block layout).
+
+    Memory grows as groups x rows x out binary64 values: meant for observed (small) runs.
+    """
+    xi, a = activation_ints(prep, x, mode)
+    xi = xi.astype(np.float64)
+    w = prep.weight.to(torch.float64).numpy()  # [in, out] signed integers
+    g, inp = prep.group_len, prep.in_features
+    # integer terms and partial sums stay below 2^53, so binary64 matmuls give the exact I_j
+    ints = np.stack(
+        [xi[:, j * g : min((j + 1) * g, inp)] @ w[j * g : min((j + 1) * g, inp)] for j in range(prep.groups)]
+    )
+    terms = (ints * a[:, :, None]) * prep.scales
+    return LinearParts(xi, a, ints, terms, seq_sum(terms, axis=0).astype(np.float32))
+
+
+def _observed_linear(
+    prep: PreparedLinear, x: np.ndarray, mode: str, observer: Observer, site: LinearSite | None
+) -> np.ndarray:
+    site = site or LinearSite(NO_LAYER, (("linear", 0, prep.out_features),))
+    if mode == "fp32":  # the float mode has no integer intermediates
+        y = linear(prep, x, mode)
+        parts = None
+    else:
+        parts = linear_parts(prep, x, mode)
+        y = parts.y
+    for module, c0, c1 in site.modules:
+        arrays = {"x": x, "y": y[:, c0:c1]}
+        if parts is not None:
+            arrays |= {
+                "xi": parts.xi,
+                "act_scale": parts.act_scale,
+                "group_integers": parts.group_integers[..., c0:c1],
+                "group_terms": parts.group_terms[..., c0:c1],
+            }
+            if mode == "bf16":  # E_j of each nonzero group: a_j = 2^(E_j - 13)
+                arrays["act_exponent"] = np.frexp(parts.act_scale)[1] - 1 + BF16_WINDOW_BITS
+        observer(TapEvent(OpKind.LINEAR, site.layer, module, arrays, extra={"activation": mode}))
+    return y
+
+
+def lora_parts(x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """(u, delta): the rank-r intermediate and f32(f32(scale) * B u) (docs/numerics.md, "The LoRA path")."""
     x64 = x.astype(np.float64)
     u = seq_sum(x64[:, None, :] * a.astype(np.float64)[None, :, :], axis=2).astype(np.float32)
     lo = seq_sum(u.astype(np.float64)[:, None, :] * b.astype(np.float64)[None, :, :], axis=2).astype(np.float32)
-    return np.float32(scale) * lo
+    return u, np.float32(scale) * lo
+
+
+def lora_delta(x: np.ndarray, a: np.ndarray, b: np.ndarray, scale: float) -> np.ndarray:
+    """f32(f32(scale) * B(A x)) with sequential binary64 sums (docs/numerics.md, "The LoRA path")."""
+    return lora_parts(x, a, b, scale)[1]

@@ -12,9 +12,12 @@ import torch
 
 from romachip.engine.detmath import exp64, flog2, pow2, seq_sum, to_fp16
 from romachip.engine.kernels import align_blocks, quantize_int8_rows
+from romachip.engine.tap import Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 
-KV_MODES = ("int8", "fp16", "fp32")
+#: the KV precisions the H-Units store; "fp32" exists only in the float mode
+HARDWARE_KV_MODES = ("int8", "fp16")
+KV_MODES = (*HARDWARE_KV_MODES, "fp32")
 MAX_CONTEXT_TOKENS = 1 << 15  # the PV product stays exact in binary64 below this (docs/numerics.md)
 KV_WINDOW_BITS = 14  # fp16 vectors aligned to 2^(E-14): |vi| <= 2^15
 P_BITS = 21  # softmax weights are put on a 2^-21 grid relative to the row's largest
@@ -62,17 +65,30 @@ class KVCache:
         self.v[layer, :, start:end], self.v_scale[layer, :, start:end] = encode_vectors(vt, self.mode)
 
 
-def attention(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np.ndarray:
+def attention(cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None = None) -> np.ndarray:
     """Causal attention of q [tokens, heads, d] (after RoPE) at positions start.. over the cached keys.
 
     Returns float32 [tokens, heads * d]. The cache must already hold this layer's keys up to the last query.
+    An observer gets one ATTENTION_SHARE event per H-Unit share and query chunk, then one ATTENTION event.
     """
     tokens, heads, d = q.shape
-    parts = [_attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i) for i in range(0, tokens, _QUERY_CHUNK)]
-    return np.concatenate(parts, axis=0).reshape(tokens, heads * d)
+    parts = [
+        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, observer)
+        for i in range(0, tokens, _QUERY_CHUNK)
+    ]
+    out = np.concatenate(parts, axis=0).reshape(tokens, heads * d)
+    if observer is not None:
+        observer(TapEvent(OpKind.ATTENTION, layer, f"model.layers.{layer}.self_attn", {"q": q, "y": out}))
+    return out
 
 
-def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np.ndarray:
+def _per_head(a: np.ndarray, rep: int, tokens: int) -> np.ndarray:
+    """[kvh, rep * tokens, ...] (row = r * tokens + t) -> [tokens, heads, ...] with head = kv * rep + r."""
+    kvh = a.shape[0]
+    return np.moveaxis(a.reshape(kvh, rep, tokens, *a.shape[2:]), 2, 0).reshape(tokens, kvh * rep, *a.shape[2:])
+
+
+def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None) -> np.ndarray:
     tokens, heads, d = q.shape
     kvh = cache.k.shape[1]
     rep = heads // kvh
@@ -107,6 +123,13 @@ def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int) -> np
         f = flog2(np.max(w, axis=-1, keepdims=True))
         p = np.rint(w * pow2(P_BITS - f))
         acc = torch.bmm(torch.from_numpy(p), torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))).numpy()
-        out = ((acc * pow2(f - P_BITS)) / z).astype(np.float32)
+        partial = acc * pow2(f - P_BITS)
+        out = (partial / z).astype(np.float32)
+        if observer is not None:
+            arrays = {"key_positions": np.arange(keys), "scores": s, "max": m[..., 0], "exp": e, "sum": z[..., 0],
+                      "weights": p, "exponent": f[..., 0], "partial": partial}  # fmt: skip
+            arrays = {k: v if k == "key_positions" else _per_head(v, rep, tokens) for k, v in arrays.items()}
+            arrays["query_positions"] = np.arange(start, start + tokens)
+            observer(TapEvent(OpKind.ATTENTION_SHARE, layer, f"model.layers.{layer}.self_attn", arrays, unit=0))
     # back to [tokens, heads, d] with head = kv * rep + r
     return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 import numpy as np
 
 from romachip.engine.detmath import exp64, pow_f32, seq_sum, sincos64
-from romachip.engine.kernels import PreparedLinear, linear, lora_delta
+from romachip.engine.kernels import PreparedLinear, linear, lora_parts
 from romachip.engine.kv import KVCache, attention
+from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError, ModelConfigError
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec.model import ModelSpec
@@ -124,42 +125,93 @@ class EngineModel:
         x1, x2 = x[..., : d // 2], x[..., d // 2 :]
         return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
 
-    def _proj(self, i: int, key: str, x: np.ndarray, mode: str, adapter: Adapter | None) -> list[np.ndarray]:
+    def _proj(
+        self, i: int, key: str, x: np.ndarray, mode: str, adapter: Adapter | None, observer: Observer | None = None
+    ) -> list[np.ndarray]:
         prep = self.layers[i][key]
-        y = linear(prep, x, mode)
         block, names = FUSED[key]
+        modules = [f"model.layers.{i}.{block}.{n}" for n in names]
+        site = None
+        if observer is not None:
+            site = LinearSite(i, tuple((m, c0, c1) for m, (c0, c1) in zip(modules, self.spans[key], strict=True)))
+        y = linear(prep, x, mode, observer, site)
         outs = [y[:, a:b] for a, b in self.spans[key]]
         if adapter:
-            for j, n in enumerate(names):
-                lora = adapter.get(f"model.layers.{i}.{block}.{n}")
-                if lora is not None:
-                    outs[j] = outs[j] + lora_delta(x, *lora)
+            for j, module in enumerate(modules):
+                lora = adapter.get(module)
+                if lora is None:
+                    continue
+                u, delta = lora_parts(x, *lora)
+                base, outs[j] = outs[j], outs[j] + delta
+                if observer is not None:
+                    arrays = {"x": x, "u": u, "delta": delta, "base": base, "y": outs[j]}
+                    observer(TapEvent(OpKind.LORA, i, module, arrays))
         return outs
 
     def forward(
-        self, tokens: np.ndarray, cache: KVCache, start: int, mode: str, adapter: Adapter | None, logits_rows: slice
-    ) -> np.ndarray:
-        """Run tokens at positions start.. through every layer, filling the cache; logits of `logits_rows`."""
+        self, tokens: np.ndarray, cache: KVCache, start: int, mode: str, adapter: Adapter | None, logits_rows: slice,
+        observer: Observer | None = None,
+    ) -> np.ndarray:  # fmt: skip
+        """Run tokens at positions start.. through every layer, filling the cache; logits of `logits_rows`.
+
+        `observer` (romachip.engine.tap) receives every step's TapEvent; None costs nothing."""
         spec = self.spec
-        n, d = tokens.shape[0], spec.head_dim
         x = self.embed_rows(tokens)
+        if observer is not None:
+            observer(TapEvent(OpKind.EMBED, NO_LAYER, "model.embed_tokens", {"tokens": tokens, "y": x}))
         for i in range(spec.num_layers):
-            norm_in, norm_post = self.norms[i]
-            h = rms_norm(x, norm_in, spec.rms_norm_eps)
-            q, k, v = self._proj(i, "qkv", h, mode, adapter)
-            q = self.apply_rope(q.reshape(n, spec.num_heads, d), start)
-            k = self.apply_rope(k.reshape(n, spec.num_kv_heads, d), start)
-            cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
-            att = attention(cache, i, q, start)
-            (o,) = self._proj(i, "o", att, mode, adapter)
-            x = x + o
-            h = rms_norm(x, norm_post, spec.rms_norm_eps)
-            g, u = self._proj(i, "gate_up", h, mode, adapter)
-            (down,) = self._proj(i, "down", silu_mul(g, u), mode, adapter)
-            x = x + down
-        cache.length = start + n
-        x = rms_norm(x[logits_rows], self.final_norm, spec.rms_norm_eps)
-        return linear(self.lm_head, x, mode)
+            x = self._residual(i, "attention", x, self._attention_block(i, x, cache, start, mode, adapter, observer),
+                               observer)  # fmt: skip
+            x = self._residual(i, "mlp", x, self._mlp_block(i, x, mode, adapter, observer), observer)
+        cache.length = start + tokens.shape[0]
+        x = self._norm(NO_LAYER, "model.norm", x[logits_rows], self.final_norm, observer)
+        site = LinearSite(NO_LAYER, (("lm_head", 0, self.lm_head.out_features),)) if observer is not None else None
+        return linear(self.lm_head, x, mode, observer, site)
+
+    def _attention_block(
+        self, i: int, x: np.ndarray, cache: KVCache, start: int, mode: str, adapter: Adapter | None,
+        observer: Observer | None,
+    ) -> np.ndarray:  # fmt: skip
+        spec = self.spec
+        n, d = x.shape[0], spec.head_dim
+        h = self._norm(i, f"model.layers.{i}.input_layernorm", x, self.norms[i][0], observer)
+        q, k, v = self._proj(i, "qkv", h, mode, adapter, observer)
+        q = self._rope(i, "q", q.reshape(n, spec.num_heads, d), start, observer)
+        k = self._rope(i, "k", k.reshape(n, spec.num_kv_heads, d), start, observer)
+        cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
+        att = attention(cache, i, q, start, observer)
+        (o,) = self._proj(i, "o", att, mode, adapter, observer)
+        return o
+
+    def _mlp_block(
+        self, i: int, x: np.ndarray, mode: str, adapter: Adapter | None, observer: Observer | None
+    ) -> np.ndarray:
+        h = self._norm(i, f"model.layers.{i}.post_attention_layernorm", x, self.norms[i][1], observer)
+        g, u = self._proj(i, "gate_up", h, mode, adapter, observer)
+        m = silu_mul(g, u)
+        if observer is not None:
+            observer(TapEvent(OpKind.SWIGLU, i, f"model.layers.{i}.mlp", {"gate": g, "up": u, "y": m}))
+        (down,) = self._proj(i, "down", m, mode, adapter, observer)
+        return down
+
+    def _norm(self, i: int, module: str, x: np.ndarray, weight: np.ndarray, observer: Observer | None) -> np.ndarray:
+        y = rms_norm(x, weight, self.spec.rms_norm_eps)
+        if observer is not None:
+            observer(TapEvent(OpKind.RMS_NORM, i, module, {"x": x, "y": y}))
+        return y
+
+    def _rope(self, i: int, which: str, x: np.ndarray, start: int, observer: Observer | None) -> np.ndarray:
+        y = self.apply_rope(x, start)
+        if observer is not None:
+            positions = np.arange(start, start + x.shape[0], dtype=np.int64)
+            observer(TapEvent(OpKind.ROPE, i, which, {"x": x, "y": y, "positions": positions}))
+        return y
+
+    def _residual(self, i: int, which: str, x: np.ndarray, delta: np.ndarray, observer: Observer | None) -> np.ndarray:
+        y = x + delta
+        if observer is not None:
+            observer(TapEvent(OpKind.RESIDUAL, i, which, {"x": x, "delta": delta, "y": y}))
+        return y
 
 
 def _require(store: Mapping[str, object], name: str):  # noqa: ANN202
@@ -170,15 +222,17 @@ def _require(store: Mapping[str, object], name: str):  # noqa: ANN202
 
 def prefill(
     model: EngineModel, tokens: np.ndarray, cache: KVCache, *, mode: str, adapter: Adapter | None = None,
-    all_logits: bool = False,
+    all_logits: bool = False, observer: Observer | None = None,
 ) -> np.ndarray:  # fmt: skip
     """Process a prompt as matrix-matrix work from position cache.length; logits of the last (or every) row."""
     rows = slice(None) if all_logits else slice(-1, None)
-    return model.forward(np.asarray(tokens, dtype=np.int64), cache, cache.length, mode, adapter, rows)
+    return model.forward(np.asarray(tokens, dtype=np.int64), cache, cache.length, mode, adapter, rows, observer)
 
 
 def decode_one_token(
-    model: EngineModel, token: int, cache: KVCache, *, mode: str, adapter: Adapter | None = None
-) -> np.ndarray:
+    model: EngineModel, token: int, cache: KVCache, *, mode: str, adapter: Adapter | None = None,
+    observer: Observer | None = None,
+) -> np.ndarray:  # fmt: skip
     """One decode step at position cache.length, reusing the cached K/V; float32 logits [vocab]."""
-    return model.forward(np.array([token], dtype=np.int64), cache, cache.length, mode, adapter, slice(None))[0]
+    tokens = np.array([token], dtype=np.int64)
+    return model.forward(tokens, cache, cache.length, mode, adapter, slice(None), observer)[0]
