@@ -36,7 +36,7 @@ def main() -> None:
     windows = np.asarray(ids, dtype=np.int64).reshape(WINDOWS, WINDOW_TOKENS)
     with torch.inference_mode():
         ref = [hf(torch.from_numpy(w)[None]).logits[0].numpy() for w in windows]
-    float_logits = Engine(qmodel, exact=False).logits(windows[0])
+    float_logits = Engine(qmodel, float_mode=True).logits(windows[0])
     result = {
         "model": qmodel.spec.name,
         "weight_format": qmodel.fmt.describe(),

@@ -70,8 +70,8 @@ def main() -> None:
     ids = load_tokenizer(qm).encode(pydoc_data.topics.topics["assignment"]).ids[: args.tokens]
     adapter = kaiming_adapter(qm.spec, 16, 32.0, args.b_std, seed=0)
     out: dict = {"tokens": len(ids), "rank": 16, "alpha": 32.0, "b_std": args.b_std, "fp8_error": {}}
-    for mode, exact in (("chip (bf16 act, int8 KV)", True), ("float", False)):
-        engine = Engine(qm, exact=exact)
+    for mode, float_mode in (("chip (bf16 act, int8 KV)", False), ("float", True)):
+        engine = Engine(qm, float_mode=float_mode)
         base = engine.logits(ids).astype(np.float64)
         ref = engine.logits(ids, adapter=adapter.as_engine_adapter()).astype(np.float64)
         row = {"adapter_effect_rel": rel(base, ref)}

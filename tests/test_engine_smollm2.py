@@ -84,3 +84,60 @@ def test_chat_template_renders_as_transformers_does(smollm2) -> None:
     ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
     assert encode_prompt(qmodel, engine.tokenizer, messages[0]["content"], chat=True) == list(ids)
     assert "<|im_start|>assistant" in expected  # SmolLM2's ChatML template, generation prompt included
+
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Hi"}],  # SmolLM2's template adds its default system prompt
+    [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "What is ROM?"},
+        {"role": "assistant", "content": "Read-only memory."},
+        {"role": "user", "content": "And SRAM?\nBriefly."},
+    ],
+    [{"role": "user", "content": "Two"}, {"role": "assistant", "content": "turns"}],
+]
+
+
+@pytest.mark.parametrize("add_generation_prompt", [True, False])
+def test_conversations_render_as_transformers_does(smollm2, add_generation_prompt: bool) -> None:
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from romachip.engine.text import encode_messages, render_messages
+
+    qmodel, _ = smollm2
+    tok = Tokenizer.from_str(qmodel.tokenizer_json)
+    spec = qmodel.spec
+    hf_tok = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=tok.id_to_token(spec.bos_token_id),
+        eos_token=tok.id_to_token(spec.eos_token_ids[0]),
+    )
+    hf_tok.chat_template = qmodel.chat_template
+    for messages in CONVERSATIONS:
+        expected = hf_tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=False)
+        assert render_messages(qmodel, tok, messages, add_generation_prompt=add_generation_prompt) == expected
+        ids = hf_tok.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+        assert encode_messages(qmodel, tok, messages, add_generation_prompt=add_generation_prompt) == list(ids)
+
+
+@pytest.mark.parametrize(
+    "messages,match",
+    [
+        ([], "non-empty list"),
+        ("hello", "non-empty list"),
+        ([{"role": "tool", "content": "x"}], "role must be one of system, user, assistant"),
+        ([{"role": "user"}], "exactly the keys"),
+        ([{"role": "user", "content": 3}], "content must be a string"),
+    ],
+)
+def test_bad_conversations_are_refused(smollm2, messages, match: str) -> None:  # noqa: ANN001
+    from tokenizers import Tokenizer
+
+    from romachip.engine.text import render_messages
+    from romachip.errors import GenerationError
+
+    qmodel, _ = smollm2
+    with pytest.raises(GenerationError, match=match):
+        render_messages(qmodel, Tokenizer.from_str(qmodel.tokenizer_json), messages)

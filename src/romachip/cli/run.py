@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.engine.generate import Engine, Generation
+from romachip.engine.perplexity import engine_perplexity
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
@@ -112,39 +112,6 @@ def run(
 def _request_kv(engine: Engine, ids: list[int], max_tokens: int) -> KvConfig:
     """The KV context this request needs, in the engine's cache format (what an adapter load must leave)."""
     return KvConfig(dtype=engine.kv, context_tokens=len(ids) + max_tokens)  # the contract's scale bytes
-
-
-def _nll_sum(logits: np.ndarray, targets: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    top = z.max(axis=1, keepdims=True)
-    lse = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
-    return float(np.sum(lse - z[np.arange(len(targets)), targets]))
-
-
-def engine_perplexity(
-    engine: Engine,
-    token_ids: np.ndarray,
-    *,
-    window: int,
-    max_tokens: int | None,
-    bar=None,  # noqa: ANN001
-    adapter=None,  # noqa: ANN001  (an engine adapter mapping, or None)
-):  # noqa: ANN201
-    """(perplexity, predicted tokens) over fixed non-overlapping windows, each scored from its own start."""
-    from romachip.quant.hf_reference import windows
-
-    chunks = windows(token_ids, window, max_tokens)
-    if not chunks:
-        raise GenerationError(f"the text has {len(token_ids)} tokens: at least 2 are needed for a perplexity")
-    task = bar.add_task("engine", total=len(chunks)) if bar else None
-    nll, count = 0.0, 0
-    for chunk in chunks:
-        logits = engine.logits(chunk, adapter=adapter)
-        nll += _nll_sum(logits[:-1], chunk[1:])
-        count += len(chunk) - 1
-        if bar:
-            bar.advance(task)
-    return math.exp(nll / count), count
 
 
 @app.command(name="eval")

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-import torch
 
 from romachip.capacity import max_context_tokens
 from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES
 from romachip.engine.kv import HARDWARE_KV_MODES, MAX_CONTEXT_TOKENS, KVCache
-from romachip.engine.model import Adapter, EngineModel, decode_one_token, prefill
+from romachip.engine.model import Adapter, EngineModel, prefill
 from romachip.engine.sampler import Sampler
+from romachip.engine.session import Session, scoped_threads
 from romachip.engine.tap import Observer
 from romachip.engine.text import load_tokenizer
 from romachip.errors import AdapterError, GenerationError
@@ -50,12 +49,14 @@ class Engine:
     activation: "bf16" or "int8", the precision of activations into the L-Units; None (default) takes the
                 chip's `precision.activation` (bf16 for the `roma` preset).
     kv:         "int8" or "fp16", the KV cache precision; None (default) takes the chip's `precision.kv`.
-    exact:      False turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
+    float_mode: True turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
                 for agreement tests against transformers only, not part of the bit-exact contract.
+                (`exact=False` is the older spelling of `float_mode=True`, still accepted.)
     chip:       the chip whose H-Unit SRAM bounds the context (default: the `roma` preset).
     threads:    torch threads while the engine computes (default 1: its products are small, and on a shared
                 CPU idle-waiting thread teams cost more than they give); None leaves torch's setting. The
-                thread count never changes a result (every BLAS product is an exact integer product).
+                thread count never changes a result (every BLAS product is an exact integer product), and it
+                is set per computation, under a process-wide lock (session.scoped_threads), never left set.
 
     Each request may carry a LoRA adapter: a mapping from module name (`model.layers.3.self_attn.q_proj`)
     to (A float32 [r, in], B float32 [out, r], scale float), A and B holding exactly the decoded values the
@@ -68,10 +69,13 @@ class Engine:
         *,
         activation: str | None = None,
         kv: str | None = None,
-        exact: bool = True,
+        float_mode: bool = False,
         chip: ChipSpec | None = None,
         threads: int | None = 1,
+        exact: bool | None = None,
     ) -> None:
+        if exact is not None:  # the older keyword: exact=False meant the float mode
+            float_mode = not exact
         self.threads = threads
         self.chip = chip if chip is not None else load_chip("roma")
         if kv is None:
@@ -84,10 +88,10 @@ class Engine:
         if kv not in HARDWARE_KV_MODES:
             raise GenerationError(f"KV precision must be 'int8' or 'fp16', got {kv!r}")
         self.model = model
-        self.exact = exact
-        self.activation = activation if exact else "fp32"
-        self.kv = kv if exact else "fp32"
-        self.net = EngineModel(model, float_mode=not exact)
+        self.float_mode = float_mode
+        self.activation = "fp32" if float_mode else activation
+        self.kv = "fp32" if float_mode else kv
+        self.net = EngineModel(model, float_mode=float_mode)
         self._tokenizer = None
         self._capacity: dict[tuple, int] = {}
 
@@ -97,24 +101,21 @@ class Engine:
             self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
 
-    @contextmanager
-    def compute_threads(self) -> Iterator[None]:
-        """Run a block with the engine's torch thread count, restoring the caller's afterwards."""
-        previous = torch.get_num_threads()
-        change = self.threads is not None and self.threads != previous
-        if change:
-            torch.set_num_threads(self.threads)
-        try:
-            yield
-        finally:
-            if change:
-                torch.set_num_threads(previous)
+    @property
+    def exact(self) -> bool:
+        """Whether the engine runs the bit-exact contract (not the float mode)."""
+        return not self.float_mode
+
+    def compute_threads(self) -> AbstractContextManager[None]:
+        """A block of engine computation: the engine's torch thread count, serialized with every other
+        engine computation in the process, the caller's count restored afterwards (session.scoped_threads)."""
+        return scoped_threads(self.threads)
 
     def options(self) -> dict[str, object]:
         return {
             "activation": self.activation,
             "kv": self.kv,
-            "exact": self.exact,
+            "float_mode": self.float_mode,
             "chip": self.chip.name,
             "threads": self.threads,
         }
@@ -168,10 +169,32 @@ class Engine:
         self.check_adapter(adapter)
         ids = np.asarray(token_ids, dtype=np.int64)
         cache = self.new_cache(ids.size, adapter)
-        with self.compute_threads():
+        with scoped_threads(self.threads):
             return prefill(
                 self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True, observer=observer
             )
+
+    def start(
+        self,
+        prompt_ids: list[int],
+        adapter: Adapter | None = None,
+        *,
+        max_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int = 0,
+        observer: Observer | None = None,
+    ) -> Session:
+        """A Session for one request: its KV cache sized for the prompt plus max_tokens (checked against the
+        chip's capacity now), its own sampler; nothing is computed until its first step()."""
+        if not prompt_ids:
+            raise GenerationError("the prompt is empty: give at least one token")
+        if max_tokens < 0:
+            raise GenerationError(f"max_tokens must be >= 0, got {max_tokens}")
+        self.check_adapter(adapter)
+        sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
+        cache = self.new_cache(len(prompt_ids) + max_tokens, adapter)
+        return Session(self, prompt_ids, cache, sampler, adapter, max_tokens, observer)
 
     def generate(
         self,
@@ -184,45 +207,20 @@ class Engine:
         adapter: Adapter | None = None,
         on_token: Callable[[int], None] | None = None,
     ) -> Generation:
-        """Prefill the prompt, then decode up to max_tokens, stopping at an EOS token."""
-        if not prompt_ids:
-            raise GenerationError("the prompt is empty: give at least one token")
-        if max_tokens < 0:
-            raise GenerationError(f"max_tokens must be >= 0, got {max_tokens}")
-        self.check_adapter(adapter)
-        sampler = Sampler(temperature=temperature, top_p=top_p, seed=seed)
-        cache = self.new_cache(len(prompt_ids) + max_tokens, adapter)
-        eos = set(self.model.spec.eos_token_ids)
-        with self.compute_threads():
-            t0 = time.perf_counter()
-            logits = prefill(self.net, np.asarray(prompt_ids), cache, mode=self.activation, adapter=adapter)[-1]
-            t1 = time.perf_counter()
-            out: list[int] = []
-            stopped = False
-            while len(out) < max_tokens:
-                token = sampler(logits)
-                out.append(token)
-                if on_token is not None:
-                    on_token(token)
-                if token in eos:
-                    stopped = True
-                    break
-                if len(out) == max_tokens:
-                    break
-                logits = decode_one_token(self.net, token, cache, mode=self.activation, adapter=adapter)
-            t2 = time.perf_counter()
-        decode_steps = max(len(out) - 1, 0)  # the first token comes from the prefill's logits
-        rate = decode_steps / (t2 - t1) if decode_steps and t2 > t1 else 0.0
+        """Prefill the prompt, then decode up to max_tokens, stopping at an EOS token (one Session)."""
+        session = self.start(prompt_ids, adapter, max_tokens=max_tokens, temperature=temperature, top_p=top_p,
+                             seed=seed)  # fmt: skip
+        out = session.generate(max_tokens, on_token)
         text = self.tokenizer.decode(out, skip_special_tokens=True) if self.model.tokenizer_json else ""
         return Generation(
             text=text,
             token_ids=out,
             prompt_tokens=len(prompt_ids),
             generated_tokens=len(out),
-            decode_tokens_per_s=rate,
-            prefill_s=t1 - t0,
-            decode_s=t2 - t1,
-            stopped_on_eos=stopped,
+            decode_tokens_per_s=session.decode_tokens_per_s,
+            prefill_s=session.prefill_s,
+            decode_s=session.decode_s,
+            stopped_on_eos=session.stopped_on_eos,
             options=self.options(),
         )
 
