@@ -1,0 +1,7 @@
+"""One router per area of the API; `romachip.serve.app.create_app` includes them all."""
+
+from romachip.serve.routes import generation, health, lora, metrics, models
+
+ROUTERS = (health.router, models.router, generation.router, lora.router, metrics.router)
+
+__all__ = ["ROUTERS"]

@@ -1,0 +1,138 @@
+"""The engine worker: one thread that runs requests one at a time, fed by a bounded queue.
+
+One engine in one process, one request at a time: a request's tokens cannot depend on what else is in
+flight (nothing is shared between requests but the frozen ROM model; each gets a fresh KV cache and its
+own immutable adapter view), and the torch thread count, which is process-wide, is only ever set by
+this thread. The event loop never computes: it submits a Job and reads its events from an asyncio
+queue, which the worker fills with `loop.call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from romachip.engine.generate import Engine
+from romachip.errors import RomachipError
+from romachip.serve.text import TextStream
+from romachip.sram.storage import AdapterView
+
+
+class QueueFull(Exception):
+    """The queue holds max_queue requests already."""
+
+
+class _Stop(Exception):
+    """Raised from the token callback to end a generation early (stop sequence or cancellation)."""
+
+
+@dataclass
+class Job:
+    """One generation request, as the worker runs it; results come back as events on `events`."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    adapter: AdapterView | None
+    text: TextStream
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted_s: float = field(default_factory=time.perf_counter)
+    started_s: float = 0.0
+    first_token_s: float = 0.0
+    finished_s: float = 0.0
+    finish_reason: str = "length"
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def post(self, *event: object) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class EngineWorker:
+    """Runs Jobs on `engine` in submission order, on its own daemon thread."""
+
+    def __init__(self, engine: Engine, *, max_queue: int) -> None:
+        self.engine = engine
+        self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self._running = 0
+        self._thread = threading.Thread(target=self._loop, name="romachip-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not counting the one running)."""
+        return self._queue.qsize()
+
+    @property
+    def running(self) -> int:
+        return self._running
+
+    def submit(self, job: Job) -> None:
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull from None
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            return  # a daemon thread: it ends with the process
+        self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while (job := self._queue.get()) is not None:
+            if job.cancelled.is_set():
+                job.post("cancelled")
+                continue
+            self._running = 1
+            try:
+                self._run(job)
+            except Exception as exc:  # noqa: BLE001 (the worker outlives any one request; the client gets it)
+                job.post("error", exc)
+            finally:
+                self._running = 0
+
+    def _run(self, job: Job) -> None:
+        eos = set(self.engine.model.spec.eos_token_ids)
+
+        def on_token(token: int) -> None:
+            if not job.first_token_s:
+                job.first_token_s = time.perf_counter()
+            delta = job.text.push(token)
+            job.post("token", token, delta)
+            if job.text.stopped:
+                job.finish_reason = "stop"
+                raise _Stop
+            if token in eos:
+                job.finish_reason = "stop"
+            if job.cancelled.is_set():
+                raise _Stop
+
+        job.started_s = time.perf_counter()
+        try:
+            self.engine.generate(
+                job.prompt_ids, max_tokens=job.max_tokens, temperature=job.temperature, top_p=job.top_p,
+                seed=job.seed, adapter=job.adapter, on_token=on_token,
+            )  # fmt: skip
+        except _Stop:
+            pass
+        except RomachipError as exc:
+            job.post("error", exc)
+            return
+        job.finished_s = time.perf_counter()
+        if job.cancelled.is_set():
+            job.post("cancelled")
+            return
+        tail = job.text.finish()
+        if tail:
+            job.post("token", None, tail)
+        job.post("done", job.finish_reason)
