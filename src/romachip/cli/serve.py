@@ -48,7 +48,7 @@ def build_config(
     max_queue: int,
     max_tokens: int,
     threads: int,
-    reserved_context: int,
+    reserved_context: int | None,
     lora_precision: str | None,
 ) -> ServeConfig:
     """Check the options a user can get wrong before anything starts; the image itself loads in the server."""
@@ -60,7 +60,7 @@ def build_config(
     for name, value in (("--max-queue", max_queue), ("--max-tokens", max_tokens), ("--threads", threads)):
         if value < 1:
             raise RomachipError(f"{name} must be at least 1, got {value}")
-    if reserved_context < 0:
+    if reserved_context is not None and reserved_context < 0:
         raise RomachipError(f"--reserve-context must be >= 0, got {reserved_context}")
     return ServeConfig(
         image=path, adapters=tuple(parse_adapter_options(adapter)),
@@ -86,10 +86,11 @@ def serve(
     ),
     threads: int = typer.Option(1, "--threads", help="Torch threads of the engine (never changes a result)."),
     reserve_context: int = typer.Option(
-        DEFAULT_RESERVED_CONTEXT,
+        None,
         "--reserve-context",
-        help="KV tokens every request may count on: an adapter load leaving fewer is refused.",
-    ),  # fmt: skip
+        help=f"KV tokens every request may count on: an adapter load leaving fewer is refused (default "
+        f"{DEFAULT_RESERVED_CONTEXT}, or what the chip holds if less).",
+    ),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
     as_json: bool = typer.Option(False, "--json", help="Print the server's settings as JSON once it is up."),
 ) -> None:

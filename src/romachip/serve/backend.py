@@ -16,7 +16,7 @@ from romachip.engine.kv import MAX_CONTEXT_TOKENS
 from romachip.rom import RomImage
 from romachip.serve.adapters import AdapterRegistry
 from romachip.serve.chip import ChipTimer
-from romachip.serve.config import ServeConfig
+from romachip.serve.config import DEFAULT_RESERVED_CONTEXT, ServeConfig
 from romachip.serve.errors import ApiError
 from romachip.serve.metrics import Metrics
 from romachip.serve.worker import EngineWorker
@@ -67,13 +67,23 @@ class Backend:
         image = RomImage.open(c.image)
         engine = Engine(image.model(), chip=image.chip, threads=c.threads)
         engine.tokenizer  # noqa: B018 (parse it now, not during the first request)
-        kv = KvConfig(dtype=engine.kv, context_tokens=c.reserved_context)
+        reserve = c.reserved_context
+        if reserve is None:  # the default, but never more than the chip holds with no adapter at all
+            empty = AdapterBank.for_image(image, kv=KvConfig(dtype=engine.kv, context_tokens=0))
+            reserve = min(DEFAULT_RESERVED_CONTEXT, empty.max_context_tokens)
+        kv = KvConfig(dtype=engine.kv, context_tokens=reserve)
         bank = AdapterBank.for_image(image, kv=kv, precision=c.lora_precision)
         registry = AdapterRegistry(bank, image.spec.name, c.adapter_dir)
         for name, folder in c.adapters:
             registry.load_trusted(name, folder)
         timer = ChipTimer(image)
-        self._loaded = Loaded(image, engine, registry, EngineWorker(engine, max_queue=c.max_queue), timer)
+        self._loaded = Loaded(
+            image,
+            engine,
+            registry,
+            EngineWorker(engine, max_queue=c.max_queue, on_cancel=self.metrics.cancelled.inc),
+            timer,
+        )
         self._ready.set()
         log.info("romachip serve: %s ready (%d adapters)", image.spec.name, len(c.adapters))
 

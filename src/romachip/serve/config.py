@@ -11,7 +11,8 @@ DEFAULT_MAX_QUEUE = 64
 DEFAULT_MAX_TOKENS = 256
 #: Largest request body accepted (413 beyond): far above any prompt the chip's context could hold.
 DEFAULT_MAX_BODY_BYTES = 4 * 2**20
-#: KV context every request may count on: a runtime adapter load that would leave less is refused.
+#: KV context every request may count on: a runtime adapter load that would leave less is refused
+#: (capped at what the chip holds with no adapter, e.g. a model's own position limit).
 DEFAULT_RESERVED_CONTEXT = 2048
 
 
@@ -33,7 +34,7 @@ class ServeConfig:
     max_queue: int = DEFAULT_MAX_QUEUE
     max_tokens: int = DEFAULT_MAX_TOKENS
     threads: int = 1
-    reserved_context: int = DEFAULT_RESERVED_CONTEXT
+    reserved_context: int | None = None  # None: DEFAULT_RESERVED_CONTEXT, or less if the chip holds less
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     lora_precision: str | None = None
     public_paths: frozenset[str] = field(default_factory=lambda: frozenset({"/health"}))

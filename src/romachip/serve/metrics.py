@@ -24,6 +24,8 @@ class Metrics:
                                    registry=r)  # fmt: skip
         self.latency = Histogram("romachip_request_seconds", "Host wall time of a generation request",
                                  ["endpoint"], registry=r)  # fmt: skip
+        self.cancelled = Counter("romachip_cancelled_requests", "Generations stopped because the client went away",
+                                 registry=r)  # fmt: skip
         self.rejected = Counter("romachip_rejected_requests", "Requests refused with 429 (queue full)", registry=r)
         Gauge("romachip_queue_depth", "Requests waiting for the engine", registry=r).set_function(queue_depth)
         Gauge("romachip_requests_running", "Requests the engine is running", registry=r).set_function(running)

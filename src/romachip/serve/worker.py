@@ -13,6 +13,7 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from romachip.engine.generate import Engine
@@ -59,8 +60,9 @@ class Job:
 class EngineWorker:
     """Runs Jobs on `engine` in submission order, on its own daemon thread."""
 
-    def __init__(self, engine: Engine, *, max_queue: int) -> None:
+    def __init__(self, engine: Engine, *, max_queue: int, on_cancel: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.on_cancel = on_cancel  # called on this thread for each job dropped or stopped because it was cancelled
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._running = 0
         self._thread = threading.Thread(target=self._loop, name="romachip-engine", daemon=True)
@@ -91,7 +93,7 @@ class EngineWorker:
     def _loop(self) -> None:
         while (job := self._queue.get()) is not None:
             if job.cancelled.is_set():
-                job.post("cancelled")
+                self._cancelled(job)
                 continue
             self._running = 1
             try:
@@ -100,6 +102,11 @@ class EngineWorker:
                 job.post("error", exc)
             finally:
                 self._running = 0
+
+    def _cancelled(self, job: Job) -> None:
+        job.post("cancelled")
+        if self.on_cancel is not None:
+            self.on_cancel()
 
     def _run(self, job: Job) -> None:
         eos = set(self.engine.model.spec.eos_token_ids)
@@ -130,7 +137,7 @@ class EngineWorker:
             return
         job.finished_s = time.perf_counter()
         if job.cancelled.is_set():
-            job.post("cancelled")
+            self._cancelled(job)
             return
         tail = job.text.finish()
         if tail:
