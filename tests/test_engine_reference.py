@@ -9,6 +9,7 @@ from engine_models import TINY_CONFIGS, make_tiny
 from engine_reference import Reference
 
 from romachip.engine.generate import Engine
+from romachip.engine.kernels import native_available
 from romachip.engine.model import decode_one_token, prefill
 
 MODES = [("int8", "int8"), ("bf16", "fp16"), ("bf16", "int8"), ("int8", "fp16")]
@@ -33,11 +34,15 @@ def _adapter(spec, rng: np.random.Generator) -> dict:  # noqa: ANN001
     return adapter
 
 
+KERNELS = ["numpy"] + (["native"] if native_available() else [])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("activation,kv", MODES)
-def test_logits_equal_the_reference_bit_for_bit(tiny, activation: str, kv: str) -> None:
+def test_logits_equal_the_reference_bit_for_bit(tiny, activation: str, kv: str, kernel: str) -> None:
     ids = np.random.default_rng(7).integers(0, 41, 9).tolist()
     expected = Reference(tiny.quantized, activation, kv).logits(ids)
-    got = Engine(tiny.quantized, activation=activation, kv=kv).logits(ids)
+    got = Engine(tiny.quantized, activation=activation, kv=kv, kernel=kernel).logits(ids)
     assert got.dtype == np.float32 and got.shape == (9, 41)
     np.testing.assert_array_equal(_bits(got), _bits(expected))
     # the reference is not vacuous: it differs from the float model by a quantization-sized amount
@@ -81,10 +86,10 @@ def test_int8_and_float32_products_give_the_same_bits(monkeypatch) -> None:
 
     tiny = make_tiny("gqa_tied_g32_4bit", layers=1, vocab=41)
     ids = np.random.default_rng(2).integers(0, 41, 12)
-    fast = Engine(tiny.quantized)
+    fast = Engine(tiny.quantized, kernel="numpy")
     assert fast.net.layers[0]["qkv"].weight.dtype == torch.int8
     monkeypatch.setattr(kernels, "int8_matmul_available", lambda: False)
-    slow = Engine(tiny.quantized)
+    slow = Engine(tiny.quantized, kernel="numpy")
     assert slow.net.layers[0]["qkv"].weight.dtype == torch.float32
     for activation in ("int8", "bf16"):
         fast.activation = slow.activation = activation

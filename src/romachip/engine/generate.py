@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from romachip.capacity import max_context_tokens
-from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES
+from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES, kernel_threads
 from romachip.engine.kv import HARDWARE_KV_MODES, MAX_CONTEXT_TOKENS, KVCache
 from romachip.engine.model import Adapter, EngineModel, prefill
 from romachip.engine.sampler import Sampler
@@ -53,10 +54,13 @@ class Engine:
                 for agreement tests against transformers only, not part of the bit-exact contract.
                 (`exact=False` is the older spelling of `float_mode=True`, still accepted.)
     chip:       the chip whose H-Unit SRAM bounds the context (default: the `roma` preset).
-    threads:    torch threads while the engine computes (default 1: its products are small, and on a shared
-                CPU idle-waiting thread teams cost more than they give); None leaves torch's setting. The
-                thread count never changes a result (every BLAS product is an exact integer product), and it
+    threads:    threads while the engine computes, the native kernel's and torch's (default 1: on a shared
+                CPU idle-waiting thread teams cost more than they give); None leaves torch's setting and
+                gives the native kernel as many. The thread count never changes a result: every product is
+                an exact integer product, and each output of the native kernel is formed by one thread. It
                 is set per computation, under a process-wide lock (session.scoped_threads), never left set.
+    kernel:     "native" (the C kernel on packed codes) or "numpy" (the fallback); None takes
+                $ROMACHIP_KERNEL, else native where it built. Both give the same bits.
 
     Each request may carry a LoRA adapter: a mapping from module name (`model.layers.3.self_attn.q_proj`)
     to (A float32 [r, in], B float32 [out, r], scale float), A and B holding exactly the decoded values the
@@ -73,9 +77,12 @@ class Engine:
         chip: ChipSpec | None = None,
         threads: int | None = 1,
         exact: bool | None = None,
+        kernel: str | None = None,
     ) -> None:
         if exact is not None:  # the older keyword: exact=False meant the float mode
             float_mode = not exact
+        if threads is not None and threads < 1:
+            raise GenerationError(f"threads must be >= 1, got {threads}")
         self.threads = threads
         self.chip = chip if chip is not None else load_chip("roma")
         if kv is None:
@@ -91,7 +98,7 @@ class Engine:
         self.float_mode = float_mode
         self.activation = "fp32" if float_mode else activation
         self.kv = "fp32" if float_mode else kv
-        self.net = EngineModel(model, float_mode=float_mode)
+        self.net = EngineModel(model, float_mode=float_mode, kernel=kernel)
         self._tokenizer = None
         self._capacity: dict[tuple, int] = {}
 
@@ -106,10 +113,13 @@ class Engine:
         """Whether the engine runs the bit-exact contract (not the float mode)."""
         return not self.float_mode
 
-    def compute_threads(self) -> AbstractContextManager[None]:
-        """A block of engine computation: the engine's torch thread count, serialized with every other
-        engine computation in the process, the caller's count restored afterwards (session.scoped_threads)."""
-        return scoped_threads(self.threads)
+    @contextmanager
+    def compute_threads(self) -> Iterator[None]:
+        """A block of engine computation: the engine's thread count (torch's and the native kernel's),
+        serialized with every other engine computation in the process, the caller's count restored
+        afterwards (session.scoped_threads)."""
+        with scoped_threads(self.threads), kernel_threads(self.threads or torch.get_num_threads()):
+            yield
 
     def options(self) -> dict[str, object]:
         return {
@@ -118,6 +128,7 @@ class Engine:
             "float_mode": self.float_mode,
             "chip": self.chip.name,
             "threads": self.threads,
+            "kernel": self.net.kernel,
         }
 
     def max_context(self, adapter: Adapter | None = None) -> int:

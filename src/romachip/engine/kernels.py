@@ -1,22 +1,49 @@
 """The L-Unit linear layer and the H-Unit LoRA path, as docs/numerics.md defines them.
 
-Fast and exact at once: the group dot products are integer products whose partial sums stay below 2^24,
-so one batched float32 BLAS call over all groups (codes laid out [blocks, block, out]) gives the exact
-integers whatever order BLAS sums in. Only then do the contract's float steps run, in their fixed order.
+Two implementations give the same bits (docs/numerics.md, "Which implementation computes what"):
+- "native": the C kernel `_lunit` (built by the install where a C compiler exists) on codes packed at their
+  width (engine/packed.py): activation quantization, exact integer group products (AVX2 where the CPU has
+  it) and the binary64 epilogue in one call, output rows split over threads;
+- "numpy": the group dot products as integer products whose partial sums stay below 2^24 (torch._int_mm
+  or one batched float32 BLAS call over blocks), exact whatever order BLAS sums in, then the contract's
+  float steps in their fixed order. Taken automatically where the native kernel did not build.
 """
 
 from __future__ import annotations
 
 import functools
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from romachip.engine.detmath import seq_sum, to_bf16
+from romachip.engine.packed import (
+    PACKED_WIDTHS,
+    pack_codes,
+    tile_codes,
+    tile_rows,
+    unpack_codes,
+    untile_codes,
+    untile_rows,
+)
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
+
+try:  # the native kernel is optional: an install without a C compiler runs the NumPy path (same bits)
+    from romachip.engine import _lunit
+except ImportError:  # pragma: no cover - depends on the build
+    _lunit = None
+
+KERNELS = ("native", "numpy")
+KERNEL_ENV = "ROMACHIP_KERNEL"  # "native" or "numpy" forces one implementation (tests, benchmarks)
+_MODE_CODES = {"int8": 0, "bf16": 1}
+_THREADS: ContextVar[int] = ContextVar("romachip_kernel_threads", default=1)
 
 #: the activation precisions the L-Units run; "fp32" exists only in the float mode (Engine(float_mode=True))
 HARDWARE_ACTIVATION_MODES = ("int8", "bf16")
@@ -29,10 +56,49 @@ _SMALL_TERMS = 1 << 16  # [groups, rows, out] up to which the group terms are fo
 BF16_WINDOW_BITS = 13  # activations aligned per group to 2^(E-13): |xi| <= 2^14, exact for bf16 within 2^-6
 
 
+def native_available() -> bool:
+    """Whether the C kernel was built and imports here."""
+    return _lunit is not None
+
+
+def default_kernel() -> str:
+    """The implementation the engine takes: $ROMACHIP_KERNEL if set, else native where it built."""
+    chosen = os.environ.get(KERNEL_ENV, "").strip()
+    if chosen:
+        return check_kernel(chosen)
+    return "native" if native_available() else "numpy"
+
+
+def check_kernel(kernel: str) -> str:
+    if kernel not in KERNELS:
+        raise GenerationError(f"unknown L-Unit kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+    if kernel == "native" and not native_available():
+        raise GenerationError(
+            "the native L-Unit kernel is not built here (no C compiler at install time?); reinstall with a C "
+            "compiler, or use the 'numpy' kernel, which gives the same bits"
+        )
+    return kernel
+
+
+@contextmanager
+def kernel_threads(threads: int) -> Iterator[None]:
+    """Run the native kernel's products on `threads` threads inside the block (bits do not depend on it)."""
+    if threads < 1:
+        raise GenerationError(f"threads must be >= 1, got {threads}")
+    token = _THREADS.set(threads)
+    try:
+        yield
+    finally:
+        _THREADS.reset(token)
+
+
 @dataclass
 class PreparedLinear:
     """One or more weights sharing an input (fused along out), laid out for one exact integer product.
 
+    kernel: "native" (packed/scales32/zeros8 below) or "numpy" (weight/mask/scales)
+    packed:   uint8 [tiles, bytes], the codes at their width in tiles of 8 outputs (engine/packed.py)
+    scales32: float32 [tiles, groups, 8], the stored scales' exact values; zeros8: uint8, the same layout
     weight: [in, out] (a transposed view of [out, in]) signed integers w = q - z, int8 when they fit
             (torch._int_mm, int32 accumulation),
             else float32 (BLAS; exact because each block of <= 128 columns keeps partial sums < 2^24)
@@ -46,17 +112,49 @@ class PreparedLinear:
     groups: int
     per_group: int
     weight: torch.Tensor
-    mask: np.ndarray
-    scales: np.ndarray
+    mask: np.ndarray | None
+    scales: np.ndarray | None
     block_cols: list[tuple[int, int]]
     dequant_t: torch.Tensor | None = None  # float32 [in, out], built only for the float mode
+    kernel: str = "numpy"
+    bits: int = 8
+    packed: np.ndarray | None = None
+    scales32: np.ndarray | None = None
+    zeros8: np.ndarray | None = None
 
     @classmethod
-    def from_tensors(cls, tensors: list[QuantizedTensor], *, float_mode: bool = False) -> PreparedLinear:
+    def from_tensors(
+        cls, tensors: list[QuantizedTensor], *, float_mode: bool = False, kernel: str | None = None
+    ) -> PreparedLinear:
         first = tensors[0]
         inp = first.shape[1]
         if any(t.shape[1] != inp or t.fmt != first.fmt for t in tensors):
             raise ValueError("fused weights must share in_features and format")
+        kernel = check_kernel(kernel) if kernel is not None else default_kernel()
+        native = kernel == "native" and first.fmt.bits in PACKED_WIDTHS
+        prep = cls._native(tensors) if native else cls._numpy(tensors)
+        if float_mode:
+            deq = np.concatenate([t.dequantize() for t in tensors], axis=0)
+            prep.dequant_t = torch.from_numpy(np.ascontiguousarray(deq.T))
+        return prep
+
+    @classmethod
+    def _native(cls, tensors: list[QuantizedTensor]) -> PreparedLinear:
+        first = tensors[0]
+        inp, bits = first.shape[1], first.fmt.bits
+        packed = np.concatenate([pack_codes(t.codes, bits) for t in tensors], axis=0)
+        scales = np.concatenate([t.scales.astype(np.float32) for t in tensors], axis=0)
+        zeros = np.concatenate([t.zeros for t in tensors], axis=0).astype(np.uint8)
+        g, groups = first.fmt.group_len(inp), first.fmt.groups_per_row(inp)
+        return cls(
+            inp, packed.shape[0], g, groups, 1, None, None, None, [], kernel="native", bits=bits,
+            packed=tile_codes(packed, bits), scales32=tile_rows(scales), zeros8=tile_rows(zeros),
+        )  # fmt: skip
+
+    @classmethod
+    def _numpy(cls, tensors: list[QuantizedTensor]) -> PreparedLinear:
+        first = tensors[0]
+        inp = first.shape[1]
         g = first.fmt.group_len(inp)
         groups = first.fmt.groups_per_row(inp)
         block = min(g, BLOCK_MAX)
@@ -73,13 +171,25 @@ class PreparedLinear:
         mask = (block_of[None, :] == np.arange(groups * per_group)[:, None]).astype(np.int8)
         scales = np.concatenate([t.scales.astype(np.float32) for t in tensors], axis=0).astype(np.float64)
         spans = [np.flatnonzero(m) for m in mask]
-        block_cols = [(int(c[0]), int(c[-1]) + 1) for c in spans]
+        # a short last group may leave its last blocks empty (in 704, g640: 640 + 64 columns): they add 0
+        block_cols = [(int(c[0]), int(c[-1]) + 1) if c.size else (0, 0) for c in spans]
         scales_t = np.ascontiguousarray(scales.T[:, None])
-        prep = cls(inp, out, g, groups, per_group, torch.from_numpy(wt).t(), mask, scales_t, block_cols)
-        if float_mode:
-            deq = np.concatenate([t.dequantize() for t in tensors], axis=0)
-            prep.dequant_t = torch.from_numpy(np.ascontiguousarray(deq.T))
-        return prep
+        weight = torch.from_numpy(wt).t()
+        return cls(inp, out, g, groups, per_group, weight, mask, scales_t, block_cols, bits=first.fmt.bits)
+
+    def integer_weights(self) -> np.ndarray:
+        """The signed integers w = q - z as float64 [in, out], from whichever layout this product holds."""
+        if self.kernel == "numpy":
+            return self.weight.to(torch.float64).numpy()
+        codes = unpack_codes(untile_codes(self.packed, self.bits, self.out_features), self.bits, self.in_features)
+        zeros = np.repeat(untile_rows(self.zeros8, self.out_features), self.group_len, axis=1)
+        return (codes.astype(np.float64) - zeros[:, : self.in_features]).T
+
+    def group_scales(self) -> np.ndarray:
+        """The scales' exact values as float64 [groups, 1, out]."""
+        if self.kernel == "numpy":
+            return self.scales
+        return untile_rows(self.scales32, self.out_features).astype(np.float64).T[:, None]
 
     def block_dots(self, xi: np.ndarray) -> np.ndarray:
         """Exact integer products of every block: [blocks, rows, out] (int32 or integer-valued float32)."""
@@ -173,6 +283,8 @@ def linear(
         return _observed_linear(prep, x, mode, observer, site)
     if mode == "fp32":
         return (torch.from_numpy(np.ascontiguousarray(x)) @ prep.dequant_t).numpy()
+    if prep.kernel == "native":
+        return native_linear(prep, x, mode)
     rows = x.shape[0]
     step = max(1, _ROWS_ELEMENTS // prep.out_features)
     if rows > step:
@@ -210,6 +322,24 @@ def linear(
     return acc.astype(np.float32)
 
 
+NATIVE_PATHS = ("portable", "avx2", "avx512")  # the C kernel's code paths, narrowest first
+
+
+def native_linear(prep: PreparedLinear, x: np.ndarray, mode: str, *, widest: str = "avx512") -> np.ndarray:
+    """linear() on the C kernel, on the widest of its paths this CPU has up to `widest` (tests compare them)."""
+    code = _MODE_CODES.get(mode)
+    if code is None:
+        raise GenerationError(f"unknown activation precision {mode!r}; choose one of {', '.join(ACTIVATION_MODES)}")
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    rows = x.shape[0]
+    y = np.empty((rows, prep.out_features), dtype=np.float32)
+    _lunit.linear(
+        x, prep.packed, prep.scales32, prep.zeros8, y, rows, prep.in_features, prep.out_features, prep.group_len,
+        prep.bits, code, _THREADS.get(), NATIVE_PATHS.index(widest),
+    )  # fmt: skip
+    return y
+
+
 @dataclass(frozen=True)
 class LinearParts:
     """Every intermediate of one L-Unit product (docs/numerics.md), as the tap reports them.
@@ -233,13 +363,13 @@ def linear_parts(prep: PreparedLinear, x: np.ndarray, mode: str) -> LinearParts:
     """
     xi, a = activation_ints(prep, x, mode)
     xi = xi.astype(np.float64)
-    w = prep.weight.to(torch.float64).numpy()  # [in, out] signed integers
+    w = prep.integer_weights()  # [in, out] signed integers
     g, inp = prep.group_len, prep.in_features
     # integer terms and partial sums stay below 2^53, so binary64 matmuls give the exact I_j
     ints = np.stack(
         [xi[:, j * g : min((j + 1) * g, inp)] @ w[j * g : min((j + 1) * g, inp)] for j in range(prep.groups)]
     )
-    terms = (ints * a[:, :, None]) * prep.scales
+    terms = (ints * a[:, :, None]) * prep.group_scales()
     return LinearParts(xi, a, ints, terms, seq_sum(terms, axis=0).astype(np.float32))
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from romachip.engine.detmath import exp64, pow_f32, seq_sum, sincos64
-from romachip.engine.kernels import PreparedLinear, linear, lora_parts
+from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel, linear, lora_parts
 from romachip.engine.kv import KVCache, attention
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError, ModelConfigError
@@ -68,10 +68,11 @@ def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
 class EngineModel:
     """A QuantizedModel prepared for the engine: fused integer layouts, norms, RoPE tables."""
 
-    def __init__(self, model: QuantizedModel, *, float_mode: bool = False) -> None:
+    def __init__(self, model: QuantizedModel, *, float_mode: bool = False, kernel: str | None = None) -> None:
         self.spec = spec = model.spec
         self.source = model
         self.float_mode = float_mode
+        self.kernel = kernel = check_kernel(kernel) if kernel is not None else default_kernel()
         w = model.weights
         self.embed = _require(w, "model.embed_tokens.weight")
         self.layers: list[dict[str, PreparedLinear]] = []
@@ -84,10 +85,10 @@ class EngineModel:
             prepared = {}
             for key, (block, names) in FUSED.items():
                 tensors = [_require(w, f"model.layers.{i}.{block}.{n}.weight") for n in names]
-                prepared[key] = PreparedLinear.from_tensors(tensors, float_mode=float_mode)
+                prepared[key] = PreparedLinear.from_tensors(tensors, float_mode=float_mode, kernel=kernel)
             self.layers.append(prepared)
         head = self.embed if spec.tie_word_embeddings else _require(w, "lm_head.weight")
-        self.lm_head = PreparedLinear.from_tensors([head], float_mode=float_mode)
+        self.lm_head = PreparedLinear.from_tensors([head], float_mode=float_mode, kernel=kernel)
         f = model.floats
         self.norms = [
             (

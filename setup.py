@@ -1,0 +1,23 @@
+"""The optional native L-Unit kernel (src/romachip/engine/_lunit.c); everything else is in pyproject.toml.
+
+`optional=True`: where no C compiler (or no Python headers) is found the install goes on without it and
+the engine takes its NumPy path, which gives the same bits (docs/numerics.md). One C file, a few seconds.
+"""
+
+from setuptools import Extension, setup
+
+# -ffp-contract=off and no -ffast-math: every float step stays one IEEE operation (the numeric contract).
+# OpenMP splits output rows over threads; each output is still computed by one thread, in one order.
+FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-fast-math", "-fopenmp"]
+
+setup(
+    ext_modules=[
+        Extension(
+            "romachip.engine._lunit",
+            sources=["src/romachip/engine/_lunit.c"],
+            extra_compile_args=FLAGS,
+            extra_link_args=["-fopenmp"],
+            optional=True,
+        )
+    ]
+)

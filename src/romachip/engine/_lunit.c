@@ -1,0 +1,414 @@
+/* The L-Unit linear layer of docs/numerics.md on packed codes: activation quantization, the exact
+ * per-group integer products and the binary64 epilogue, in one call.
+ *
+ * Exactness: every group product I_j = sum_i (q_i - z_j) xi_i is formed as sum_i q_i xi_i - z_j sum_i xi_i
+ * in integers (int32 within blocks of <= 512 columns, whose partial sums stay below 2^31, then int64), so
+ * the vector order does not matter. The float steps are the contract's, in its order, one IEEE operation
+ * each: this file is compiled with -ffp-contract=off and without -ffast-math (setup.py), so no fused
+ * multiply-add can appear. Threads split the output rows; every output is computed by one thread the same
+ * way, so the bits do not depend on the thread count.
+ *
+ * Packed layout (romachip.engine.packed): rows padded to a multiple of 32 columns and grouped in tiles of
+ * 8 outputs, stored [tile][chunk][output][chunk bytes]; a chunk of 32 columns takes 4*bits bytes, column k
+ * at
+ *   8 bits: byte k                     4 bits: byte k % 16, nibble k / 16
+ *   2 bits: byte k % 8, bits 2*(k / 8)  3 bits: its low 2 bits as the 2-bit layout, bit 2 at bit k of
+ *                                               the little-endian 32-bit word in bytes 8..11
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define LUNIT_X86 1
+#endif
+
+#define CHUNK 32
+#define SIMD_GROUP_MAX 512 /* columns: |sum q xi|, |z sum xi| <= 512 * 255 * 2^14 < 2^31 */
+#define OUT_TILE 8
+#define BF16_WINDOW_BITS 13
+
+typedef struct { /* codes [tiles][chunks][OUT_TILE][chunk_bytes]; scales, zeros [tiles][groups][OUT_TILE] */
+    int64_t in_f, in_p, out_f, groups, glen, bits, chunk_bytes, chunks;
+    const uint8_t *codes;
+    const float *scales;
+    const uint8_t *zeros;
+} weight_t;
+
+typedef struct {
+    int64_t rows;
+    const int16_t *xi; /* [rows, in_p], zero padded */
+    const int64_t *sumx; /* [rows, groups] */
+    const double *a; /* [rows, groups] */
+} act_t;
+
+/* ---- activations ------------------------------------------------------------------------------- */
+
+static float to_bf16(float v) {
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static void quantize_row(const float *x, const weight_t *w, int mode, int16_t *xi, int64_t *sumx, double *a) {
+    memset(xi, 0, sizeof(int16_t) * w->in_p);
+    if (mode == 0) { /* int8 per token: a = m / 127, xi = clamp(rne(x / a), +-127) */
+        float m = 0.0f;
+        for (int64_t i = 0; i < w->in_f; i++) m = fmaxf(m, fabsf(x[i]));
+        float s = m > 0.0f ? m / 127.0f : 1.0f;
+        for (int64_t i = 0; i < w->in_f; i++) xi[i] = (int16_t)fminf(fmaxf(rintf(x[i] / s), -127.0f), 127.0f);
+        for (int64_t j = 0; j < w->groups; j++) a[j] = (double)s;
+    }
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t c0 = j * w->glen, c1 = c0 + w->glen < w->in_f ? c0 + w->glen : w->in_f, total = 0;
+        if (mode == 1) { /* bf16, aligned per group to 2^(E-13) */
+            float m = 0.0f;
+            for (int64_t i = c0; i < c1; i++) m = fmaxf(m, fabsf(to_bf16(x[i])));
+            int e = 0;
+            frexpf(m, &e); /* flog2(m) + 1; a zero group has xi = 0 whatever its scale */
+            for (int64_t i = c0; i < c1; i++) xi[i] = (int16_t)rintf(ldexpf(to_bf16(x[i]), BF16_WINDOW_BITS + 1 - e));
+            a[j] = ldexp(1.0, e - 1 - BF16_WINDOW_BITS);
+        }
+        for (int64_t i = c0; i < c1; i++) total += xi[i];
+        sumx[j] = total;
+    }
+}
+
+/* ---- integer products and epilogue: portable path (any group length) ---------------------------- */
+
+static inline const uint8_t *chunk_at(const weight_t *w, int64_t tile, int64_t chunk, int lane) {
+    return w->codes + ((tile * w->chunks + chunk) * OUT_TILE + lane) * w->chunk_bytes;
+}
+
+static inline int code_at(const weight_t *w, int64_t tile, int lane, int64_t c) {
+    const uint8_t *p = chunk_at(w, tile, c / CHUNK, lane);
+    int k = (int)(c % CHUNK);
+    switch (w->bits) {
+    case 8: return p[k];
+    case 4: return (p[k % 16] >> (4 * (k / 16))) & 15;
+    case 2: return (p[k % 8] >> (2 * (k / 8))) & 3;
+    default: return ((p[k % 8] >> (2 * (k / 8))) & 3) | (((p[8 + k / 8] >> (k % 8)) & 1) << 2);
+    }
+}
+
+static void tile_portable(const weight_t *w, const act_t *x, int64_t tile, double *acc) {
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t c0 = j * w->glen, c1 = c0 + w->glen < w->in_f ? c0 + w->glen : w->in_f;
+        for (int lane = 0; lane < OUT_TILE; lane++) {
+            int64_t z = w->zeros[(tile * w->groups + j) * OUT_TILE + lane];
+            double s = (double)w->scales[(tile * w->groups + j) * OUT_TILE + lane];
+            for (int64_t r = 0; r < x->rows; r++) {
+                const int16_t *xr = x->xi + r * w->in_p;
+                int64_t dot = 0;
+                for (int64_t c = c0; c < c1; c++) dot += (int64_t)code_at(w, tile, lane, c) * xr[c];
+                int64_t g = r * w->groups + j;
+                double t = (double)(dot - z * x->sumx[g]); /* I_j: exact, |I_j| < 2^53 */
+                t = t * x->a[g]; /* exact: a_j is a power of two or the int8 scale (24 bits) */
+                t = t * s;
+                acc[r * OUT_TILE + lane] = j == 0 ? t : acc[r * OUT_TILE + lane] + t; /* Σseq over j */
+            }
+        }
+    }
+}
+
+/* ---- the same with AVX2: groups of whole chunks, <= 512 columns (int32 sums exact) ---------------- */
+#ifdef LUNIT_X86
+__attribute__((target("avx2"))) static inline __m256i unpack_chunk(const uint8_t *p, int64_t bits) {
+    if (bits == 8) return _mm256_loadu_si256((const __m256i *)p);
+    if (bits == 4) {
+        __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
+        return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
+    }
+    uint64_t lo;
+    memcpy(&lo, p, 8);
+    __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)lo), _mm256_set_epi64x(6, 4, 2, 0));
+    v = _mm256_and_si256(v, _mm256_set1_epi8(3));
+    if (bits == 2) return v;
+    uint32_t hi;
+    memcpy(&hi, p + 8, 4);
+    const __m256i pick = _mm256_set_epi8(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0,
+                                         0, 0, 0, 0, 0, 0);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    __m256i h = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)hi), pick), bit);
+    h = _mm256_and_si256(_mm256_cmpeq_epi8(h, bit), _mm256_set1_epi8(4));
+    return _mm256_or_si256(v, h);
+}
+
+/* lane l of the result: the sum of the 8 lanes of v[l] (wrapping int32: exact when the true sum fits) */
+__attribute__((target("avx2"))) static inline __m256i hsum8(const __m256i *v) {
+    __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
+    __m256i h45 = _mm256_hadd_epi32(v[4], v[5]), h67 = _mm256_hadd_epi32(v[6], v[7]);
+    __m256i a = _mm256_hadd_epi32(h01, h23), b = _mm256_hadd_epi32(h45, h67);
+    return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20), _mm256_permute2x128_si256(a, b, 0x31));
+}
+
+__attribute__((target("avx2"))) static void tile_avx2(const weight_t *w, const act_t *x, int64_t tile, double *acc,
+                                                      int16_t *wbuf) {
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t k0 = j * w->glen / CHUNK, k1 = j + 1 == w->groups ? w->chunks : (j + 1) * w->glen / CHUNK;
+        int64_t span = (k1 - k0) * CHUNK;
+        for (int lane = 0; lane < OUT_TILE && x->rows > 1; lane++) { /* 8 outputs' codes as int16, once */
+            for (int64_t k = k0; k < k1; k++) {
+                __m256i q = unpack_chunk(chunk_at(w, tile, k, lane), w->bits);
+                int16_t *dst = wbuf + lane * span + (k - k0) * CHUNK;
+                _mm256_storeu_si256((__m256i *)dst, _mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)));
+                _mm256_storeu_si256((__m256i *)(dst + 16), _mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1)));
+            }
+        }
+        const int64_t gi = (tile * w->groups + j) * OUT_TILE;
+        __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->zeros + gi)));
+        __m256d s_lo = _mm256_cvtps_pd(_mm_loadu_ps(w->scales + gi));
+        __m256d s_hi = _mm256_cvtps_pd(_mm_loadu_ps(w->scales + gi + 4));
+        for (int64_t r = 0; r < x->rows; r++) {
+            const int16_t *xr = x->xi + r * w->in_p + k0 * CHUNK;
+            __m256i d[OUT_TILE];
+            for (int lane = 0; lane < OUT_TILE; lane++) d[lane] = _mm256_setzero_si256();
+            for (int64_t k = k0; k < k1 && x->rows == 1; k++) { /* one row (decode): codes straight from ROM */
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)(xr + (k - k0) * CHUNK));
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xr + (k - k0) * CHUNK + 16));
+                for (int lane = 0; lane < OUT_TILE; lane++) {
+                    __m256i q = unpack_chunk(chunk_at(w, tile, k, lane), w->bits);
+                    __m256i p0 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(q)), x0);
+                    __m256i p1 = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(q, 1)), x1);
+                    d[lane] = _mm256_add_epi32(d[lane], _mm256_add_epi32(p0, p1));
+                }
+            }
+            for (int64_t c = 0; c < span && x->rows > 1; c += 16) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(xr + c));
+                for (int lane = 0; lane < OUT_TILE; lane++) {
+                    __m256i wv = _mm256_loadu_si256((const __m256i *)(wbuf + lane * span + c));
+                    d[lane] = _mm256_add_epi32(d[lane], _mm256_madd_epi16(wv, xv));
+                }
+            }
+            int64_t g = r * w->groups + j;
+            __m256i dot = _mm256_sub_epi32(hsum8(d), _mm256_mullo_epi32(z, _mm256_set1_epi32((int)x->sumx[g])));
+            __m256d a = _mm256_set1_pd(x->a[g]);
+            __m256d t_lo = _mm256_mul_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_castsi256_si128(dot)), a), s_lo);
+            __m256d t_hi = _mm256_mul_pd(_mm256_mul_pd(_mm256_cvtepi32_pd(_mm256_extracti128_si256(dot, 1)), a), s_hi);
+            double *ar = acc + r * OUT_TILE;
+            if (j) {
+                t_lo = _mm256_add_pd(_mm256_loadu_pd(ar), t_lo);
+                t_hi = _mm256_add_pd(_mm256_loadu_pd(ar + 4), t_hi);
+            }
+            _mm256_storeu_pd(ar, t_lo);
+            _mm256_storeu_pd(ar + 4, t_hi);
+        }
+    }
+}
+
+/* The same on AVX-512 with VNNI (vpdpwssd: 32 int16 products summed into int32 lanes per instruction). */
+#define T512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
+T512 static inline __m256i fold512(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+T512 static inline void epilogue(const weight_t *w, const act_t *x, int64_t tile, int64_t j, int64_t r,
+                                 const __m512i *d, double *acc) {
+    __m256i f[OUT_TILE];
+    for (int lane = 0; lane < OUT_TILE; lane++) f[lane] = fold512(d[lane]);
+    const int64_t gi = (tile * w->groups + j) * OUT_TILE, g = r * w->groups + j;
+    __m256i z = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(w->zeros + gi)));
+    __m256i dot = _mm256_sub_epi32(hsum8(f), _mm256_mullo_epi32(z, _mm256_set1_epi32((int)x->sumx[g])));
+    __m512d t = _mm512_mul_pd(_mm512_cvtepi32_pd(dot), _mm512_set1_pd(x->a[g])); /* exact */
+    t = _mm512_mul_pd(t, _mm512_cvtps_pd(_mm256_loadu_ps(w->scales + gi)));
+    double *ar = acc + r * OUT_TILE;
+    _mm512_storeu_pd(ar, j ? _mm512_add_pd(_mm512_loadu_pd(ar), t) : t); /* Σseq over j, binary64 */
+}
+
+T512 static void tile_avx512(const weight_t *w, const act_t *x, int64_t tile, double *acc, int16_t *wbuf) {
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t k0 = j * w->glen / CHUNK, k1 = j + 1 == w->groups ? w->chunks : (j + 1) * w->glen / CHUNK;
+        int64_t span = (k1 - k0) * CHUNK;
+        __m512i d[OUT_TILE], e[OUT_TILE];
+        if (x->rows == 1) { /* decode: codes straight from ROM into registers */
+            const int16_t *xr = x->xi + k0 * CHUNK;
+            for (int lane = 0; lane < OUT_TILE; lane++) d[lane] = _mm512_setzero_si512();
+            for (int64_t k = k0; k < k1; k++) {
+                __m512i xv = _mm512_loadu_si512((const void *)(xr + (k - k0) * CHUNK));
+                for (int lane = 0; lane < OUT_TILE; lane++) {
+                    __m512i q = _mm512_cvtepu8_epi16(unpack_chunk(chunk_at(w, tile, k, lane), w->bits));
+                    d[lane] = _mm512_dpwssd_epi32(d[lane], q, xv);
+                }
+            }
+            epilogue(w, x, tile, j, 0, d, acc);
+            continue;
+        }
+        for (int lane = 0; lane < OUT_TILE; lane++) /* prefill: 8 outputs' codes as int16, once per group */
+            for (int64_t k = k0; k < k1; k++)
+                _mm512_storeu_si512((void *)(wbuf + lane * span + (k - k0) * CHUNK),
+                                    _mm512_cvtepu8_epi16(unpack_chunk(chunk_at(w, tile, k, lane), w->bits)));
+        int64_t r = 0;
+        for (; r + 1 < x->rows; r += 2) { /* two rows share every code load */
+            const int16_t *x0 = x->xi + r * w->in_p + k0 * CHUNK, *x1 = x0 + w->in_p;
+            for (int lane = 0; lane < OUT_TILE; lane++) d[lane] = e[lane] = _mm512_setzero_si512();
+            for (int64_t c = 0; c < span; c += CHUNK) {
+                __m512i a = _mm512_loadu_si512((const void *)(x0 + c)), b = _mm512_loadu_si512((const void *)(x1 + c));
+                for (int lane = 0; lane < OUT_TILE; lane++) {
+                    __m512i q = _mm512_loadu_si512((const void *)(wbuf + lane * span + c));
+                    d[lane] = _mm512_dpwssd_epi32(d[lane], q, a);
+                    e[lane] = _mm512_dpwssd_epi32(e[lane], q, b);
+                }
+            }
+            epilogue(w, x, tile, j, r, d, acc);
+            epilogue(w, x, tile, j, r + 1, e, acc);
+        }
+        for (; r < x->rows; r++) {
+            const int16_t *x0 = x->xi + r * w->in_p + k0 * CHUNK;
+            for (int lane = 0; lane < OUT_TILE; lane++) d[lane] = _mm512_setzero_si512();
+            for (int64_t c = 0; c < span; c += CHUNK) {
+                __m512i a = _mm512_loadu_si512((const void *)(x0 + c));
+                for (int lane = 0; lane < OUT_TILE; lane++)
+                    d[lane] = _mm512_dpwssd_epi32(d[lane], _mm512_loadu_si512((const void *)(wbuf + lane * span + c)), a);
+            }
+            epilogue(w, x, tile, j, r, d, acc);
+        }
+    }
+}
+#endif
+
+enum { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
+
+static int cpu_level(void) { /* the widest vector path this CPU runs; every path gives the same integers */
+#ifdef LUNIT_X86
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = !__builtin_cpu_supports("avx2") ? PORTABLE
+                 : __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                         __builtin_cpu_supports("avx512vnni")
+                     ? AVX512
+                     : AVX2;
+    }
+    return cached;
+#else
+    return PORTABLE;
+#endif
+}
+
+static void run_linear(const weight_t *w, const act_t *x, float *y, int threads, int simd) {
+    int64_t tiles = (w->out_f + OUT_TILE - 1) / OUT_TILE;
+    (void)threads;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        double *acc = malloc(sizeof(double) * (size_t)(x->rows * OUT_TILE));
+        int16_t *wbuf = malloc(sizeof(int16_t) * (size_t)(OUT_TILE * ((w->glen < w->in_p ? w->glen : w->in_p) + CHUNK)));
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            if (!acc || !wbuf) continue;
+#ifdef LUNIT_X86
+            if (simd == AVX512)
+                tile_avx512(w, x, t, acc, wbuf);
+            else if (simd == AVX2)
+                tile_avx2(w, x, t, acc, wbuf);
+            else
+#endif
+                tile_portable(w, x, t, acc);
+            int lanes = w->out_f - t * OUT_TILE < OUT_TILE ? (int)(w->out_f - t * OUT_TILE) : OUT_TILE;
+            for (int64_t r = 0; r < x->rows; r++)
+                for (int lane = 0; lane < lanes; lane++)
+                    y[r * w->out_f + t * OUT_TILE + lane] = (float)acc[r * OUT_TILE + lane];
+        }
+        free(acc);
+        free(wbuf);
+    }
+}
+
+/* ---- Python entry point ------------------------------------------------------------------------- */
+
+static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, Py_ssize_t items, const char *what) {
+    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
+        return -1;
+    if (view->itemsize != itemsize || view->len != items * itemsize) {
+        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes, got %zd bytes of %zd", what, items,
+                     itemsize, view->len, view->itemsize);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *lunit_linear(PyObject *self, PyObject *args) {
+    PyObject *xo, *co, *so, *zo, *yo;
+    long long rows, in_f, out_f, glen, bits;
+    int mode, threads, portable; /* portable: the widest path allowed (0, 1, 2) */
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOLLLLLiii", &xo, &co, &so, &zo, &yo, &rows, &in_f, &out_f, &glen, &bits, &mode,
+                          &threads, &portable))
+        return NULL;
+    if (!(bits == 2 || bits == 3 || bits == 4 || bits == 8) || rows < 0 || in_f < 1 || out_f < 1 || glen < 1 ||
+        (mode != 0 && mode != 1) || threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad L-Unit product arguments");
+        return NULL;
+    }
+    weight_t w = {in_f, (in_f + CHUNK - 1) / CHUNK * CHUNK, out_f, (in_f + glen - 1) / glen, glen, bits, 4 * bits, 0,
+                  NULL, NULL, NULL};
+    w.chunks = w.in_p / CHUNK;
+    int64_t tiles = (out_f + OUT_TILE - 1) / OUT_TILE;
+    Py_buffer xb, cb, sb, zb, yb;
+    if (get(xo, &xb, 0, 4, rows * in_f, "x") < 0) return NULL;
+    if (get(co, &cb, 0, 1, tiles * OUT_TILE * w.chunks * w.chunk_bytes, "codes") < 0) goto fail_x;
+    if (get(so, &sb, 0, 4, tiles * OUT_TILE * w.groups, "scales") < 0) goto fail_c;
+    if (get(zo, &zb, 0, 1, tiles * OUT_TILE * w.groups, "zeros") < 0) goto fail_s;
+    if (get(yo, &yb, 1, 4, rows * out_f, "y") < 0) goto fail_z;
+    w.codes = cb.buf;
+    w.scales = sb.buf;
+    w.zeros = zb.buf;
+    int16_t *xi = calloc((size_t)(rows * w.in_p + 16), sizeof(int16_t));
+    int64_t *sumx = malloc(sizeof(int64_t) * (size_t)(rows * w.groups + 1));
+    double *a = malloc(sizeof(double) * (size_t)(rows * w.groups + 1));
+    if (!xi || !sumx || !a) {
+        free(xi), free(sumx), free(a);
+        PyErr_NoMemory();
+        goto fail_y;
+    }
+    int64_t span = w.groups == 1 ? w.in_p : glen;
+    int simd = (w.groups == 1 || glen % CHUNK == 0) && span <= SIMD_GROUP_MAX ? cpu_level() : PORTABLE;
+    if (portable < simd) simd = portable; /* tests: force a narrower path (0 portable, 1 AVX2) */
+    Py_BEGIN_ALLOW_THREADS;
+    const float *xf = xb.buf;
+    for (int64_t r = 0; r < rows; r++)
+        quantize_row(xf + r * in_f, &w, mode, xi + r * w.in_p, sumx + r * w.groups, a + r * w.groups);
+    act_t act = {rows, xi, sumx, a};
+    run_linear(&w, &act, yb.buf, threads, simd);
+    Py_END_ALLOW_THREADS;
+    free(xi), free(sumx), free(a);
+    PyBuffer_Release(&yb), PyBuffer_Release(&zb), PyBuffer_Release(&sb), PyBuffer_Release(&cb), PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+fail_y:
+    PyBuffer_Release(&yb);
+fail_z:
+    PyBuffer_Release(&zb);
+fail_s:
+    PyBuffer_Release(&sb);
+fail_c:
+    PyBuffer_Release(&cb);
+fail_x:
+    PyBuffer_Release(&xb);
+    return NULL;
+}
+
+static PyObject *lunit_simd(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+    static const char *names[] = {"portable", "avx2", "avx512"};
+    return PyUnicode_FromString(names[cpu_level()]);
+}
+
+static PyMethodDef methods[] = {
+    {"linear", lunit_linear, METH_VARARGS,
+     "linear(x, codes, scales, zeros, y, rows, in, out, group_len, bits, mode, threads, widest): "
+     "y = the L-Unit product of docs/numerics.md (mode 0 int8, 1 bf16)"},
+    {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2' or 'avx512'"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lunit", "The L-Unit product on packed codes.", -1,
+                                    methods};
+
+PyMODINIT_FUNC PyInit__lunit(void) { return PyModule_Create(&module); }

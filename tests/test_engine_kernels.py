@@ -1,0 +1,120 @@
+"""The native L-Unit kernel against the NumPy path, bit for bit: every width, ragged and odd groups, every
+vector path of the C kernel, any thread count; the packed layout; the fallback when the kernel is missing."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from engine_models import make_tiny
+
+from romachip.engine import kernels
+from romachip.engine.generate import Engine
+from romachip.engine.kernels import NATIVE_PATHS, PreparedLinear, kernel_threads, linear, native_linear
+from romachip.engine.packed import pack_codes, row_bytes, tile_codes, unpack_codes
+from romachip.errors import GenerationError
+from romachip.quant.formats import WeightFormat
+from romachip.quant.tensor import QuantizedTensor
+
+native = pytest.mark.skipif(not kernels.native_available(), reason="the native kernel is not built here")
+
+# (out, in, group size): ragged last groups, groups that are not whole 32-column chunks, per-channel rows
+# narrower and wider than the vector paths' 512 columns, a 1-output layer (a lone, padded tile)
+SHAPES = [(40, 200, 128), (33, 96, 32), (17, 100, None), (9, 130, 48), (8, 1100, None), (1, 64, 64), (12, 704, 640)]
+
+
+def _tensor(rng: np.random.Generator, bits: int, out: int, inp: int, group: int | None, sym: bool) -> QuantizedTensor:
+    fmt = WeightFormat(bits=bits, group_size=group, symmetric=sym)
+    groups = fmt.groups_per_row(inp)
+    codes = rng.integers(0, 2**bits, (out, inp), dtype=np.uint8)
+    codes[0] = 2**bits - 1  # the extreme code, against the extreme activations below
+    if sym:
+        zeros = np.full((out, groups), fmt.symmetric_zero, np.uint8)
+    else:
+        zeros = rng.integers(0, 2**bits, (out, groups), dtype=np.uint8)
+        zeros[0] = 0
+    scales = (rng.random((out, groups)) * 0.1 + 1e-3).astype(np.float16)
+    return QuantizedTensor(codes, scales, zeros, fmt)
+
+
+def _activations(rng: np.random.Generator, rows: int, inp: int) -> np.ndarray:
+    x = rng.standard_normal((rows, inp)) * rng.choice([1e-4, 1.0, 40.0], (rows, inp))
+    x = x.astype(np.float32)
+    x[0, : min(inp, 40)] = 0  # an all-zero group
+    if rows > 1:
+        x[1] = np.where(np.arange(inp) % 2, 3.0, -3.0)  # every value at its group's maximum: |xi| = 2^13
+    return x
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_packing_round_trips_at_bits_per_weight(bits: int) -> None:
+    rng = np.random.default_rng(bits)
+    codes = rng.integers(0, 2**bits, (11, 77), dtype=np.uint8)
+    packed = pack_codes(codes, bits)
+    assert packed.shape == (11, row_bytes(77, bits)) == (11, 96 * bits // 8)  # 77 columns padded to 96
+    np.testing.assert_array_equal(unpack_codes(packed, bits, 77), codes)
+    tiled = tile_codes(packed, bits)
+    assert tiled.shape == (2, 8 * packed.shape[1])  # 11 outputs -> 2 tiles of 8
+    np.testing.assert_array_equal(tiled.reshape(2, 3, 8, 4 * bits)[0, 1, 2], packed[2, 4 * bits : 8 * bits])
+
+
+@native
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_native_kernel_equals_the_numpy_path_bit_for_bit(bits: int) -> None:
+    rng = np.random.default_rng(100 + bits)
+    for (out, inp, group), sym in itertools.product(SHAPES, (False, True)):
+        qt = _tensor(rng, bits, out, inp, group, sym)
+        slow = PreparedLinear.from_tensors([qt], kernel="numpy")
+        fast = PreparedLinear.from_tensors([qt], kernel="native")
+        assert fast.packed.nbytes == -(-out // 8) * 8 * row_bytes(inp, bits)  # bits/8 bytes a weight
+        for rows, mode in itertools.product((1, 3, 9), ("int8", "bf16")):
+            x = _activations(rng, rows, inp)
+            expected = _bits(linear(slow, x, mode))
+            for path, threads in itertools.product(NATIVE_PATHS, (1, 3)):
+                with kernel_threads(threads):
+                    got = native_linear(fast, x, mode, widest=path)
+                np.testing.assert_array_equal(_bits(got), expected, err_msg=f"{bits} {out}x{inp} g{group} {path}")
+
+
+@native
+def test_engine_logits_do_not_depend_on_kernel_or_threads() -> None:
+    tiny = make_tiny("gqa_tied_g32_4bit", layers=2, vocab=41)
+    ids = np.random.default_rng(5).integers(0, 41, 11).tolist()
+    expected = _bits(Engine(tiny.quantized, kernel="numpy").logits(ids))
+    for threads in (1, 2, 3):
+        engine = Engine(tiny.quantized, kernel="native", threads=threads)
+        np.testing.assert_array_equal(_bits(engine.logits(ids)), expected)
+        assert (
+            engine.generate(ids, max_tokens=4).token_ids
+            == Engine(tiny.quantized, kernel="numpy").generate(ids, max_tokens=4).token_ids
+        )
+
+
+def test_fallback_engages_without_the_native_kernel(monkeypatch) -> None:
+    monkeypatch.setattr(kernels, "_lunit", None)
+    monkeypatch.delenv(kernels.KERNEL_ENV, raising=False)
+    assert kernels.default_kernel() == "numpy"
+    tiny = make_tiny("gqa_tied_g32_4bit", layers=1, vocab=41)
+    assert Engine(tiny.quantized).options()["kernel"] == "numpy"
+    with pytest.raises(GenerationError, match="not built here"):
+        Engine(tiny.quantized, kernel="native")
+
+
+def test_kernel_choice_and_threads_are_checked(monkeypatch) -> None:
+    tiny = make_tiny("gqa_tied_g32_4bit", layers=1, vocab=41)
+    monkeypatch.setenv(kernels.KERNEL_ENV, "numpy")
+    assert Engine(tiny.quantized).net.kernel == "numpy"
+    monkeypatch.setenv(kernels.KERNEL_ENV, "cuda")
+    with pytest.raises(GenerationError, match="unknown L-Unit kernel 'cuda'"):
+        Engine(tiny.quantized)
+    monkeypatch.delenv(kernels.KERNEL_ENV)
+    with pytest.raises(GenerationError, match="threads must be >= 1"):
+        Engine(tiny.quantized, threads=0)
+    prep = PreparedLinear.from_tensors([tiny.quantized.weights["model.layers.0.mlp.down_proj.weight"]])
+    with pytest.raises(GenerationError, match="unknown activation precision"):
+        linear(prep, np.zeros((1, prep.in_features), np.float32), "fp8")
