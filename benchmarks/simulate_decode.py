@@ -22,7 +22,7 @@ from romachip.graph import decode_ops
 from romachip.perf.simulate import ChipModel
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import LoraConfig
 
 

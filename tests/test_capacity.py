@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from romachip.capacity import LIMIT_H_SRAM, LIMIT_LORA, LIMIT_VECTOR, max_context_tokens, plan
-from romachip.errors import AdapterError, CapacityError
+from romachip.errors import AdapterError, CapacityError, FormatError
 from romachip.graph import decode_ops, totals
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 ROMA = load_chip("roma")
@@ -275,8 +275,8 @@ def test_bad_requests(tmp_path):
     spec = load_model_spec("smollm2-135m")
     with pytest.raises(CapacityError, match="3-bit weights"):
         plan(ROMA, spec, fmt=WeightFormat(bits=3))
-    with pytest.raises(CapacityError, match="unknown storage policy 'dram'"):
-        plan(ROMA, spec, policy="dram")
+    with pytest.raises(FormatError, match="unknown storage policy 'dram'; choose one of rom_weight"):
+        plan(ROMA, spec, policy="dram")  # StoragePolicy.parse: one parser, one error type
     with pytest.raises(CapacityError, match="SRAM override"):
         plan(ROMA, spec, sram_bytes=-1)
     with pytest.raises(CapacityError, match="cannot hold fp16 LoRA"):

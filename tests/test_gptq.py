@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from romachip.errors import FormatError
-from romachip.quant.checkpoint import PROJECTIONS, Checkpoint, projection_name
+from romachip.names import PROJECTIONS, projection_name
+from romachip.quant.checkpoint import Checkpoint
 from romachip.quant.formats import WeightFormat
 from romachip.quant.gptq import HessianAccumulator, gptq_quantize
 from romachip.quant.hf_reference import dequantized_tensors, llama_from_tensors

@@ -8,7 +8,7 @@ from romachip.errors import CapacityError
 from romachip.graph import OpKind, decode_ops, prefill_ops, totals
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_model_spec
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import LoraConfig
 
 G128 = WeightFormat(bits=4, group_size=128)

@@ -51,7 +51,7 @@ def test_simulate_table_output(capsys):
     "argv, message",
     [
         (["--prompt", "0"], "--prompt and --generate must be >= 1"),
-        (["--storage-policy", "cloud"], "unknown --storage-policy 'cloud'"),
+        (["--storage-policy", "cloud"], "unknown storage policy 'cloud'"),
         (["--prompt", "100000"], "does not fit"),
         (["--chip", "nope"], "unknown chip 'nope'"),
     ],

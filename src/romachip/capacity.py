@@ -3,7 +3,7 @@
 `plan(chip, spec, fmt=..., lora=..., kv=..., policy=...) -> CapacityReport` answers from three sources,
 each the single definition of its quantity:
 
-- ROM: the exact bits of every stored tensor (storage.py: codes, scales, zeros; FP16 norm vectors) and
+- ROM: the exact bits of every stored tensor (tensor_bits.py: codes, scales, zeros; FP16 norm vectors) and
   their per-unit layout (compile.py's Placement: whole output rows per L-Unit, segments on word
   boundaries, tiles on B-ROM group boundaries). It fits when the fullest L-Unit fits its own ROM; the
   chip-wide margin is reported too, but a unit cannot lend ROM to its neighbour.
@@ -29,22 +29,18 @@ Library code: no printing; bad input raises RomachipError subclasses.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
-from romachip.compile import Placement, compile_placement
+from romachip.compile import Placement, compile_placement, with_workload
 from romachip.errors import CapacityError
 from romachip.graph import decode_ops
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.storage import DEFAULT_POLICY, StoragePolicy, TensorKind, model_tensors
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy, TensorKind, model_tensors
 from romachip.workload import KvConfig, LoraConfig
-
-#: Bytes per activation element for each activation precision a chip may declare.
-ACTIVATION_BYTES = {"int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
 
 DEFAULT_FORMAT = WeightFormat()
 DEFAULT_LORA = LoraConfig()
@@ -157,50 +153,9 @@ def _rom_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tupl
     return rows, on_bits, math.ceil(host_bits / 8)
 
 
-def _unbounded_rom(chip: ChipSpec, bits_needed: int) -> ChipSpec:
-    """The same chip with enough ROM macros per L-Unit that the placement never overflows, so that
-    an overflowing model still gets a layout to measure (compile_placement refuses to return one)."""
-    rom = chip.l_unit.rom
-    macro_bits = rom.macro_rows * rom.macro_cols * rom.bits_per_cell
-    macros = max(rom.macros, 2 * math.ceil(bits_needed / macro_bits) + 16)
-    l_unit = chip.l_unit.model_copy(update={"rom": rom.model_copy(update={"macros": macros})})
-    return chip.model_copy(update={"l_unit": l_unit})
-
-
 def lora_unit_bytes(placement: Placement, lora: LoraConfig) -> np.ndarray:
-    """[units] LoRA bytes each H-Unit holds under the rule of the module docstring (B beside the base
-    rows; A rows dealt round-robin over the module's units, continuing across modules)."""
-    if not lora.enabled:
-        return np.zeros(placement.units, dtype=np.int64)
-    ranks = {
-        e.name.removesuffix(".weight"): lora.rank for e in placement.tensors if e.layer >= 0 and lora.adapts(e.module)
-    }
-    return ranked_lora_unit_bytes(placement, ranks, lora.dtype)
-
-
-def ranked_lora_unit_bytes(placement: Placement, ranks: Mapping[str, int], dtype: str) -> np.ndarray:
-    """[units] bytes of one adapter whose modules have their own ranks (module name -> rank, e.g.
-    `model.layers.3.self_attn.q_proj`; rank_pattern / layers_to_transform adapters), by the rule of
-    `lora_unit_bytes`. The adapter bank (sram/bank.py) accounts each loaded adapter with it."""
-    out = np.zeros(placement.units, dtype=np.int64)
-    cfg = LoraConfig(rank=0, dtype=dtype)
-    e, t = cfg.bytes_per_element, placement.tiles
-    next_unit: dict[tuple[int, ...], int] = {}
-    for entry in placement.tensors:
-        r = ranks.get(entry.name.removesuffix(".weight"), 0)
-        if entry.layer < 0 or r == 0:
-            continue
-        idx = placement.tile_indices(tensor=entry.name)
-        units, rows = t["unit"][idx], t["row_stop"][idx] - t["row_start"][idx]
-        np.add.at(out, units, rows * r * e)  # B rows beside their base rows
-        out[units[np.argmin(t["row_start"][idx])]] += cfg.scale_bytes_per_matrix
-        members = tuple(np.unique(units).tolist())
-        start = next_unit.get(members, 0)
-        a_units = np.asarray(members)[(start + np.arange(r)) % len(members)]
-        np.add.at(out, a_units, entry.shape[1] * e)  # A rows, round-robin
-        out[a_units[0]] += cfg.scale_bytes_per_matrix
-        next_unit[members] = (start + r) % len(members)
-    return out
+    """[units] LoRA bytes each H-Unit holds for a uniform adapter (Placement.lora_unit_bytes' rule)."""
+    return placement.lora_unit_bytes(placement.uniform_ranks(lora), lora.dtype)
 
 
 def _activation_peak_bytes(spec: ModelSpec, fmt: WeightFormat, context: int, act_bytes: int) -> int:
@@ -239,14 +194,6 @@ def _vector_max_context(spec: ModelSpec, fmt: WeightFormat, act: int, units: int
     return lo
 
 
-def _parse_policy(policy: StoragePolicy | str) -> StoragePolicy:
-    try:
-        return StoragePolicy(policy)
-    except ValueError:
-        choices = ", ".join(p.value for p in StoragePolicy)
-        raise CapacityError(f"unknown storage policy {policy!r}; choose one of {choices}") from None
-
-
 def _sram_rows(spec: ModelSpec, lora: LoraConfig, kv_bytes: int, act_bytes: int) -> list[BreakdownRow]:
     shapes = spec.linear_shapes()
     adapted = [shapes[m] for m in lora.targets] if lora.enabled else []
@@ -274,16 +221,11 @@ def context_limit(
         return h_ctx, h_unit, 0, LIMIT_LORA
     cap = min(h_ctx, spec.max_position_embeddings)
     limit = LIMIT_H_SRAM if h_ctx <= spec.max_position_embeddings else LIMIT_MODEL
-    act = ACTIVATION_BYTES[chip.precision.activation]
+    act = int(chip.precision.activation_bytes)
     v_ctx = _vector_max_context(spec, fmt, act, chip.vector_units, chip.vector_unit.sram.bytes, cap)
     if v_ctx < cap:
         limit = LIMIT_VECTOR
     return h_ctx, h_unit, max(v_ctx, 0), limit
-
-
-def kv_bytes_per_token(spec: ModelSpec, kv: KvConfig) -> int:
-    """KV-cache bytes one token adds, all layers: K and V of every KV head, plus their scales."""
-    return 2 * spec.num_layers * spec.num_kv_heads * (spec.head_dim * kv.bytes_per_element + kv.scale_bytes_per_vector)
 
 
 def plan(
@@ -296,29 +238,33 @@ def plan(
     policy: StoragePolicy | str = DEFAULT_POLICY,
     strategy: str = DEFAULT_STRATEGY,
     sram_bytes: int | None = None,
+    placement: Placement | None = None,
 ) -> CapacityReport:
     """Check ROM, H-Unit SRAM and vector SRAM for a model + adapters + context on a chip.
 
     `sram_bytes` overrides the chip's H-Unit SRAM for LoRA + KV (all units together; each unit gets an
-    equal whole-byte share). Raises CapacityError only for requests that make no sense (unsupported
-    precision, negative sizes); a model that does not fit is reported, not raised.
+    equal whole-byte share). `placement`: the model's placement on this chip when the caller has it (its
+    policy and strategy then win); otherwise it is compiled here. Raises CapacityError only for requests
+    that make no sense (unsupported precision, negative sizes); a model that does not fit is reported.
     """
-    pol = _parse_policy(policy)
+    if placement is not None:
+        policy, strategy = placement.policy, placement.strategy
+    pol = StoragePolicy.parse(policy)
     _check_chip_support(chip, fmt, lora, kv)
     if sram_bytes is not None and sram_bytes < 0:
         raise CapacityError(f"SRAM override must be >= 0 bytes, got {sram_bytes}")
     rom_rows, on_bits, host_bytes = _rom_rows(spec, fmt, pol)
-    placement = compile_placement(
-        _unbounded_rom(chip, on_bits), spec, fmt, strategy=strategy, policy=pol,
-        lora=lora if lora.enabled else None, kv=kv,
-    )  # fmt: skip
+    if placement is None:
+        placement = compile_placement(chip, spec, fmt, strategy=strategy, policy=pol, lora=lora, kv=kv)
+    else:
+        placement = with_workload(placement, kv=kv, lora=lora)
     used = placement.unit_used_bits()
-    unit_rom_bits = chip.l_unit.rom.bits
+    unit_rom_bits = placement.unit_rom_bits
     used_max = int(used.max())
     rom_rows.append(
         BreakdownRow("padding", "rom", 0, 0, 0, 0, 0, math.ceil(placement.bits_by_kind()["padding_bits"] / 8))
     )
-    rom_fits = used_max <= unit_rom_bits
+    rom_fits = placement.rom_fits
 
     units = chip.matrix_units
     sram_total = chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)
@@ -326,7 +272,7 @@ def plan(
     word_bytes = chip.h_unit.sram.macro_cols * chip.h_unit.sram.bits_per_cell // 8
     lora_u = -(-lora_unit_bytes(placement, lora) // word_bytes) * word_bytes
     kv_u = placement.kv_bytes_per_token
-    act = ACTIVATION_BYTES[chip.precision.activation]
+    act = int(chip.precision.activation_bytes)
     vec_unit_bytes = chip.vector_unit.sram.bytes
 
     h_ctx, h_unit, max_ctx, limit = context_limit(chip, spec, fmt, sram_unit, lora_u, placement)
@@ -350,7 +296,7 @@ def plan(
             f"bits, a larger group, or a storage policy that keeps the embedding/LM head off the L-Units"
         )
 
-    per_token = kv_bytes_per_token(spec, kv)
+    per_token = kv.token_bytes(layers=spec.num_layers, kv_heads=spec.num_kv_heads, head_dim=spec.head_dim)
     act_peak = _activation_peak_bytes(spec, fmt, context, act)
     rom_needed = math.ceil(on_bits / 8)
     return CapacityReport(

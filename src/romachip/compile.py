@@ -23,7 +23,7 @@ policy keeps them on chip (a tied model's shared table once).
 ROM layout of one unit: a linear address space of `word_bits`-bit words (one macro row each); which
 macro and row word w occupies is the chip spec's `RomArray.word_location` (interleaved: macro w % macros,
 row w // macros; contiguous: macro w // macro_rows, row w % macro_rows). Tiles follow one another in
-execution order (storage.py's order: embedding, per block input norm, q,k,v,o,gate,up,down,
+execution order (tensor_bits.py's order: embedding, per block input norm, q,k,v,o,gate,up,down,
 post-attention norm, final norm, LM head); inside
 a tile its codes, then its scales, then its zeros, each segment starting on a word boundary (a unit
 reads whole words), and each tile starting on a B-ROM group of `brom_rows_per_group` words, so that a
@@ -36,25 +36,28 @@ KV cache: split by token position, round robin over the units that hold a layer'
 
 from __future__ import annotations
 
-import math
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
 
-from romachip import storage
-from romachip.errors import CapacityError, FormatError
+from romachip import tensor_bits
+from romachip.errors import FormatError
+from romachip.names import EMBED_NAME, HEAD_NAME, layer_of
+from romachip.names import projection_name as linear_name
 from romachip.placement import (  # re-exported: the data types live in placement.py
     _TILE_COLUMNS,
     Placement,
     TensorEntry,
     Tile,
     matrix_unit_coords,
+    tile_span_bits,
     vector_unit_coords,
 )
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.storage import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 __all__ = [
@@ -75,47 +78,26 @@ __all__ = [
     "place_tensors",
     "rom_alignment",
     "vector_unit_coords",
+    "with_workload",
 ]
 
 Strategy = Literal["spread", "layer_groups"]
 STRATEGIES: tuple[str, ...] = ("spread", "layer_groups")
 LINEAR_MODULES = ALL_TARGETS
-EMBED_NAME = "model.embed_tokens.weight"
-HEAD_NAME = "lm_head.weight"
-
-
-def linear_name(layer: int, module: str) -> str:
-    """Hugging Face name of one projection of one block."""
-    part = "self_attn" if module in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
-    return f"model.layers.{layer}.{part}.{module}.weight"
-
-
-def layer_of(name: str) -> int:
-    """Block index of a `model.layers.N....` name, else -1."""
-    parts = name.split(".")
-    return int(parts[2]) if len(parts) > 2 and parts[:2] == ["model", "layers"] and parts[2].isdigit() else -1
 
 
 def model_tensors(
     spec: ModelSpec, fmt: WeightFormat, *, policy: StoragePolicy | str = DEFAULT_POLICY
 ) -> list[TensorEntry]:
     """The ROM-resident tensors of a model in execution order, as the storage policy lists them
-    (storage.py): projections, FP16 norm vectors, and the embedding table / LM head when on chip.
+    (tensor_bits.py): projections, FP16 norm vectors, and the embedding table / LM head when on chip.
     A tied model stores its shared table once."""
-    pol = _policy(policy)
+    pol = StoragePolicy.parse(policy)
     return [
         TensorEntry(t.name, (t.rows, t.cols), t.fmt, layer_of(t.name), t.kind)
-        for t in storage.model_tensors(spec, fmt, pol)
+        for t in tensor_bits.model_tensors(spec, fmt, pol)
         if t.on_chip
     ]
-
-
-def _policy(policy: StoragePolicy | str) -> StoragePolicy:
-    try:
-        return StoragePolicy(policy)
-    except ValueError:
-        choices = ", ".join(p.value for p in StoragePolicy)
-        raise FormatError(f"unknown storage policy {policy!r}; choose one of {choices}") from None
 
 
 def compile_placement(
@@ -129,7 +111,9 @@ def compile_placement(
     lora: LoraConfig | None = None,
     kv: KvConfig | None = None,
 ) -> Placement:
-    """Place a model on a chip. Raises CapacityError naming the fullest L-Unit when a ROM overflows.
+    """Place a model on a chip. The Placement carries its own ROM verdict (`rom_fits`, `rom_overflow()`
+    naming the fullest L-Unit): a model that overflows is placed all the same, so that the capacity
+    planner can measure it; raises only for requests that make no sense (unknown strategy or policy).
 
     lora: adapters whose share each H-Unit holds (None: no adapter). kv: KV cache dtype (None: the
     chip's KV precision). num_groups (layer_groups only) defaults to min(layers, matrix units).
@@ -151,7 +135,8 @@ def place_tensors(
     spec: ModelSpec | None = None,
     policy: StoragePolicy | str = DEFAULT_POLICY,
 ) -> Placement:
-    """Place an explicit list of tensors (what `burn` uses: the formats of the tensors it really has)."""
+    """Place an explicit list of tensors (the formats of the tensors a model really has); never raises
+    for a ROM overflow (see `compile_placement`)."""
     if strategy not in STRATEGIES:
         raise FormatError(f"unknown placement strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     n = chip.matrix_units
@@ -160,8 +145,6 @@ def place_tensors(
     word_bits, align_bits = rom_alignment(chip)
     cols: dict[str, list[np.ndarray]] = {k: [] for k in _TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
     rotation: dict[tuple[int, int, int], int] = {}
-    lora_bytes = np.zeros(n, dtype=np.int64)
-    next_a: dict[tuple, int] = {}
     for ti, t in enumerate(tensors):
         units = unit_sets[ti]
         out_f, in_f = t.shape
@@ -180,13 +163,9 @@ def place_tensors(
         cols["code_bits"].append(code)
         cols["scale_bits"].append(scale)
         cols["zero_bits"].append(zero)
-        if t.layer >= 0 and lora is not None and lora.adapts(t.module):
-            _add_lora(lora_bytes, lora, u, rows, in_f, next_a)
     tiles = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
     _assign_offsets(tiles, word_bits, align_bits)
-    return assemble_placement(
-        chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora_bytes=lora_bytes
-    )
+    return assemble_placement(chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora=lora)
 
 
 def rom_alignment(chip: ChipSpec) -> tuple[int, int]:
@@ -206,19 +185,31 @@ def assemble_placement(
     policy: StoragePolicy | str = DEFAULT_POLICY,
     spec: ModelSpec | None = None,
     kv: KvConfig | None = None,
-    lora_bytes: np.ndarray | None = None,
+    lora: LoraConfig | None = None,
 ) -> Placement:
     """A Placement from a finished tile table (laid out, sorted by unit and offset), e.g. one read back
-    from a ROM image. Derives the KV layout and checks every unit's ROM capacity."""
+    from a ROM image: derives the KV layout and the adapters' shares; checks nothing (`rom_fits`)."""
     word_bits, align_bits = rom_alignment(chip)
     n = chip.matrix_units
-    kv = kv or KvConfig(dtype=chip.precision.kv)
-    kv_rule = _kv_layout(tensors, tiles, kv, spec.head_dim if spec is not None else 1, n)
-    lora = lora_bytes if lora_bytes is not None else np.zeros(n, dtype=np.int64)
-    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, kv_rule, lora, spec)
-    placement.policy = str(_policy(policy))
-    check_rom_capacity(placement)
-    return placement
+    empty = np.zeros(n, dtype=np.int64)
+    placement = _finish(chip, strategy, word_bits, align_bits, tensors, tiles, (empty, empty - 1, empty, empty), spec)
+    placement.policy = str(StoragePolicy.parse(policy))
+    return with_workload(placement, kv=kv or KvConfig(dtype=chip.precision.kv), lora=lora)
+
+
+def with_workload(placement: Placement, *, kv: KvConfig, lora: LoraConfig | None = None) -> Placement:
+    """The same tiles with the KV rule of another KV cache and the shares of other adapters (no tile moves;
+    not a compilation): what a bank or an engine running another KV dtype reads from an image's placement."""
+    n = placement.units
+    kv_rule = _kv_layout(placement.tensors, placement.tiles, kv, placement.head_dim, n)
+    kv_bytes, kv_ring, kv_rank, kv_layer_ring = kv_rule
+    out = replace(
+        placement, kv_bytes_per_token=kv_bytes, kv_ring=kv_ring, kv_rank=kv_rank, kv_layer_ring=kv_layer_ring,
+        lora_bytes=np.zeros(n, dtype=np.int64),
+    )  # fmt: skip
+    if lora is not None and lora.enabled:
+        out.lora_bytes = out.lora_unit_bytes(out.uniform_ranks(lora), lora.dtype)
+    return out
 
 
 def _kv_layout(
@@ -231,10 +222,8 @@ def _kv_layout(
     layers = max((t.layer for t in tensors), default=-1) + 1
     token_bytes = np.zeros(max(layers, 1), dtype=np.int64)
     for t in tensors:
-        if t.layer >= 0 and t.module in ("k_proj", "v_proj"):
-            token_bytes[t.layer] += t.shape[0] * kv.bytes_per_element + -(-t.shape[0] // head_dim) * (
-                kv.scale_bytes_per_vector
-            )
+        if t.layer >= 0 and t.module in ("k_proj", "v_proj"):  # K or V of every KV head: whole head vectors
+            token_bytes[t.layer] += -(-t.shape[0] // head_dim) * kv.vector_bytes(head_dim)
     tile_layer = np.array([t.layer for t in tensors] + [-1], dtype=np.int64)[tiles["tensor"]]
     label = np.full(n, -1, dtype=np.int64)
     for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
@@ -270,23 +259,6 @@ def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return rows * in_f * t.fmt.bits, rows * groups * t.fmt.scale_bits, rows * groups * t.fmt.zero_bits
 
 
-def _add_lora(
-    lora_bytes: np.ndarray, lora: LoraConfig, u: np.ndarray, rows: np.ndarray, in_f: int, next_a: dict[tuple, int]
-) -> None:
-    """The capacity planner's rule (capacity.lora_unit_bytes): B [out, rank] rows sit beside the base rows
-    they add to; the rank rows of A [rank, in] are dealt round-robin over the units holding the module,
-    continuing from one module to the next; each matrix's scale sits with its first row."""
-    e = lora.bytes_per_element
-    np.add.at(lora_bytes, u, rows * lora.rank * e)
-    lora_bytes[u[0]] += lora.scale_bytes_per_matrix  # u[0] holds row 0: rows are handed out in unit order
-    members = tuple(u.tolist())
-    start = next_a.get(members, 0)
-    a_units = u[(start + np.arange(lora.rank)) % len(u)]
-    np.add.at(lora_bytes, a_units, in_f * e)
-    lora_bytes[a_units[0]] += lora.scale_bytes_per_matrix
-    next_a[members] = (start + lora.rank) % len(u)
-
-
 def _unit_sets(
     n: int, tensors: list[TensorEntry], strategy: str, num_groups: int | None, num_layers: int
 ) -> list[np.ndarray]:
@@ -312,18 +284,13 @@ def _split_rows(rows: int, parts: int, rotate: int) -> tuple[np.ndarray, np.ndar
     return start, counts
 
 
-def _word_ceil(bits: np.ndarray, word_bits: int) -> np.ndarray:
-    return -(-bits // word_bits) * word_bits
-
-
 def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int) -> None:
     """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM, each
     segment on a word boundary and each tile on an `align_bits` boundary (a B-ROM group of words)."""
     order = np.lexsort((tiles["tensor"], tiles["unit"]))
     for k in tiles:
         tiles[k] = tiles[k][order]
-    span = sum(_word_ceil(tiles[k], word_bits) for k in ("code_bits", "scale_bits", "zero_bits"))
-    span = _word_ceil(span, align_bits)
+    span = tile_span_bits(tiles["code_bits"], tiles["scale_bits"], tiles["zero_bits"], word_bits, align_bits)
     ends = np.cumsum(span)
     starts = ends - span
     first = np.ones(len(span), dtype=bool)
@@ -341,7 +308,6 @@ def _finish(
     tensors: list[TensorEntry],
     tiles: dict[str, np.ndarray],
     kv_rule: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    lora_bytes: np.ndarray,
     spec: ModelSpec | None,
 ) -> Placement:
     kv_bytes, kv_ring, kv_rank, kv_layer_ring = kv_rule
@@ -364,7 +330,7 @@ def _finish(
         tensors=tensors,
         tiles=tiles,
         kv_bytes_per_token=kv_bytes,
-        lora_bytes=lora_bytes,
+        lora_bytes=np.zeros(len(mrow), dtype=np.int64),
         vector_mesh_row=vrow,
         vector_mesh_col=vcol,
         vector_hidden_start=hidden[:-1],
@@ -373,19 +339,10 @@ def _finish(
         kv_ring=kv_ring,
         kv_rank=kv_rank,
         kv_layer_ring=kv_layer_ring,
+        head_dim=spec.head_dim if spec is not None else 1,
     )
 
 
 def check_rom_capacity(placement: Placement) -> None:
     """CapacityError naming the fullest L-Unit when any unit's tiles exceed its ROM."""
-    used = placement.unit_used_bits()
-    if not len(used) or used.max() <= placement.unit_rom_bits:
-        return
-    u = int(np.argmax(used))
-    over = int((used > placement.unit_rom_bits).sum())
-    need, have = math.ceil(int(used[u]) / 8), placement.unit_rom_bits // 8
-    raise CapacityError(
-        f"L-Unit {u} (mesh row {int(placement.unit_mesh_row[u])}, col {int(placement.unit_mesh_col[u])}) needs "
-        f"{need:,} bytes of ROM but holds {have:,} bytes ({over} of {placement.units} units overflow, "
-        f"strategy {placement.strategy!r}); use fewer weight bits, a larger group size, or a chip with more ROM"
-    )
+    placement.require_rom_fit()

@@ -30,7 +30,7 @@ from enum import StrEnum
 from romachip.errors import CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec.model import ModelSpec
-from romachip.storage import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
 from romachip.workload import LoraConfig
 
 

@@ -15,19 +15,43 @@ A ROM word's place in the macros is the chip spec's `RomArray.word_location` (do
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
+from romachip.errors import CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
-from romachip.storage import DEFAULT_POLICY, TensorKind
-from romachip.workload import ALL_TARGETS
+from romachip.tensor_bits import DEFAULT_POLICY, TensorKind
+from romachip.workload import ALL_TARGETS, LoraConfig
 
 #: The KV-cache layouts a Placement can state (see the module docstring). The only one today.
 KV_TOKEN_ROUND_ROBIN = "token_round_robin"
 KV_LAYOUTS: tuple[str, ...] = (KV_TOKEN_ROUND_ROBIN,)
+
+
+Bits = TypeVar("Bits", int, np.ndarray)
+
+
+def word_ceil(bits: Bits, word_bits: int) -> Bits:
+    """`bits` rounded up to whole words (ints or int64 arrays)."""
+    return -(-bits // word_bits) * word_bits
+
+
+def segment_offsets(offset_bits: Bits, code_bits: Bits, scale_bits: Bits, word_bits: int) -> tuple[Bits, Bits, Bits]:
+    """Bit offsets of a tile's codes, scales and zeros (each segment starts on a word boundary): the one
+    definition the compiler, the ROM writer and the reader lay tiles out with (ints or int64 arrays)."""
+    scales = offset_bits + word_ceil(code_bits, word_bits)
+    return offset_bits, scales, scales + word_ceil(scale_bits, word_bits)
+
+
+def tile_span_bits(code_bits: Bits, scale_bits: Bits, zero_bits: Bits, word_bits: int, align_bits: int) -> Bits:
+    """ROM bits a tile occupies: its three word-aligned segments, rounded up to the tile alignment."""
+    _, _, zeros = segment_offsets(0, code_bits, scale_bits, word_bits)
+    return word_ceil(zeros + word_ceil(zero_bits, word_bits), align_bits)
 
 
 @dataclass(frozen=True)
@@ -110,7 +134,8 @@ class Placement:
     kv_ring: np.ndarray  # [units] the KV ring each H-Unit belongs to (-1: it holds no KV)
     kv_rank: np.ndarray  # [units] the unit's position in its ring (token t lives at rank t mod ring size)
     kv_layer_ring: np.ndarray  # [layers] the ring that caches each layer's K/V (-1: a layer with no tiles)
-    policy: str = str(DEFAULT_POLICY)  # the storage policy that chose the tensors (storage.py)
+    policy: str = str(DEFAULT_POLICY)  # the storage policy that chose the tensors (tensor_bits.py)
+    head_dim: int = 1  # the model's head dimension (a KV vector's elements; 1 when placed without a spec)
     kv_layout: str = KV_TOKEN_ROUND_ROBIN  # how the rings split the KV cache (module docstring)
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -164,6 +189,67 @@ class Placement:
         return np.bincount(self.tiles["unit"], weights=self.tiles["rom_span_bits"], minlength=self.units).astype(
             np.int64
         )
+
+    # -- the ROM fit verdict: a placement is computed whether or not it fits --------------------------------
+    @property
+    def rom_fits(self) -> bool:
+        """Whether every L-Unit's tiles fit its own ROM (a unit cannot lend ROM to its neighbour)."""
+        used = self.unit_used_bits()
+        return not len(used) or int(used.max()) <= self.unit_rom_bits
+
+    def rom_overflow(self) -> str | None:
+        """What overflows, naming the fullest L-Unit (None when the placement fits)."""
+        if self.rom_fits:
+            return None
+        used = self.unit_used_bits()
+        u = int(np.argmax(used))
+        over = int((used > self.unit_rom_bits).sum())
+        need, have = math.ceil(int(used[u]) / 8), self.unit_rom_bits // 8
+        return (
+            f"L-Unit {u} (mesh row {int(self.unit_mesh_row[u])}, col {int(self.unit_mesh_col[u])}) needs "
+            f"{need:,} bytes of ROM but holds {have:,} bytes ({over} of {self.units} units overflow, "
+            f"strategy {self.strategy!r}); use fewer weight bits, a larger group size, or a chip with more ROM"
+        )
+
+    def require_rom_fit(self) -> None:
+        """CapacityError naming the fullest L-Unit when any unit's tiles exceed its ROM."""
+        message = self.rom_overflow()
+        if message is not None:
+            raise CapacityError(message)
+
+    # -- LoRA shares (the one rule the compiler, the capacity planner and the adapter bank use) -------------
+    def lora_unit_bytes(self, ranks: Mapping[str, int], dtype: str) -> np.ndarray:
+        """[units] bytes of one adapter whose modules have their own ranks (module name -> rank, e.g.
+        `model.layers.3.self_attn.q_proj`; rank_pattern / layers_to_transform adapters): B [out, rank] rows
+        sit beside the base rows they add to; the rank rows of A [rank, in] are dealt round-robin over the
+        units that hold the module, continuing from one module to the next; each matrix's scale word sits
+        with its first row."""
+        out = np.zeros(self.units, dtype=np.int64)
+        cfg = LoraConfig(rank=0, dtype=dtype)
+        e, t = cfg.bytes_per_element, self.tiles
+        next_unit: dict[tuple[int, ...], int] = {}
+        for entry in self.tensors:
+            r = ranks.get(entry.name.removesuffix(".weight"), 0)
+            if entry.layer < 0 or r == 0:
+                continue
+            idx = self.tile_indices(tensor=entry.name)
+            units, rows = t["unit"][idx], t["row_stop"][idx] - t["row_start"][idx]
+            np.add.at(out, units, rows * r * e)  # B rows beside their base rows
+            out[units[np.argmin(t["row_start"][idx])]] += cfg.scale_bytes_per_matrix
+            members = tuple(np.unique(units).tolist())
+            start = next_unit.get(members, 0)
+            a_units = np.asarray(members)[(start + np.arange(r)) % len(members)]
+            np.add.at(out, a_units, entry.shape[1] * e)  # A rows, round-robin
+            out[a_units[0]] += cfg.scale_bytes_per_matrix
+            next_unit[members] = (start + r) % len(members)
+        return out
+
+    def uniform_ranks(self, lora: LoraConfig) -> dict[str, int]:
+        """Module name -> rank of a LoraConfig (one rank on its targets of every layer)."""
+        if not lora.enabled:
+            return {}
+        adapted = [e for e in self.tensors if e.layer >= 0 and lora.adapts(e.module)]
+        return {e.name.removesuffix(".weight"): lora.rank for e in adapted}
 
     # -- the KV cache rule (module docstring): every reader of the KV layout goes through these -------------
     @property

@@ -10,12 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from romachip.errors import AdapterError, CapacityError
+from romachip.names import PROJECTIONS
+from romachip.spec.chip import PRECISION_BYTES
 
-#: Projections of a LLaMA block, by their PEFT/Hugging Face module names, in execution order.
-ALL_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+#: The modules an adapter may target: a block's seven projections (names.py), in execution order.
+ALL_TARGETS = PROJECTIONS
 
-#: Bytes per element of each LoRA weight dtype the H-Units can hold.
-LORA_DTYPE_BYTES = {"fp8_e4m3": 1, "fp16": 2, "bf16": 2}
+#: Bytes per element of each LoRA weight dtype the H-Units can hold (the chip's PRECISION_BYTES).
+LORA_DTYPE_BYTES = {d: int(PRECISION_BYTES[d]) for d in ("fp8_e4m3", "fp16", "bf16")}
 
 #: Every stored LoRA matrix carries one FP32 scale word (docs/numerics.md, "LoRA storage"): for FP8, A's
 #: word is its power-of-two scale and B's is its power-of-two scale times the module's LoRA scale
@@ -23,7 +25,7 @@ LORA_DTYPE_BYTES = {"fp8_e4m3": 1, "fp16": 2, "bf16": 2}
 LORA_SCALE_BYTES_PER_MATRIX = {"fp8_e4m3": 4, "fp16": 4, "bf16": 4}
 
 #: Bytes per element of each KV-cache dtype.
-KV_DTYPE_BYTES = {"int8": 1, "fp16": 2}
+KV_DTYPE_BYTES = {d: int(PRECISION_BYTES[d]) for d in ("int8", "fp16")}
 
 #: Bytes each cached (token, KV head) vector of K or V carries besides its elements, by KV dtype: the
 #: engine's INT8 cache stores one float32 scale per vector (per-token, per-head absmax), its FP16 cache
@@ -105,3 +107,11 @@ class KvConfig:
     @property
     def bytes_per_element(self) -> int:
         return KV_DTYPE_BYTES[self.dtype]
+
+    def vector_bytes(self, head_dim: int) -> int:
+        """Bytes of one cached K or V head vector of one token: its elements and its scale."""
+        return head_dim * self.bytes_per_element + self.scale_bytes_per_vector
+
+    def token_bytes(self, *, layers: int, kv_heads: int, head_dim: int) -> int:
+        """KV bytes one token adds over `layers` layers: K and V of every KV head (the single definition)."""
+        return 2 * layers * kv_heads * self.vector_bytes(head_dim)

@@ -8,16 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from romachip.capacity import DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.capacity import DEFAULT_STRATEGY
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
-from romachip.errors import CapacityError, CheckpointError
-from romachip.quant.checkpoint import load_checkpoint
+from romachip.errors import CheckpointError
 from romachip.quant.formats import WeightFormat
-from romachip.quant.quantize import quantize_checkpoint
-from romachip.rom import FORMAT_VERSION, RomImage, write_image
+from romachip.rom import RomImage
+from romachip.rom.pipeline import burn_checkpoint
 from romachip.spec import load_chip
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
-from romachip.workload import KvConfig, LoraConfig
+from romachip.tensor_bits import DEFAULT_POLICY
 
 DEFAULT_FMT = WeightFormat()
 MIB = 2**20
@@ -27,17 +25,6 @@ def _mib(n: int) -> str:
     return f"{n / MIB:,.2f} MiB"
 
 
-def _refuse(report: CapacityReport) -> None:
-    rows = [f"{b.kind} {b.bytes:,} B ({b.memory})" for b in report.breakdown if b.memory in ("rom", "host") and b.bytes]
-    rom_reasons = [r for r in report.reasons if r.startswith("ROM")]
-    raise CapacityError(
-        f"{report.model} in {report.weight_format} does not fit chip {report.chip!r}: "
-        f"{'; '.join(rom_reasons)}. ROM needed {report.rom_bytes_needed:,} B of {report.rom_bytes_available:,} B; "
-        f"fullest L-Unit {report.rom_unit_bytes_used_max:,} B of {report.rom_unit_bytes:,} B. "
-        f"Breakdown: {', '.join(rows)}. Try `romachip fit` with other --bits/--group-size/--storage-policy"
-    )
-
-
 def _read_calibration(path: Path | None) -> str | None:
     if path is None:
         return None
@@ -45,17 +32,6 @@ def _read_calibration(path: Path | None) -> str | None:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"cannot read calibration text {path}: {getattr(exc, 'strerror', None) or exc}") from None
-
-
-def _quality_warnings(fmt: WeightFormat, policy: StoragePolicy) -> list[str]:
-    """Known ways a burn succeeds yet gives an unusable model (measured: README, docs/quantization.md)."""
-    table_bits = policy.table_format(fmt).bits
-    if table_bits > 2:
-        return []
-    return [
-        f"the embedding table (and LM head) is stored at {table_bits} bits: on SmolLM2 that leaves perplexity "
-        "above 1e7 whatever the quantizer; --storage-policy rom_int8 keeps the tables at 8 bits"
-    ]
 
 
 @app.command()
@@ -82,75 +58,23 @@ def burn(
     """Quantize a checkpoint into the chip's weight format and burn it into a ROM image: every tile in
     its L-Unit's ROM, B-ROM encoded, with a CRC-32 per unit (format: docs/rom-format.md). A model that
     does not fit the chip is refused with the capacity planner's breakdown, before anything is written."""
-    t0 = time.perf_counter()
     chip_spec = load_chip(chip)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
     calibration_text = _read_calibration(None if calibration is None else Path(calibration))
-    walls: dict[str, float] = {}
     with progress_bar() as bar:
-        task = bar.add_task("loading", total=None)
-        ckpt = load_checkpoint(checkpoint)
-        bar.update(task, total=1, completed=1)
-        walls["load_s"] = time.perf_counter() - t0
-        t = time.perf_counter()
-        no_sram = LoraConfig(rank=0, dtype=chip_spec.precision.lora)
-        kv = KvConfig(dtype=chip_spec.precision.kv, context_tokens=0)
-        report = plan(chip_spec, ckpt.spec, fmt=fmt, lora=no_sram, kv=kv, policy=storage_policy, strategy=strategy)
-        if not report.rom_fits:
-            _refuse(report)
-        policy = StoragePolicy(report.policy)
-        task = bar.add_task("quantize", total=None)
-        qmodel = quantize_checkpoint(
-            ckpt,
-            fmt,
-            quantizer=quantizer,  # type: ignore[arg-type]
-            calibration_text=calibration_text,
-            embedding_fmt=policy.table_format(fmt),
-            progress=lambda d, n: bar.update(task, completed=d, total=n),
-        )
-        walls["quantize_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        task = bar.add_task("burn", total=chip_spec.matrix_units)
-        written = write_image(
-            output,
-            qmodel,
-            chip_spec,
-            chip_preset=chip,
-            strategy=strategy,
-            policy=policy,
-            progress=lambda d, n: bar.update(task, completed=d, total=n),
-        )
-        walls["write_s"] = time.perf_counter() - t
-        t = time.perf_counter()
-        RomImage.open(output)  # read back: header, sizes, every checksum
-        walls["verify_s"] = time.perf_counter() - t
-    walls["total_s"] = time.perf_counter() - t0
-    result = {
-        "path": str(output),
-        "format_version": FORMAT_VERSION,
-        "model": ckpt.spec.name,
-        "source": ckpt.source,
-        "chip": chip_spec.name,
-        "weight_format": fmt.describe(),
-        "quantizer": quantizer,
-        "strategy": strategy,
-        "storage_policy": report.policy,
-        "fits": report.rom_fits,
-        "file_bytes": written.file_bytes,
-        "header_bytes": written.header_bytes,
-        "payload_bytes": written.payload_bytes,
-        "bytes_by_kind": written.bytes_by_kind,
-        "rom_bytes_needed": report.rom_bytes_needed,
-        "rom_bytes_allocated": report.rom_bytes_allocated,
-        "rom_bytes_available": report.rom_bytes_available,
-        "rom_unit_bytes_used_max": report.rom_unit_bytes_used_max,
-        "rom_unit_bytes": report.rom_unit_bytes,
-        "host_bytes": report.host_bytes,
-        "units": written.units,
-        "tiles": written.tiles,
-        "wall_s": {k: round(v, 3) for k, v in walls.items()},
-        "warnings": _quality_warnings(fmt, StoragePolicy(report.policy)),
-    }
+        tasks: dict[str, int] = {}
+        labels = {"load": "loading", "quantize": "quantize", "burn": "burn"}
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(labels[stage], total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        report = burn_checkpoint(
+            checkpoint, output, chip_spec, chip_preset=chip, fmt=fmt, quantizer=quantizer,
+            calibration_text=calibration_text, strategy=strategy, policy=storage_policy, progress=progress,
+        )  # fmt: skip
+    result = report.to_dict()
     for warning in result["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if as_json:

@@ -10,7 +10,7 @@ from romachip.cli.app import app, console, print_json
 from romachip.errors import CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
-from romachip.storage import DEFAULT_POLICY
+from romachip.tensor_bits import DEFAULT_POLICY
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 DEFAULT_CHIP = "roma"

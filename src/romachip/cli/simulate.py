@@ -8,12 +8,13 @@ from rich.table import Table
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_LORA, DEFAULT_STRATEGY, plan
 from romachip.cli.app import app, console, err_console, print_json
 from romachip.cli.fit import DEFAULT_CHIP, DEFAULT_MODEL, _targets
+from romachip.compile import compile_placement
 from romachip.errors import CapacityError
 from romachip.perf.simulate import ChipModel, SimReport, report
 from romachip.perf.trace import write_trace
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
 
@@ -87,13 +88,10 @@ def simulate(
     spec = load_model_spec(model)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, scale_dtype=DEFAULT_FORMAT.scale_dtype)
     lora = LoraConfig(rank=lora_rank, targets=_targets(lora_targets), dtype=chip_spec.precision.lora)
-    policy = StoragePolicy(storage_policy) if storage_policy in StoragePolicy._value2member_map_ else None
-    if policy is None:
-        raise CapacityError(
-            f"unknown --storage-policy {storage_policy!r}; choose one of {[p.value for p in StoragePolicy]}"
-        )
+    policy = StoragePolicy.parse(storage_policy)
     kv = KvConfig(dtype=chip_spec.precision.kv, context_tokens=prompt + generate)
-    fit = plan(chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=policy, strategy=strategy)
+    placement = compile_placement(chip_spec, spec, fmt, strategy=strategy, policy=policy, lora=lora, kv=kv)
+    fit = plan(chip_spec, spec, fmt=fmt, lora=lora, kv=kv, placement=placement)
     if not fit.fits:
         raise CapacityError(
             f"{model} with rank-{lora_rank} LoRA and {prompt + generate} tokens of context does not fit {chip}: "
@@ -101,7 +99,7 @@ def simulate(
             + " (see `romachip fit`)"
         )
     with err_console.status("simulating", spinner="dots"):
-        cm = ChipModel(chip_spec, spec, fmt=fmt, lora=lora, strategy=strategy, policy=policy)
+        cm = ChipModel(chip_spec, spec, fmt=fmt, lora=lora, placement=placement)
         r = report(cm, prompt, generate)
         if trace is not None:
             write_trace(trace, cm.schedules(prompt, generate), chip_spec.clock_hz)

@@ -16,6 +16,16 @@ from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel
 from romachip.engine.kv import KVCache, attention
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError, ModelConfigError
+from romachip.names import (
+    BLOCK_NORMS,
+    EMBED_MODULE,
+    EMBED_NAME,
+    FINAL_NORM_NAME,
+    HEAD_NAME,
+    norm_name,
+    projection_module,
+    projection_name,
+)
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec.model import ModelSpec
 
@@ -23,11 +33,12 @@ from romachip.spec.model import ModelSpec
 #: (A float32 [r, in], B float32 [out, r], scale). A and B hold the exact decoded storage values.
 Adapter = Mapping[str, tuple[np.ndarray, np.ndarray, float]]
 
+#: The fused L-Unit products: key -> the projections whose output rows one product computes.
 FUSED = {
-    "qkv": ("self_attn", ("q_proj", "k_proj", "v_proj")),
-    "o": ("self_attn", ("o_proj",)),
-    "gate_up": ("mlp", ("gate_proj", "up_proj")),
-    "down": ("mlp", ("down_proj",)),
+    "qkv": ("q_proj", "k_proj", "v_proj"),
+    "o": ("o_proj",),
+    "gate_up": ("gate_proj", "up_proj"),
+    "down": ("down_proj",),
 }
 
 
@@ -74,30 +85,27 @@ class EngineModel:
         self.float_mode = float_mode
         self.kernel = kernel = check_kernel(kernel) if kernel is not None else default_kernel()
         w = model.weights
-        self.embed = _require(w, "model.embed_tokens.weight")
+        self.embed = _require(w, EMBED_NAME)
         self.layers: list[dict[str, PreparedLinear]] = []
         self.spans = {}  # output columns of each projection inside its fused product
-        for key, (block, names) in FUSED.items():
-            sizes = [_require(w, f"model.layers.0.{block}.{n}.weight").shape[0] for n in names]
+        for key, projections in FUSED.items():
+            sizes = [_require(w, projection_name(0, n)).shape[0] for n in projections]
             ends = np.cumsum(sizes).tolist()
             self.spans[key] = list(zip([0] + ends[:-1], ends, strict=True))
         for i in range(spec.num_layers):
             prepared = {}
-            for key, (block, names) in FUSED.items():
-                tensors = [_require(w, f"model.layers.{i}.{block}.{n}.weight") for n in names]
+            for key, projections in FUSED.items():
+                tensors = [_require(w, projection_name(i, n)) for n in projections]
                 prepared[key] = PreparedLinear.from_tensors(tensors, float_mode=float_mode, kernel=kernel)
             self.layers.append(prepared)
-        head = self.embed if spec.tie_word_embeddings else _require(w, "lm_head.weight")
+        head = self.embed if spec.tie_word_embeddings else _require(w, HEAD_NAME)
         self.lm_head = PreparedLinear.from_tensors([head], float_mode=float_mode, kernel=kernel)
         f = model.floats
         self.norms = [
-            (
-                _require(f, f"model.layers.{i}.input_layernorm.weight").astype(np.float32),
-                _require(f, f"model.layers.{i}.post_attention_layernorm.weight").astype(np.float32),
-            )
+            tuple(_require(f, norm_name(i, norm)).astype(np.float32) for norm in BLOCK_NORMS)
             for i in range(spec.num_layers)
         ]
-        self.final_norm = _require(f, "model.norm.weight").astype(np.float32)
+        self.final_norm = _require(f, FINAL_NORM_NAME).astype(np.float32)
         self.inv_freq = rope_inv_freq(spec)
         self._cos = np.zeros((0, spec.head_dim // 2), np.float32)
         self._sin = np.zeros((0, spec.head_dim // 2), np.float32)
@@ -130,8 +138,7 @@ class EngineModel:
         self, i: int, key: str, x: np.ndarray, mode: str, adapter: Adapter | None, observer: Observer | None = None
     ) -> list[np.ndarray]:
         prep = self.layers[i][key]
-        block, names = FUSED[key]
-        modules = [f"model.layers.{i}.{block}.{n}" for n in names]
+        modules = [projection_module(i, n) for n in FUSED[key]]
         site = None
         if observer is not None:
             site = LinearSite(i, tuple((m, c0, c1) for m, (c0, c1) in zip(modules, self.spans[key], strict=True)))
@@ -159,7 +166,7 @@ class EngineModel:
         spec = self.spec
         x = self.embed_rows(tokens)
         if observer is not None:
-            observer(TapEvent(OpKind.EMBED, NO_LAYER, "model.embed_tokens", {"tokens": tokens, "y": x}))
+            observer(TapEvent(OpKind.EMBED, NO_LAYER, EMBED_MODULE, {"tokens": tokens, "y": x}))
         for i in range(spec.num_layers):
             x = self._residual(i, "attention", x, self._attention_block(i, x, cache, start, mode, adapter, observer),
                                observer)  # fmt: skip

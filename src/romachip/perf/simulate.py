@@ -25,7 +25,7 @@ from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
 from romachip.spec.tech import TechSpec, load_tech
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
 UNIT_CLASSES = ("L", "H", "V", "noc.down", "noc.up", "noc.row")
@@ -126,6 +126,8 @@ class ChipModel:
         strategy: str = "spread",
         policy: StoragePolicy = DEFAULT_POLICY,
     ) -> None:
+        if placement is not None:  # the caller's (an image's, or the one its capacity check compiled)
+            policy = StoragePolicy.parse(placement.policy)
         self.chip, self.spec, self.fmt, self.policy = chip, spec, fmt, policy
         self.lora = lora if lora is not None and lora.enabled else None
         self.tech = tech or load_tech(chip.tech)
@@ -133,6 +135,7 @@ class ChipModel:
         self.placement = placement or compile_placement(
             chip, spec, fmt, strategy=strategy, policy=policy, lora=self.lora, kv=self.kv
         )
+        self.placement.require_rom_fit()
         self.view = PlacementView(chip, self.placement)
         self.area: AreaReport = chip_area(chip, self.tech)
         self._decode_cache: dict[tuple[int, ...], PhaseRun] = {}
@@ -251,8 +254,11 @@ def simulate(
     tech: TechSpec | None = None,
     strategy: str = "spread",
     policy: StoragePolicy = DEFAULT_POLICY,
+    placement: Placement | None = None,
 ) -> SimReport:
     """Simulate a prompt of `prompt_tokens` and the decode of `generate_tokens` tokens on `chip`.
+
+    `placement`: the model's placement when the caller has one (an image's): its policy and strategy win.
 
     The first generated token comes out of the prefill (TTFT); the others are decode steps at contexts
     prompt_tokens .. prompt_tokens + generate_tokens - 2 (one step at prompt_tokens if only one token).
@@ -261,7 +267,7 @@ def simulate(
         raise CapacityError(
             f"simulate needs a prompt and a generation of at least 1 token, got {prompt_tokens}/{generate_tokens}"
         )
-    model = ChipModel(chip, spec, fmt=fmt, lora=lora, tech=tech, strategy=strategy, policy=policy)
+    model = ChipModel(chip, spec, fmt=fmt, lora=lora, tech=tech, strategy=strategy, policy=policy, placement=placement)
     return report(model, prompt_tokens, generate_tokens)
 
 

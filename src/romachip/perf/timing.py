@@ -31,11 +31,9 @@ from romachip.compile import linear_name
 from romachip.graph import Op, OpKind
 from romachip.perf.kernel import Simulator
 from romachip.perf.mapping import PlacementView
-from romachip.spec.chip import ChipSpec
+from romachip.spec.chip import PRECISION_BYTES, ChipSpec  # noqa: F401  (PRECISION_BYTES: re-exported)
 from romachip.workload import KvConfig
 
-#: Bytes per element of each precision the chip moves or stores.
-PRECISION_BYTES = {"int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4}
 NOC_DOWN, NOC_UP, NOC_ROW = "noc.down", "noc.up", "noc.row"
 LINK_CLASSES = (NOC_DOWN, NOC_UP, NOC_ROW)
 VECTOR_PIPELINE_CYCLES = 2  # [assumption] operand read + write-back around the lanes

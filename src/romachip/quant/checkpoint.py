@@ -19,20 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from romachip import names
 from romachip.errors import CheckpointError
 from romachip.spec.model import ModelSpec, read_config_json
 
 SMOLLM2_NAME = "smollm2-135m"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-PROJECTIONS = {
-    "q_proj": "self_attn",
-    "k_proj": "self_attn",
-    "v_proj": "self_attn",
-    "o_proj": "self_attn",
-    "gate_proj": "mlp",
-    "up_proj": "mlp",
-    "down_proj": "mlp",
-}
 
 
 @dataclass
@@ -46,23 +38,19 @@ class Checkpoint:
     source: str
 
 
-def projection_name(layer: int, proj: str) -> str:
-    """HF name of one projection weight, e.g. (0, "q_proj") -> model.layers.0.self_attn.q_proj.weight."""
-    return f"model.layers.{layer}.{PROJECTIONS[proj]}.{proj}.weight"
-
-
 def expected_shapes(spec: ModelSpec) -> dict[str, tuple[int, ...]]:
     """Every tensor a checkpoint of this spec must hold, with its shape (lm_head only when untied)."""
     d = spec.hidden_size
-    shapes: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (spec.vocab_size, d)}
+    shapes: dict[str, tuple[int, ...]] = {names.EMBED_NAME: (spec.vocab_size, d)}
+    attn_norm, mlp_norm = names.BLOCK_NORMS
     for layer in range(spec.num_layers):
-        shapes[f"model.layers.{layer}.input_layernorm.weight"] = (d,)
+        shapes[names.norm_name(layer, attn_norm)] = (d,)
         for proj, shape in spec.linear_shapes().items():
-            shapes[projection_name(layer, proj)] = shape
-        shapes[f"model.layers.{layer}.post_attention_layernorm.weight"] = (d,)
-    shapes["model.norm.weight"] = (d,)
+            shapes[names.projection_name(layer, proj)] = shape
+        shapes[names.norm_name(layer, mlp_norm)] = (d,)
+    shapes[names.FINAL_NORM_NAME] = (d,)
     if not spec.tie_word_embeddings:
-        shapes["lm_head.weight"] = (spec.vocab_size, d)
+        shapes[names.HEAD_NAME] = (spec.vocab_size, d)
     return shapes
 
 

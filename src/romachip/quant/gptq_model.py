@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from romachip.quant.checkpoint import PROJECTIONS, projection_name
+from romachip.names import PROJECTION_PART, PROJECTIONS, projection_name
 from romachip.quant.formats import WeightFormat
 from romachip.quant.gptq import HessianAccumulator, gptq_quantize
 from romachip.quant.hf_reference import llama_from_tensors
@@ -94,7 +94,7 @@ def gptq_model(
     done = 0
     out: dict[str, QuantizedTensor] = {}
     for layer_idx, block in enumerate(model.model.layers):
-        modules = {p: getattr(getattr(block, PROJECTIONS[p]), p) for p in PROJECTIONS}
+        modules = {p: getattr(getattr(block, PROJECTION_PART[p]), p) for p in PROJECTIONS}
         accs = {p: HessianAccumulator(modules[p].in_features) for p in dict.fromkeys(_INPUT_OF.values())}
         hooks = [modules[p].register_forward_hook(lambda _m, inp, _o, acc=accs[p]: acc.add(inp[0])) for p in accs]
         try:

@@ -15,14 +15,15 @@ from typing import Literal
 import numpy as np
 
 from romachip.errors import CheckpointError, FormatError
-from romachip.quant.checkpoint import PROJECTIONS, Checkpoint, projection_name
+from romachip.names import EMBED_NAME as EMBEDDING
+from romachip.names import HEAD_NAME as LM_HEAD
+from romachip.names import PROJECTIONS, projection_name
+from romachip.quant.checkpoint import Checkpoint
 from romachip.quant.formats import WeightFormat
 from romachip.quant.rtn import quantize_rtn
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 
 QUANTIZERS = ("rtn", "gptq")
-EMBEDDING = "model.embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
 
 # GPTQ calibration defaults: cheap enough for SmolLM2 in about a minute on two cores.
 CALIBRATION_SEQUENCES = 32

@@ -16,7 +16,7 @@ from romachip.perf.area import l_unit_study, macro_model
 from romachip.perf.simulate import ChipModel
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
 MIB = 2**20

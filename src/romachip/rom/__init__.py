@@ -9,10 +9,11 @@ from pathlib import Path
 
 from romachip.quant.tensor import QuantizedModel
 from romachip.rom.layout import FORMAT_VERSION, MAGIC
+from romachip.rom.pipeline import BurnReport, burn_checkpoint
 from romachip.rom.reader import RomImage
 from romachip.rom.writer import Progress, WriteReport, write_image
 from romachip.spec.chip import ChipSpec
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 
 
 def burn(
@@ -40,4 +41,13 @@ def burn(
     return RomImage.open(path)
 
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "RomImage", "WriteReport", "burn", "write_image"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "BurnReport",
+    "RomImage",
+    "WriteReport",
+    "burn",
+    "burn_checkpoint",
+    "write_image",
+]

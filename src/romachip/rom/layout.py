@@ -47,16 +47,6 @@ def align_up(n: int, to: int = ALIGN_BYTES) -> int:
     return -(-n // to) * to
 
 
-def word_ceil(bits: int, word_bits: int) -> int:
-    return -(-bits // word_bits) * word_bits
-
-
-def segment_offsets(offset_bits: int, code_bits: int, scale_bits: int, word_bits: int) -> tuple[int, int, int]:
-    """Bit offsets of a tile's codes, scales and zeros: each segment starts on a word boundary."""
-    scales = offset_bits + word_ceil(code_bits, word_bits)
-    return offset_bits, scales, scales + word_ceil(scale_bits, word_bits)
-
-
 def pack_header(manifest_crc32: int, manifest_len: int) -> bytes:
     return HEADER.pack(MAGIC, FORMAT_VERSION, manifest_crc32, manifest_len)
 

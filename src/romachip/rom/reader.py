@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from romachip.compile import Placement, TensorEntry, assemble_placement
 from romachip.errors import RomachipError, RomImageError
+from romachip.placement import segment_offsets
 from romachip.quant.formats import WeightFormat
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 from romachip.rom.bits import unpack_scales, unpack_uint
@@ -220,7 +221,7 @@ class RomImage:
         order = np.lexsort((tiles["rom_offset_bits"], tiles["unit"]))
         tiles = {k: v[order] for k, v in tiles.items()}
         try:
-            return assemble_placement(
+            placement = assemble_placement(
                 self.chip,
                 [e for e, _ in rom],
                 tiles,
@@ -228,6 +229,8 @@ class RomImage:
                 policy=self.manifest["storage_policy"],
                 spec=self.spec,
             )
+            placement.require_rom_fit()
+            return placement
         except RomachipError as exc:
             raise RomImageError(f"{self._where()}: its placement is invalid: {exc}") from None
 
@@ -319,9 +322,7 @@ def _read_tensor(
     ):
         raise RomImageError(f"{where}: the tiles of {e.name} do not cover its {e.shape[0]} rows exactly once")
     buf = _alloc(e)
-    c_off = t["rom_offset_bits"]
-    s_off = c_off + -(-t["code_bits"] // word_bits) * word_bits
-    z_off = s_off + -(-t["scale_bits"] // word_bits) * word_bits
+    c_off, s_off, z_off = segment_offsets(t["rom_offset_bits"], t["code_bits"], t["scale_bits"], word_bits)
 
     def values(off: np.ndarray, nbits: np.ndarray, bits: int) -> np.ndarray:
         """All tiles' values of one segment kind, in row order: one unpack when every segment is whole

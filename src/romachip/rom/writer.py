@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from romachip.atomic import atomic_open
-from romachip.compile import Placement, TensorEntry, layer_of, model_tensors, place_tensors, rom_alignment
+from romachip.compile import Placement, TensorEntry, model_tensors, place_tensors, rom_alignment
 from romachip.errors import FormatError, RomImageError
+from romachip.names import EMBED_NAME, HEAD_NAME, layer_of
+from romachip.placement import segment_offsets, tile_span_bits
 from romachip.quant.tensor import QuantizedModel
 from romachip.rom.bits import pack_scales, pack_uint
 from romachip.rom.brom import encode_words
@@ -28,11 +30,9 @@ from romachip.rom.layout import (
     align_up,
     format_to_json,
     pack_header,
-    segment_offsets,
-    word_ceil,
 )
 from romachip.spec.chip import ChipSpec
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 
 Progress = Callable[[int, int], None]  # (units done, units in all)
 
@@ -78,13 +78,13 @@ def placed_tensors(qmodel: QuantizedModel, policy: StoragePolicy | str) -> list[
 
 def off_chip_names(qmodel: QuantizedModel, policy: StoragePolicy | str) -> list[str]:
     """Tables the policy keeps in host memory (written to the image's host region)."""
-    pol = StoragePolicy(policy)
+    pol = StoragePolicy.parse(policy)
     spec = qmodel.spec
     names = []
     if not pol.embedding_on_chip:
-        names.append("model.embed_tokens.weight")
+        names.append(EMBED_NAME)
     if not pol.lm_head_on_chip and not spec.tie_word_embeddings:
-        names.append("lm_head.weight")
+        names.append(HEAD_NAME)
     return [n for n in names if n in qmodel.weights]
 
 
@@ -172,7 +172,7 @@ def _host_region(
         out_f, in_f = q.shape
         entry = TensorEntry(name, q.shape, q.fmt, layer_of(name), "host")
         tb = q.fmt.storage_bits(out_f, in_f)
-        span = word_ceil(sum(word_ceil(b, word_bits) for b in (tb.code_bits, tb.scale_bits, tb.zero_bits)), align_bits)
+        span = tile_span_bits(tb.code_bits, tb.scale_bits, tb.zero_bits, word_bits, align_bits)
         data = _tile_bytes(qmodel, entry, 0, out_f, word_bits, span)
         tile = dict(zip(TILE_KEYS, (HOST_UNIT, 0, out_f, 0, in_f, offset, span), strict=False))
         tile.update(code_bits=tb.code_bits, scale_bits=tb.scale_bits, zero_bits=tb.zero_bits, crc32=zlib.crc32(data))
@@ -269,13 +269,24 @@ def write_image(
     policy: StoragePolicy | str = DEFAULT_POLICY,
     num_groups: int | None = None,
     progress: Progress | None = None,
+    placement: Placement | None = None,
 ) -> WriteReport:
-    """Place, pack, encode and write `qmodel` for `chip`. CapacityError if it does not fit (nothing is
-    written); FormatError for an inconsistent model; RomImageError if the file cannot be written."""
+    """Place (or take `placement`, e.g. the one the capacity check compiled: its policy and strategy
+    then win), pack, encode and write `qmodel` for `chip`. CapacityError if it does not fit (nothing is
+    written); FormatError for an inconsistent model or a placement of other tensors; RomImageError if the
+    file cannot be written."""
     path = Path(path)
+    if placement is not None:
+        policy, strategy = placement.policy, placement.strategy
     entries = placed_tensors(qmodel, policy)
     _check_codes(qmodel, entries)
-    placement = place_tensors(chip, entries, strategy=strategy, num_groups=num_groups, spec=qmodel.spec, policy=policy)
+    if placement is None:
+        placement = place_tensors(
+            chip, entries, strategy=strategy, num_groups=num_groups, spec=qmodel.spec, policy=policy
+        )
+    else:
+        _check_placement(placement, entries, chip)
+    placement.require_rom_fit()
     payloads, units, crcs = build_payload(qmodel, chip, placement, progress)
     word_bits, align_bits = rom_alignment(chip)
     host = _host_region(qmodel, off_chip_names(qmodel, policy), word_bits, align_bits)
@@ -294,6 +305,19 @@ def write_image(
         units=placement.units,
         tiles=placement.num_tiles,
     )
+
+
+def _check_placement(placement: Placement, entries: list[TensorEntry], chip: ChipSpec) -> None:
+    """A given placement must place exactly these tensors, in these formats, for this chip."""
+    if placement.chip_name != chip.name or placement.units != chip.matrix_units:
+        raise FormatError(f"the placement is for chip {placement.chip_name!r}, not {chip.name!r}")
+    placed = [(e.name, tuple(e.shape), e.fmt) for e in placement.tensors]
+    have = [(e.name, tuple(e.shape), e.fmt) for e in entries]
+    if placed != have:
+        k = next((i for i, (p, h) in enumerate(zip(placed, have, strict=False)) if p != h), min(len(placed), len(have)))
+        got = placed[k][0] if k < len(placed) else "nothing"
+        want = have[k][0] if k < len(have) else "nothing"
+        raise FormatError(f"the placement does not place the model's tensors as they are (tensor {k}: {got} vs {want})")
 
 
 def _atomic_write(path: Path, chunks: list[bytes | np.ndarray]) -> None:

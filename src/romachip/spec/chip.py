@@ -18,6 +18,11 @@ from romachip.spec._load import load_yaml_model, preset_names
 Strict = ConfigDict(frozen=True, extra="forbid")
 Precision = Literal["int2", "int4", "int8", "fp8_e4m3", "fp16", "bf16", "fp32"]
 
+#: Bytes per element of each precision the chip moves or stores (int2/int4: four/two elements a byte).
+PRECISION_BYTES: dict[str, float] = {
+    "int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4,
+}  # fmt: skip
+
 
 class MacroArray(BaseModel):
     """A bank of identical memory macros."""
@@ -181,6 +186,23 @@ class PrecisionSpec(BaseModel):
     partial: Precision = Field(
         "fp16", description="Precision of results matrix units send to vector units (outputs, scores, partials)."
     )
+
+    @property
+    def activation_bytes(self) -> float:
+        """Bytes per activation element into the L-Units (PRECISION_BYTES)."""
+        return PRECISION_BYTES[self.activation]
+
+    @property
+    def lora_bytes(self) -> float:
+        return PRECISION_BYTES[self.lora]
+
+    @property
+    def kv_bytes(self) -> float:
+        return PRECISION_BYTES[self.kv]
+
+    @property
+    def partial_bytes(self) -> float:
+        return PRECISION_BYTES[self.partial]
 
 
 class FloorplanSpec(BaseModel):

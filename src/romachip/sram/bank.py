@@ -6,7 +6,7 @@ gets an immutable `AdapterView`, so a request never sees another's adapter and n
 later changes a request already running. The ROM image is never touched.
 
 Accounting is the capacity planner's (capacity.py), so the bank and `romachip fit` agree by
-construction: each adapter's bytes are dealt over the H-Units by `ranked_lora_unit_bytes` (B rows beside
+construction: each adapter's bytes are dealt over the H-Units by `Placement.lora_unit_bytes` (B rows beside
 the base rows they add to, A rows round-robin), each adapter's share of a unit rounded up to whole SRAM
 words (an adapter is a region of its own, so it can be freed alone); the KV cache gets what is left,
 and `context_limit` gives the maximum context under the Placement's KV rule (tokens round robin over
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_STRATEGY, context_limit, ranked_lora_unit_bytes
-from romachip.compile import Placement, compile_placement
+from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_STRATEGY, context_limit
+from romachip.compile import Placement, compile_placement, with_workload
 from romachip.errors import AdapterError, CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.rom import RomImage
@@ -37,7 +37,7 @@ from romachip.spec.model import ModelSpec
 from romachip.spec.tech import load_tech
 from romachip.sram.peft_import import PeftAdapter, read_peft_adapter
 from romachip.sram.storage import AdapterView, StoredAdapter, check_precision, module_bytes, store_adapter
-from romachip.storage import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig
 
 
@@ -97,15 +97,20 @@ class AdapterBank:
         precision: str | None = None,
         sram_bytes: int | None = None,
         num_groups: int | None = None,
+        placement: Placement | None = None,
     ):
+        """`placement`: where the model sits on this chip when the caller has it (an image's); policy,
+        strategy and num_groups then come from it. Otherwise it is compiled from them."""
         self.chip, self.spec, self.fmt, self.kv = chip, spec, fmt, kv
         self.precision = check_precision(precision or chip.precision.lora)
         if self.precision not in chip.precision.supported_lora:
             supported = ", ".join(chip.precision.supported_lora)
             raise CapacityError(f"chip {chip.name!r} cannot hold {self.precision} LoRA weights (supports {supported})")
-        self._placement = compile_placement(
-            chip, spec, fmt, strategy=strategy, policy=policy, kv=kv, num_groups=num_groups
-        )
+        if placement is None:
+            placement = compile_placement(
+                chip, spec, fmt, strategy=strategy, policy=policy, kv=kv, num_groups=num_groups
+            )
+        self._placement = with_workload(placement, kv=kv)
         total = chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)
         self.sram_unit_bytes = total // chip.matrix_units
         sram = chip.h_unit.sram
@@ -122,15 +127,12 @@ class AdapterBank:
         kv: KvConfig = DEFAULT_KV,
         precision: str | None = None,
         sram_bytes: int | None = None,
-        chip: ChipSpec | None = None,
     ) -> AdapterBank:
-        """The bank of the chip an image was burned for (or `chip`), with the image's model, format, policy
-        and placement strategy; the image itself is only read."""
-        m = image.manifest
+        """The bank of the chip an image was burned for, on the placement the image holds (its model, format,
+        policy and strategy); the image itself is only read."""
         return cls(
-            chip or image.chip, image.spec, fmt=image.fmt, kv=kv, policy=m["storage_policy"],
-            strategy=m["placement"]["strategy"], precision=precision, sram_bytes=sram_bytes,
-            num_groups=m["placement"].get("num_groups"),
+            image.chip, image.spec, fmt=image.fmt, kv=kv, precision=precision, sram_bytes=sram_bytes,
+            placement=image.placement,
         )  # fmt: skip
 
     @property
@@ -180,7 +182,7 @@ class AdapterBank:
         if precision not in self.chip.precision.supported_lora:
             raise CapacityError(f"chip {self.chip.name!r} cannot hold {precision} LoRA weights")
         stored = store_adapter(adapter, precision, name=name)
-        unit_bytes = ranked_lora_unit_bytes(self._placement, stored.ranks, precision)
+        unit_bytes = self._placement.lora_unit_bytes(stored.ranks, precision)
         return PreparedAdapter(stored, stored.view(), unit_bytes, self._alloc(unit_bytes))
 
     def load(self, name: str, source: str | Path | PeftAdapter, *, precision: str | None = None) -> BankOp:
@@ -235,7 +237,7 @@ class AdapterBank:
         """Would an adapter of these per-module ranks (module name -> rank) fit next to the resident ones?
         The same arithmetic as `load`, without reading or storing any values."""
         precision = check_precision(precision or self.precision)
-        alloc = self._alloc(ranked_lora_unit_bytes(self._placement, ranks, precision))
+        alloc = self._alloc(self._placement.lora_unit_bytes(ranks, precision))
         shapes = self.spec.linear_shapes()
         nbytes = sum(module_bytes(r, *shapes[m.rsplit(".", 1)[1]], precision) for m, r in ranks.items())
         return self._verdict(name, nbytes, precision, ranks, alloc, list(self._resident.values()))

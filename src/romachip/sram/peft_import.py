@@ -24,13 +24,21 @@ from typing import Any
 import numpy as np
 
 from romachip.errors import AdapterError
+from romachip.names import (
+    ATTENTION_PROJECTIONS,
+    BLOCK_NORMS,
+    EMBED_MODULE,
+    FINAL_NORM_MODULE,
+    HEAD_MODULE,
+    MLP_PROJECTIONS,
+    PROJECTIONS,
+)
+from romachip.names import projection_module as lora_module_name  # the module name an adapter uses
 from romachip.spec.model import ModelSpec
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 LEGACY_WEIGHTS_NAME = "adapter_model.bin"
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_PARENT = {p: ("self_attn" if p in PROJECTIONS[:4] else "mlp") for p in PROJECTIONS}
 _KEY_RE = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<ab>lora_[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _MODULE_RE = re.compile(r"^model\.layers\.(?P<layer>\d+)\.(?:self_attn|mlp)\.(?P<proj>\w+)$")
 
@@ -57,11 +65,6 @@ _WHY_OFF = {
     "use_bdlora": "block-diagonal LoRA is not a layout the H-Units store",
     "alora_invocation_tokens": "activated LoRA switches on mid-sequence, which the engine does not do",
 }
-
-
-def lora_module_name(layer: int, projection: str) -> str:
-    """The Hugging Face module name an adapter uses for one projection (`model.layers.3.self_attn.q_proj`)."""
-    return f"model.layers.{layer}.{_PARENT[projection]}.{projection}"
 
 
 def uniform_ranks(spec: ModelSpec, rank: int, targets: tuple[str, ...] = PROJECTIONS) -> dict[str, int]:
@@ -129,14 +132,13 @@ class PeftAdapter:
 
 def base_module_names(spec: ModelSpec) -> list[str]:
     """Every module name of a transformers LlamaForCausalLM of this shape, as PEFT iterates them."""
-    names = ["", "model", "model.embed_tokens", "model.layers"]
+    names = ["", "model", EMBED_MODULE, "model.layers"]
     for i in range(spec.num_layers):
         block = f"model.layers.{i}"
-        names += [block, f"{block}.self_attn"]
-        names += [f"{block}.self_attn.{p}" for p in PROJECTIONS[:4]]
-        names += [f"{block}.mlp"] + [f"{block}.mlp.{p}" for p in PROJECTIONS[4:]] + [f"{block}.mlp.act_fn"]
-        names += [f"{block}.input_layernorm", f"{block}.post_attention_layernorm"]
-    return names + ["model.norm", "model.rotary_emb", "lm_head"]
+        names += [block, f"{block}.self_attn"] + [lora_module_name(i, p) for p in ATTENTION_PROJECTIONS]
+        names += [f"{block}.mlp"] + [lora_module_name(i, p) for p in MLP_PROJECTIONS] + [f"{block}.mlp.act_fn"]
+        names += [f"{block}.{n}" for n in BLOCK_NORMS]
+    return names + [FINAL_NORM_MODULE, "model.rotary_emb", HEAD_MODULE]
 
 
 def module_is_targeted(config: Mapping[str, Any], key: str) -> bool:
@@ -273,7 +275,7 @@ def targeted_modules(config: Mapping[str, Any], spec: ModelSpec, where: str) -> 
     chosen = [k for k in base_module_names(spec) if module_is_targeted(config, k)]
     for key in chosen:
         if not _MODULE_RE.match(key) or key.rsplit(".", 1)[1] not in PROJECTIONS:
-            kind = "embedding LoRA" if key in ("model.embed_tokens", "lm_head") else "LoRA on this module"
+            kind = "embedding LoRA" if key in (EMBED_MODULE, HEAD_MODULE) else "LoRA on this module"
             raise AdapterError(
                 f"{where}: field 'target_modules' selects {key!r}; {kind} is not supported: the chip adapts only "
                 f"the seven projections ({', '.join(PROJECTIONS)})"

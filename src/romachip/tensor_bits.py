@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
+from romachip import names
+from romachip.errors import FormatError
 from romachip.quant.formats import TensorBits, WeightFormat
 from romachip.spec.model import ModelSpec
 
@@ -46,6 +48,15 @@ class StoragePolicy(StrEnum):
     ROM_INT8 = "rom_int8"
     OFF_CHIP = "off_chip"
     OFF_CHIP_ALL = "off_chip_all"
+
+    @classmethod
+    def parse(cls, policy: StoragePolicy | str) -> StoragePolicy:
+        """The policy a name stands for; FormatError listing the choices for any other name."""
+        try:
+            return cls(policy)
+        except ValueError:
+            choices = ", ".join(p.value for p in cls)
+            raise FormatError(f"unknown storage policy {policy!r}; choose one of {choices}") from None
 
     def table_format(self, fmt: WeightFormat) -> WeightFormat:
         """Format of the embedding table / LM head under this policy."""
@@ -71,9 +82,6 @@ class TensorKind(StrEnum):
     EMBEDDING = "embedding"
     LM_HEAD = "lm_head"  # also the shared table of a tied model when it is stored on chip
     NORM = "norm"
-
-
-ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 @dataclass(frozen=True)
@@ -105,14 +113,12 @@ def _tables(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> list[S
     """The embedding table and LM head under `policy` (a tied model stores one shared matrix per place)."""
     v, d = spec.vocab_size, spec.hidden_size
     tfmt = policy.table_format(fmt)
-    embed = "model.embed_tokens.weight"
     if spec.tie_word_embeddings and policy.embedding_on_chip:
         # One copy serves both the lookup and the LM head.
-        return [_quantized(embed, TensorKind.LM_HEAD, v, d, tfmt, True)]
-    head_name = embed if spec.tie_word_embeddings else "lm_head.weight"
+        return [_quantized(names.EMBED_NAME, TensorKind.LM_HEAD, v, d, tfmt, True)]
     return [
-        _quantized(embed, TensorKind.EMBEDDING, v, d, tfmt, policy.embedding_on_chip),
-        _quantized(head_name, TensorKind.LM_HEAD, v, d, tfmt, policy.lm_head_on_chip),
+        _quantized(names.EMBED_NAME, TensorKind.EMBEDDING, v, d, tfmt, policy.embedding_on_chip),
+        _quantized(names.head_name(spec.tie_word_embeddings), TensorKind.LM_HEAD, v, d, tfmt, policy.lm_head_on_chip),
     ]
 
 
@@ -125,14 +131,13 @@ def model_tensors(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy = DE
     out: list[StoredTensor] = []
     tables = _tables(spec, fmt, policy)
     out.extend(t for t in tables if t.kind is TensorKind.EMBEDDING)
+    attn_norm, mlp_norm = names.BLOCK_NORMS
     for i in range(spec.num_layers):
-        prefix = f"model.layers.{i}"
-        out.append(_norm(f"{prefix}.input_layernorm.weight", spec.hidden_size))
+        out.append(_norm(names.norm_name(i, attn_norm), spec.hidden_size))
         for module, (rows, cols) in spec.linear_shapes().items():
-            kind = TensorKind.ATTENTION if module in ATTENTION_MODULES else TensorKind.MLP
-            group = "self_attn" if kind is TensorKind.ATTENTION else "mlp"
-            out.append(_quantized(f"{prefix}.{group}.{module}.weight", kind, rows, cols, fmt, True))
-        out.append(_norm(f"{prefix}.post_attention_layernorm.weight", spec.hidden_size))
-    out.append(_norm("model.norm.weight", spec.hidden_size))
+            kind = TensorKind.ATTENTION if module in names.ATTENTION_PROJECTIONS else TensorKind.MLP
+            out.append(_quantized(names.projection_name(i, module), kind, rows, cols, fmt, True))
+        out.append(_norm(names.norm_name(i, mlp_norm), spec.hidden_size))
+    out.append(_norm(names.FINAL_NORM_NAME, spec.hidden_size))
     out.extend(t for t in tables if t.kind is TensorKind.LM_HEAD)
     return out

@@ -1,0 +1,162 @@
+"""`burn_checkpoint`: a checkpoint to a verified ROM image in one call (load, check the fit, quantize,
+write, read back), on one placement compiled once and shared by the capacity check and the writer."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from romachip.capacity import DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.compile import compile_placement
+from romachip.errors import CapacityError
+from romachip.quant.checkpoint import load_checkpoint
+from romachip.quant.formats import WeightFormat
+from romachip.quant.quantize import quantize_checkpoint
+from romachip.rom.layout import FORMAT_VERSION
+from romachip.rom.reader import RomImage
+from romachip.rom.writer import write_image
+from romachip.spec.chip import ChipSpec
+from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
+from romachip.workload import KvConfig, LoraConfig
+
+#: (stage, done, total) for the stages "load", "quantize", "burn"; total 0 while unknown.
+StageProgress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class BurnReport:
+    """What `burn_checkpoint` wrote and measured: sizes in bytes, wall times in seconds on this host."""
+
+    path: str
+    format_version: int
+    model: str
+    source: str
+    chip: str
+    weight_format: str
+    quantizer: str
+    strategy: str
+    storage_policy: str
+    fits: bool
+    file_bytes: int
+    header_bytes: int
+    payload_bytes: int
+    bytes_by_kind: dict[str, int]  # code, scale, zero, norm, host, padding
+    rom_bytes_needed: int
+    rom_bytes_allocated: int
+    rom_bytes_available: int
+    rom_unit_bytes_used_max: int
+    rom_unit_bytes: int
+    host_bytes: int
+    units: int
+    tiles: int
+    wall_s: dict[str, float]  # load_s, quantize_s, write_s, verify_s, total_s
+    warnings: tuple[str, ...]  # known ways a burn succeeds yet gives an unusable model
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["warnings"] = list(self.warnings)
+        return d
+
+
+def quality_warnings(fmt: WeightFormat, policy: StoragePolicy) -> list[str]:
+    """Known ways a burn succeeds yet gives an unusable model (measured: README, docs/quantization.md)."""
+    table_bits = policy.table_format(fmt).bits
+    if table_bits > 2:
+        return []
+    return [
+        f"the embedding table (and LM head) is stored at {table_bits} bits: on SmolLM2 that leaves perplexity "
+        "above 1e7 whatever the quantizer; --storage-policy rom_int8 keeps the tables at 8 bits"
+    ]
+
+
+def refusal(report: CapacityReport) -> CapacityError:
+    """The error a model that does not fit the ROM gets, with the capacity planner's breakdown."""
+    rows = [f"{b.kind} {b.bytes:,} B ({b.memory})" for b in report.breakdown if b.memory in ("rom", "host") and b.bytes]
+    rom_reasons = [r for r in report.reasons if r.startswith("ROM")]
+    return CapacityError(
+        f"{report.model} in {report.weight_format} does not fit chip {report.chip!r}: "
+        f"{'; '.join(rom_reasons)}. ROM needed {report.rom_bytes_needed:,} B of {report.rom_bytes_available:,} B; "
+        f"fullest L-Unit {report.rom_unit_bytes_used_max:,} B of {report.rom_unit_bytes:,} B. "
+        f"Breakdown: {', '.join(rows)}. Try `romachip fit` with other --bits/--group-size/--storage-policy"
+    )
+
+
+def burn_checkpoint(
+    checkpoint: str | Path,
+    output: str | Path,
+    chip: ChipSpec,
+    *,
+    chip_preset: str | None = None,
+    fmt: WeightFormat = WeightFormat(),  # noqa: B008  (frozen)
+    quantizer: str = "rtn",
+    calibration_text: str | None = None,
+    strategy: str = DEFAULT_STRATEGY,
+    policy: StoragePolicy | str = DEFAULT_POLICY,
+    progress: StageProgress | None = None,
+) -> BurnReport:
+    """Quantize a checkpoint (HF folder, .gguf, or a shipped name) into `fmt` and burn it for `chip`.
+
+    The model is placed once; a model whose placement overflows an L-Unit is refused (CapacityError with
+    the breakdown) before it is quantized, and nothing is written.
+    """
+    report = progress or (lambda stage, done, total: None)
+    pol = StoragePolicy.parse(policy)
+    t0 = time.perf_counter()
+    walls: dict[str, float] = {}
+    report("load", 0, 0)
+    ckpt = load_checkpoint(str(checkpoint))
+    report("load", 1, 1)
+    walls["load_s"] = time.perf_counter() - t0
+    t = time.perf_counter()
+    kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
+    placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
+    fit = plan(chip, ckpt.spec, fmt=fmt, lora=LoraConfig(rank=0, dtype=chip.precision.lora), kv=kv, placement=placement)
+    if not fit.rom_fits:
+        raise refusal(fit)
+    qmodel = quantize_checkpoint(
+        ckpt,
+        fmt,
+        quantizer=quantizer,  # type: ignore[arg-type]
+        calibration_text=calibration_text,
+        embedding_fmt=pol.table_format(fmt),
+        progress=lambda d, n: report("quantize", d, n),
+    )
+    walls["quantize_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    written = write_image(
+        output, qmodel, chip, chip_preset=chip_preset, placement=placement,
+        progress=lambda d, n: report("burn", d, n),
+    )  # fmt: skip
+    walls["write_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    RomImage.open(output)  # read back: header, sizes, every checksum
+    walls["verify_s"] = time.perf_counter() - t
+    walls["total_s"] = time.perf_counter() - t0
+    return BurnReport(
+        path=str(output),
+        format_version=FORMAT_VERSION,
+        model=ckpt.spec.name,
+        source=ckpt.source,
+        chip=chip.name,
+        weight_format=fmt.describe(),
+        quantizer=quantizer,
+        strategy=placement.strategy,
+        storage_policy=fit.policy,
+        fits=fit.rom_fits,
+        file_bytes=written.file_bytes,
+        header_bytes=written.header_bytes,
+        payload_bytes=written.payload_bytes,
+        bytes_by_kind=written.bytes_by_kind,
+        rom_bytes_needed=fit.rom_bytes_needed,
+        rom_bytes_allocated=fit.rom_bytes_allocated,
+        rom_bytes_available=fit.rom_bytes_available,
+        rom_unit_bytes_used_max=fit.rom_unit_bytes_used_max,
+        rom_unit_bytes=fit.rom_unit_bytes,
+        host_bytes=fit.host_bytes,
+        units=written.units,
+        tiles=written.tiles,
+        wall_s={k: round(v, 3) for k, v in walls.items()},
+        warnings=tuple(quality_warnings(fmt, pol)),
+    )
