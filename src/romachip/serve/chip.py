@@ -9,7 +9,6 @@ from romachip.perf import ChipModel, report
 from romachip.rom import RomImage
 from romachip.sram.bank import BankOp
 from romachip.sram.storage import AdapterView
-from romachip.storage import StoragePolicy
 from romachip.workload import LoraConfig
 
 SOURCE = "romachip perf model on the image's chip (docs/perf.md); calibrated parameters are named in the preset"
@@ -25,21 +24,18 @@ def lora_config(view: AdapterView | None) -> LoraConfig | None:
 
 
 class ChipTimer:
-    """One ChipModel per LoRA workload (placement compiled once), shared by every request; thread-safe."""
+    """One ChipModel per LoRA workload, all on the placement the image holds (never recompiled), shared by
+    every request; thread-safe."""
 
     def __init__(self, image: RomImage) -> None:
-        m = image.manifest
         self.chip, self.spec, self.fmt = image.chip, image.spec, image.fmt
-        self.policy = StoragePolicy(m["storage_policy"])
-        self.strategy = m["placement"]["strategy"]
+        self.placement = image.placement
         self._models: dict[LoraConfig | None, ChipModel] = {}
         self._lock = threading.Lock()
 
     def _model(self, lora: LoraConfig | None) -> ChipModel:
         if lora not in self._models:
-            self._models[lora] = ChipModel(
-                self.chip, self.spec, fmt=self.fmt, lora=lora, strategy=self.strategy, policy=self.policy
-            )
+            self._models[lora] = ChipModel(self.chip, self.spec, fmt=self.fmt, lora=lora, placement=self.placement)
         return self._models[lora]
 
     def chip_object(
