@@ -36,3 +36,7 @@ class AdapterError(RomachipError):
 
 class GenerationError(RomachipError):
     """A generation request is invalid (e.g. the prompt exceeds the KV capacity)."""
+
+
+class VectorsError(RomachipError):
+    """A golden-vector folder is malformed, or an RTL dump does not match the golden vectors."""
