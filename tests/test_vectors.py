@@ -13,7 +13,6 @@ import pytest
 from engine_models import make_tiny
 from lora_helpers import make_adapter, word_tokenizer_json
 
-from romachip.capacity import ranked_lora_unit_bytes
 from romachip.cli.main import main
 from romachip.errors import VectorsError
 from romachip.rom import burn
@@ -171,7 +170,7 @@ def test_lora_rows_follow_the_capacity_rule(made) -> None:
         idx = image.placement.tile_indices(tensor=f"{m.name}.weight")
         np.add.at(per_unit, t["unit"][idx], (t["row_stop"][idx] - t["row_start"][idx]) * m.rank)
         per_unit[t["unit"][idx][np.argmin(t["row_start"][idx])]] += 4
-    assert np.array_equal(per_unit, ranked_lora_unit_bytes(image.placement, stored.ranks, "fp8_e4m3"))
+    assert np.array_equal(per_unit, image.placement.lora_unit_bytes(stored.ranks, "fp8_e4m3"))
 
 
 def test_npz_only_folder_checks_too(made, tmp_path) -> None:

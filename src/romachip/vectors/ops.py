@@ -20,7 +20,7 @@ from romachip.vectors.store import VectorStore
 from romachip.vectors.units import kv_positions, unit_tiles
 
 VECTOR = "vector"  # the `unit` of ops the vector units compute (whole rows, as the contract defines them)
-_GROUP_OF = {n: key for key, (_, names) in FUSED.items() for n in names}
+_GROUP_OF = {n: key for key, names in FUSED.items() for n in names}
 
 
 def _int_element(values: np.ndarray) -> str:
