@@ -63,7 +63,9 @@ class PhaseRun:
         being identical and strictly serial (each starts after the previous one's residual add)."""
 
         def lin(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-            return {k: max(0.0, a.get(k, 0.0) + repeats * (b.get(k, 0.0) - a.get(k, 0.0))) for k in set(a) | set(b)}
+            return {
+                k: max(0.0, a.get(k, 0.0) + repeats * (b.get(k, 0.0) - a.get(k, 0.0))) for k in dict.fromkeys([*a, *b])
+            }
 
         return PhaseRun(
             cycles=self.cycles + repeats * (other.cycles - self.cycles),
@@ -292,7 +294,7 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
     leak = {k: v for k, v in e_first.parts_mj.items() if k[1] == "leakage"}
     step_s = total_cycles / clock / steps
     parts = {}
-    for key in set(e_first.parts_mj) | set(e_last.parts_mj):
+    for key in dict.fromkeys([*e_first.parts_mj, *e_last.parts_mj]):  # not a set: its order varies by process
         if key[1] == "leakage":
             parts[key] = leak[key] / e_first.time_s * step_s
         else:
