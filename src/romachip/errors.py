@@ -40,3 +40,7 @@ class GenerationError(RomachipError):
 
 class VectorsError(RomachipError):
     """A golden-vector folder is malformed, or an RTL dump does not match the golden vectors."""
+
+
+class SweepError(RomachipError):
+    """A sweep spec, its results folder or its executor is invalid (unknown path, mixed results, no scheduler)."""

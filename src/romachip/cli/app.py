@@ -8,7 +8,17 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 app = typer.Typer(
     name="romachip",
@@ -29,7 +39,23 @@ def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
-def progress_bar() -> Progress:
-    """The progress bar of long commands, on stderr so that --json stdout stays one document."""
-    columns = (TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn())
+class _RateColumn(ProgressColumn):
+    """Items per second, e.g. '14.2 points/s'."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed")
+
+
+def progress_bar(rate_unit: str | None = None) -> Progress:
+    """The progress bar of long commands, on stderr so that --json stdout stays one document. With a
+    `rate_unit` (e.g. "points") it also shows done/total, the rate per second and the time remaining."""
+    columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
+    if rate_unit is not None:
+        columns[2:2] = [MofNCompleteColumn(), _RateColumn(rate_unit)]
+        columns.append(TimeRemainingColumn())
     return Progress(*columns, console=err_console, transient=True)

@@ -9,7 +9,7 @@ from romachip.cli.app import app, err_console
 from romachip.errors import RomachipError
 
 #: Command modules, in the order `romachip --help` lists their commands (a user's path through the tool).
-COMMAND_MODULES = ("specs", "fit", "burn", "run", "adapters", "simulate", "serve", "vectors", "reproduce")
+COMMAND_MODULES = ("specs", "fit", "burn", "run", "adapters", "simulate", "sweep", "serve", "vectors", "reproduce")
 for _name in COMMAND_MODULES:
     importlib.import_module(f"romachip.cli.{_name}")  # each module registers its commands on `app`
 
