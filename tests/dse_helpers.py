@@ -26,3 +26,12 @@ def write_spec(folder: Path, data: dict | None = None, name: str = "sweep.yaml")
 def comparable(rows: list[dict]) -> dict[str, dict]:
     """Rows by key (order and part-files do not matter)."""
     return {r["key"]: r for r in rows}
+
+
+def assert_same_rows(got: list[dict], want: list[dict]) -> None:
+    """Identical rows, or a message naming the first differing fields (a last-digit difference between
+    processes usually means a sum over a set, whose order follows the per-process string hash seed)."""
+    a, b = comparable(got), comparable(want)
+    assert a.keys() == b.keys()
+    diffs = [(k, c, a[k][c], b[k][c]) for k in a for c in a[k] if a[k][c] != b[k][c]]
+    assert not diffs, f"rows differ between executors (first of {len(diffs)}): {diffs[:3]}"

@@ -3,7 +3,7 @@
 import logging
 
 import pytest
-from dse_helpers import comparable, write_spec
+from dse_helpers import assert_same_rows, write_spec
 
 from romachip.dse import DaskExecutor, LocalExecutor, SweepPlan, load_results, load_sweep_spec, run_sweep
 from romachip.dse import executors as executors_mod
@@ -29,7 +29,7 @@ def test_dask_rows_match_local_rows_and_resume(tmp_path, client):
         assert ex.workers == 2 and "Dask at tcp://" in ex.description
         summary = run_sweep(plan, tmp_path / "dask", executor=ex, batch_size=1)
     assert summary.by_status == {"ok": 4}
-    assert comparable(load_results(tmp_path / "dask").rows) == comparable(load_results(tmp_path / "local").rows)
+    assert_same_rows(load_results(tmp_path / "dask").rows, load_results(tmp_path / "local").rows)
     with DaskExecutor(client=client) as ex:
         again = run_sweep(plan, tmp_path / "dask", executor=ex, resume=True)
     assert again.computed == 0

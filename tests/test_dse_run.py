@@ -4,7 +4,7 @@ import copy
 import json
 
 import pytest
-from dse_helpers import SMALL, comparable, write_spec
+from dse_helpers import SMALL, assert_same_rows, write_spec
 
 from romachip.cli.main import main
 from romachip.dse import LocalExecutor, SweepPlan, load_results, load_sweep_spec, run_sweep
@@ -60,8 +60,7 @@ def test_resume_after_an_interruption_recomputes_nothing_done(tmp_path, done):
     with LocalExecutor(1) as ex:
         summary = run_sweep(plan, tmp_path / "R", executor=ex, resume=True)
     assert (summary.skipped, summary.computed) == (3, 2)  # 2 done + the repeat of the base
-    rows = comparable(load_results(tmp_path / "R").rows)
-    assert rows == comparable(done[2])  # the same rows as one uninterrupted run
+    assert_same_rows(load_results(tmp_path / "R").rows, done[2])  # the same rows as one uninterrupted run
     with LocalExecutor(1) as ex:
         again = run_sweep(plan, tmp_path / "R", executor=ex, resume=True)
     assert (again.skipped, again.computed) == (5, 0)
@@ -70,7 +69,7 @@ def test_resume_after_an_interruption_recomputes_nothing_done(tmp_path, done):
 def test_two_local_processes_give_the_same_rows(tmp_path, done):
     with LocalExecutor(2) as ex:
         run_sweep(plan_of(tmp_path), tmp_path / "R", executor=ex, batch_size=1)
-    assert comparable(load_results(tmp_path / "R").rows) == comparable(done[2])
+    assert_same_rows(load_results(tmp_path / "R").rows, done[2])
 
 
 def test_results_of_another_sweep_are_not_mixed(tmp_path, done):

@@ -36,12 +36,13 @@ _MODEL_SOURCES = ("perf", "spec", "capacity.py", "compile.py", "placement.py", "
 
 @functools.cache
 def model_version() -> str:
-    """romachip's version plus a hash of the model's sources and shipped model configs."""
+    """romachip's version plus a hash of the model's sources and shipped specs (model configs, presets,
+    technologies, host links: a design names some of them by name)."""
     root = Path(romachip.__file__).parent
     h = hashlib.sha256()
     for rel in _MODEL_SOURCES:
         p = root / rel
-        files = sorted(p.rglob("*.py")) + sorted(p.rglob("*.json")) if p.is_dir() else [p]
+        files = sorted(f for f in p.rglob("*") if f.suffix in (".py", ".json", ".yaml")) if p.is_dir() else [p]
         for f in files:
             h.update(str(f.relative_to(root)).encode())
             h.update(f.read_bytes())
