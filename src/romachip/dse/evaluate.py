@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from romachip.capacity import plan
+from romachip.compile import compile_placement
 from romachip.dse.paths import copy_design, put
 from romachip.dse.points import Task, model_version
 from romachip.dse.ties import compile_tie
@@ -27,7 +28,7 @@ from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec, load_model_spec
 from romachip.spec.tech import TechSpec
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 STATUS_OK = "ok"
@@ -60,9 +61,12 @@ class _Workload:
         self.contexts = list(dict.fromkeys([self.context, *wl["report_contexts"]]))
         self.prompts = list(wl["prompt_tokens"])
 
-    def plan(self, chip: ChipSpec, context: int):
+    def place(self, chip: ChipSpec, context: int):
+        """The placement (compiled once per point, shared by the capacity plan and the perf model) and the plan."""
         kv = KvConfig(dtype=chip.precision.kv, context_tokens=context)
-        return plan(chip, self.spec, fmt=self.fmt, lora=self.lora, kv=kv, policy=self.policy)
+        lora = self.lora if self.lora.enabled else None
+        placement = compile_placement(chip, self.spec, self.fmt, policy=self.policy, lora=lora, kv=kv)
+        return placement, plan(chip, self.spec, fmt=self.fmt, lora=self.lora, kv=kv, placement=placement)
 
 
 def _helper(name: str, design: dict, wl: dict) -> Any:
@@ -73,7 +77,7 @@ def _helper(name: str, design: dict, wl: dict) -> Any:
     if name == "fit_rom_macros":
         chip = ChipSpec.model_validate(chip_d)
         work = _Workload(wl, chip)
-        used_bits = work.plan(chip, 0).rom_unit_bytes_used_max * 8
+        used_bits = work.place(chip, 0)[1].rom_unit_bytes_used_max * 8
         rom = chip.l_unit.rom
         return max(1, math.ceil(used_bits / (rom.macro_rows * rom.macro_cols * rom.bits_per_cell)))
     raise SweepError(f"unknown helper {name}()")
@@ -104,13 +108,13 @@ def _row(task: Task, status: str, reason: str, **fields: Any) -> dict:
 
 
 def _measure(chip: ChipSpec, tech: TechSpec, work: _Workload) -> tuple[str, str, dict[str, Any]]:
-    fit = work.plan(chip, work.context)
+    placement, fit = work.place(chip, work.context)
     used = fit.rom_unit_bytes_used_max / fit.rom_unit_bytes if fit.rom_unit_bytes else math.inf
     out: dict[str, Any] = {"max_context_tokens": float(fit.max_context_tokens), "rom_utilization": used}
     if not fit.fits:  # the area still tells how far from feasible the design is
         out["area_mm2"] = chip_area(chip, tech).total_mm2
         return STATUS_NO_FIT, "; ".join(fit.reasons), out
-    model = ChipModel(chip, work.spec, fmt=work.fmt, lora=work.lora, tech=tech, policy=work.policy)
+    model = ChipModel(chip, work.spec, fmt=work.fmt, lora=work.lora, tech=tech, placement=placement)
     out["area_mm2"] = model.area.total_mm2
     for c in work.contexts:
         if c > fit.max_context_tokens:

@@ -29,9 +29,10 @@ from romachip.spec.chip import load_chip
 from romachip.spec.tech import load_tech
 
 TECH_AXIS = "tech"
-#: Sources whose code decides a row's figures (relative to the romachip package).
-_MODEL_SOURCES = ("perf", "spec", "capacity.py", "compile.py", "placement.py", "graph.py", "storage.py",
-                  "workload.py", "quant/formats.py", "dse/evaluate.py")  # fmt: skip
+#: Parts of the romachip package that cannot change a row's figures (everything else is hashed: a
+#: rename or a new module below the perf model can only cause a recompute, never a stale row).
+_NOT_MODEL = ("cli", "serve", "vectors", "engine", "rom", "report", "train", "dse")
+_MODEL_DSE = ("dse/evaluate.py", "dse/ties.py", "dse/paths.py")
 
 
 @functools.cache
@@ -40,12 +41,14 @@ def model_version() -> str:
     technologies, host links: a design names some of them by name)."""
     root = Path(romachip.__file__).parent
     h = hashlib.sha256()
-    for rel in _MODEL_SOURCES:
-        p = root / rel
-        files = sorted(f for f in p.rglob("*") if f.suffix in (".py", ".json", ".yaml")) if p.is_dir() else [p]
-        for f in files:
-            h.update(str(f.relative_to(root)).encode())
-            h.update(f.read_bytes())
+    for f in sorted(root.rglob("*")):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix not in (".py", ".json", ".yaml") or "__pycache__" in rel:
+            continue
+        if rel.split("/")[0] in _NOT_MODEL and rel not in _MODEL_DSE:
+            continue
+        h.update(rel.encode())
+        h.update(f.read_bytes())
     return f"{romachip.__version__}+{h.hexdigest()[:12]}"
 
 

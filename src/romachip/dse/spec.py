@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator,
 
 from romachip.errors import SweepError
 from romachip.spec._load import validate
-from romachip.storage import StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 
 Strict = ConfigDict(frozen=True, extra="forbid")
 Scalar = bool | int | float | str
