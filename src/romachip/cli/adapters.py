@@ -40,22 +40,21 @@ def parse_adapter_options(values: list[str]) -> list[tuple[str, Path]]:
 
 def request_adapter(
     image: RomImage, values: list[str], use: str | None, *, precision: str | None, kv: KvConfig
-) -> tuple[AdapterView | None, list[BankOp]]:
-    """Load the `--adapter` folders into a bank of the image's chip (refused if the request's context no
-    longer fits) and return the view of the one `--use` names (`none`: the base model) and the bank ops."""
+) -> tuple[AdapterView | None, list[BankOp], AdapterBank]:
+    """Load the `--adapter` folders into a bank of the image's chip, on the image's placement (refused if
+    the request's context no longer fits), and return the view of the one `--use` names (`none`: the base
+    model), the bank ops and the bank (which decides the engine's context)."""
     loaded = parse_adapter_options(values)
-    if not loaded:
-        if use not in (None, "none"):
-            raise AdapterError(f"--use {use!r}: no adapter is loaded; give it with --adapter {use}=DIR")
-        return None, []
+    if not loaded and use not in (None, "none"):
+        raise AdapterError(f"--use {use!r}: no adapter is loaded; give it with --adapter {use}=DIR")
     bank = AdapterBank.for_image(image, kv=kv, precision=precision)
     ops = [bank.load(name, folder) for name, folder in loaded]
     if use is None and len(loaded) > 1:
         names = ", ".join(n for n, _ in loaded)
         raise AdapterError(f"{len(loaded)} adapters are loaded ({names}): pick the request's one with --use NAME")
-    if use == "none":
-        return None, ops
-    return bank.view(use or loaded[0][0]), ops
+    if use == "none" or not loaded:
+        return None, ops, bank
+    return bank.view(use or loaded[0][0]), ops, bank
 
 
 def adapter_ops_table(ops: list[BankOp], used: str | None) -> Table:

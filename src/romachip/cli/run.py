@@ -16,6 +16,7 @@ from romachip.engine.perplexity import engine_perplexity
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.rom import RomImage
+from romachip.sram.storage import AdapterView
 from romachip.workload import KvConfig
 
 DEFAULT_WINDOW = 256
@@ -87,7 +88,7 @@ def run(
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
     rom, engine = _open_engine(image, activation, kv)
     ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
-    lora, ops = request_adapter(
+    lora, ops, engine.bank = request_adapter(
         rom, adapter or [], use, precision=lora_precision, kv=_request_kv(engine, ids, max_tokens)
     )
     streamer = _Streamer(engine, enabled=not as_json)
@@ -142,7 +143,7 @@ def eval_(
         raise GenerationError(f"cannot read text file {text}: {getattr(exc, 'strerror', None) or exc}") from None
     rom, engine = _open_engine(image, activation, kv)
     ids = np.array(engine.tokenizer.encode(content, add_special_tokens=False).ids, dtype=np.int64)
-    lora, _ = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
+    lora, _, engine.bank = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
                               kv=_request_kv(engine, [], window))  # fmt: skip
     t0 = time.perf_counter()
     with progress_bar() as bar:
@@ -209,14 +210,14 @@ def demo(
 
     with err_console.status("preparing the demo model") as status:
         path, burned = ensure_demo_image(progress=lambda msg: status.update(msg))
-    _, engine = _open_engine(path, None, None)
+    rom, engine = _open_engine(path, None, None)
     ids = encode_prompt(engine.model, engine.tokenizer, DEMO_PROMPT, chat=True)
     if not as_json:
         console.print(f"[bold]image[/] {path}{' (burned now)' if burned else ' (cached)'}")
         console.print(f"[bold]user[/] {DEMO_PROMPT}")
         console.print("[bold]SmolLM2 on ROMA[/] ", end="")
     gen = engine.generate(ids, max_tokens=max_tokens, on_token=_Streamer(engine, enabled=not as_json))
-    timing = _simulated_timing(engine, gen)
+    timing = _simulated_timing(rom, gen)
     if as_json:
         print_json({**_generation_json(gen), "image": str(path), "simulated": timing})
         return
@@ -231,16 +232,17 @@ def demo(
         console.print(table)
 
 
-def _simulated_timing(engine: Engine, gen: Generation) -> dict | None:
-    """The timing model's view of the same request, when romachip.perf is available."""
+def _simulated_timing(rom: RomImage, gen: Generation, adapter: AdapterView | None = None) -> dict | None:
+    """The timing model's view of the same request on the image's chip and placement (its policy and
+    strategy), with the adapter's workload, when romachip.perf is available."""
     try:
         from romachip.perf.simulate import simulate
     except ImportError:
         return None
     try:
         rep = simulate(
-            engine.chip, engine.model.spec, fmt=engine.model.fmt, prompt_tokens=gen.prompt_tokens,
-            generate_tokens=max(gen.generated_tokens, 1),
+            rom.chip, rom.spec, fmt=rom.fmt, lora=adapter.workload() if adapter else None,
+            prompt_tokens=gen.prompt_tokens, generate_tokens=max(gen.generated_tokens, 1), placement=rom.placement,
         )  # fmt: skip
     except RomachipError:
         return None

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from romachip.capacity import max_context_tokens
 from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES, kernel_threads
 from romachip.engine.kv import HARDWARE_KV_MODES, MAX_CONTEXT_TOKENS, KVCache
 from romachip.engine.model import Adapter, EngineModel, prefill
@@ -20,7 +19,8 @@ from romachip.engine.text import load_tokenizer
 from romachip.errors import AdapterError, GenerationError
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec.chip import ChipSpec, load_chip
-from romachip.workload import KV_SCALE_BYTES_PER_VECTOR, KvConfig, LoraConfig
+from romachip.sram.bank import AdapterBank
+from romachip.workload import KV_SCALE_BYTES_PER_VECTOR, KvConfig
 
 # The engine's defaults come from the chip preset (`precision.activation`, `precision.kv`), so the engine
 # and the timing model read one definition; these apply only when a preset names a precision the engine
@@ -53,7 +53,8 @@ class Engine:
     float_mode: True turns activation and KV quantization off (float32 weights s*(q - z), float32 KV);
                 for agreement tests against transformers only, not part of the bit-exact contract.
                 (`exact=False` is the older spelling of `float_mode=True`, still accepted.)
-    chip:       the chip whose H-Unit SRAM bounds the context (default: the `roma` preset).
+    chip:       the chip the engine's default precisions come from (default: the `roma` preset).
+    bank:       the adapter bank that decides the KV context (see `bank`; default: an empty bank of `chip`).
     threads:    threads while the engine computes, the native kernel's and torch's (default 1: on a shared
                 CPU idle-waiting thread teams cost more than they give); None leaves torch's setting and
                 gives the native kernel as many. The thread count never changes a result: every product is
@@ -78,6 +79,7 @@ class Engine:
         threads: int | None = 1,
         exact: bool | None = None,
         kernel: str | None = None,
+        bank: AdapterBank | None = None,
     ) -> None:
         if exact is not None:  # the older keyword: exact=False meant the float mode
             float_mode = not exact
@@ -100,7 +102,9 @@ class Engine:
         self.kv = "fp32" if float_mode else kv
         self.net = EngineModel(model, float_mode=float_mode, kernel=kernel)
         self._tokenizer = None
-        self._capacity: dict[tuple, int] = {}
+        self._bank: AdapterBank | None = None
+        if bank is not None:
+            self.bank = bank
 
     @property
     def tokenizer(self):  # noqa: ANN201
@@ -131,28 +135,41 @@ class Engine:
             "kernel": self.net.kernel,
         }
 
+    @property
+    def bank(self) -> AdapterBank:
+        """The adapter bank whose H-Unit SRAM budget decides this engine's KV context: the bank decides, the
+        engine computes (it never plans capacity itself). Default: an empty bank of `chip` for this model
+        (the default placement); give the image's bank (`AdapterBank.for_image`) to run on its placement."""
+        if self._bank is None:
+            kv = KvConfig(dtype=self._cache_dtype, context_tokens=0)  # scale bytes: the contract's (workload.py)
+            self._bank = AdapterBank(self.chip, self.model.spec, fmt=self.model.fmt, kv=kv)
+        return self._bank
+
+    @bank.setter
+    def bank(self, bank: AdapterBank) -> None:
+        if bank.spec != self.model.spec or bank.kv.dtype != self._cache_dtype:
+            raise GenerationError(
+                f"the adapter bank is for {bank.spec.name!r} with a {bank.kv.dtype} KV cache; this engine runs "
+                f"{self.model.spec.name!r} with a {self._cache_dtype} cache"
+            )
+        self._bank = bank
+
+    @property
+    def _cache_dtype(self) -> str:
+        """The KV dtype the bank sizes the cache as (the float mode's float32 cache: as the FP16 one)."""
+        return self.kv if self.kv in KV_SCALE_BYTES_PER_VECTOR else "fp16"
+
     def max_context(self, adapter: Adapter | None = None) -> int:
-        """Tokens of KV context the chip holds next to the adapter (capacity planner), at most 2^15."""
-        rank = max((a.shape[0] for a, _, _ in adapter.values()), default=0) if adapter else 0
-        targets = tuple(sorted({name.rsplit(".", 1)[1] for name in adapter})) if adapter else ()
-        key = (rank, targets)
-        if key not in self._capacity:
-            kv_dtype = self.kv if self.kv in KV_SCALE_BYTES_PER_VECTOR else "fp16"  # float mode: as the fp16 cache
-            lora = LoraConfig(rank=rank, targets=targets, dtype=self.chip.precision.lora) if rank else LoraConfig(0)
-            kv = KvConfig(dtype=kv_dtype, context_tokens=0)  # scale bytes: the contract's, from workload.py
-            fmt = self.model.fmt
-            if fmt.bits not in self.chip.precision.weight_bits:  # the KV budget does not depend on code width
-                fmt = replace(fmt, bits=max(self.chip.precision.weight_bits))
-            planned = max_context_tokens(self.chip, self.model.spec, fmt=fmt, lora=lora, kv=kv)
-            self._capacity[key] = min(planned, MAX_CONTEXT_TOKENS)
-        return self._capacity[key]
+        """Tokens of KV context the chip holds while a request runs `adapter`, as the bank decides it (next to
+        every resident adapter, and this one's exact per-module ranks when it is not resident), at most 2^15."""
+        return min(self.bank.context_for(adapter), MAX_CONTEXT_TOKENS)
 
     def new_cache(self, tokens: int, adapter: Adapter | None = None) -> KVCache:
         """A KV cache for `tokens` positions; GenerationError if the chip cannot hold that many."""
         limit = self.max_context(adapter)
         if tokens > limit:
             raise GenerationError(
-                f"{tokens} tokens of context do not fit: chip {self.chip.name!r} holds {limit} tokens of "
+                f"{tokens} tokens of context do not fit: chip {self.bank.chip.name!r} holds {limit} tokens of "
                 f"{self.kv} KV cache for {self.model.spec.name!r}; shorten the prompt or --max-tokens"
             )
         s = self.model.spec

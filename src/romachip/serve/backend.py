@@ -73,6 +73,7 @@ class Backend:
             reserve = min(DEFAULT_RESERVED_CONTEXT, empty.max_context_tokens)
         kv = KvConfig(dtype=engine.kv, context_tokens=reserve)
         bank = AdapterBank.for_image(image, kv=kv, precision=c.lora_precision)
+        engine.bank = bank  # the bank decides the engine's context (its residents, the image's placement)
         registry = AdapterRegistry(bank, image.spec.name, c.adapter_dir)
         for name, folder in c.adapters:
             registry.load_trusted(name, folder)

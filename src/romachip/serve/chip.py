@@ -16,11 +16,7 @@ SOURCE = "romachip perf model on the image's chip (docs/perf.md); calibrated par
 
 def lora_config(view: AdapterView | None) -> LoraConfig | None:
     """The perf model's LoRA workload of an adapter: its largest rank on the projections it adapts."""
-    if not view:
-        return None
-    rank = max(a.shape[0] for a, _, _ in view.values())
-    targets = tuple(sorted({name.rsplit(".", 1)[1] for name in view}))
-    return LoraConfig(rank=rank, targets=targets, dtype=view.precision)
+    return view.workload() if view else None
 
 
 class ChipTimer:

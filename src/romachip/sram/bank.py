@@ -22,6 +22,7 @@ host link).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,7 @@ class AdapterBank:
         self._write_bits_per_cycle = sram.macro_cols * sram.macros * sram.bits_per_cell  # [assumption] = read width
         self._write_pj_per_bit = load_tech(chip.tech).energy.sram_write_pj_per_bit
         self._resident: dict[str, PreparedAdapter] = {}
+        self._context_cache: dict[tuple, int] = {}  # context_for by extra adapter; emptied when residents change
 
     @classmethod
     def for_image(
@@ -173,6 +175,27 @@ class AdapterBank:
     @property
     def max_context_tokens(self) -> int:
         return self.context()[0]
+
+    def context_for(self, adapter: Mapping[str, tuple[np.ndarray, np.ndarray, float]] | None = None) -> int:
+        """Maximum context tokens while a request runs `adapter`: the KV cache gets what the resident adapters
+        leave, less `adapter`'s own share when it is not one of them (an engine adapter mapping, module name
+        -> (A [r, in], B [out, r], scale), or another bank's view). What the engine sizes its caches with."""
+        residents = list(self._resident.values())
+        key: tuple = ()
+        extra: dict[str, int] = {}
+        precision = self.precision
+        if adapter and not any(r.view is adapter for r in residents):
+            extra = {name: int(a.shape[0]) for name, (a, _, _) in adapter.items()}
+            precision = check_precision(getattr(adapter, "precision", None) or self.precision)
+            key = (precision, tuple(sorted(extra.items())))
+        if key not in self._context_cache:
+            alloc = self._unit_alloc(residents)
+            if extra:
+                alloc = alloc + self._alloc(self._placement.lora_unit_bytes(extra, precision))
+            self._context_cache[key] = context_limit(
+                self.chip, self.spec, self.fmt, self.sram_unit_bytes, alloc, self._placement
+            )[2]
+        return self._context_cache[key]
 
     # -- operations ------------------------------------------------------------------------------------
     def prepare(self, source: str | Path | PeftAdapter, *, name: str, precision: str | None = None) -> PreparedAdapter:
@@ -291,6 +314,7 @@ class AdapterBank:
         return nbytes, cycles, cycles / self.chip.clock_hz, nbytes * 8 * self._write_pj_per_bit * 1e-12
 
     def _op(self, op: str, name: str, *, written: PreparedAdapter | None, freed: int) -> BankOp:
+        self._context_cache.clear()  # every op changes the residents
         max_ctx, limit = self.context()
         nbytes, cycles, seconds, joules = self.write_cost(written) if written is not None else (0, 0, 0.0, 0.0)
         return BankOp(

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from romachip.errors import AdapterError
+from romachip.names import PROJECTIONS
 from romachip.quant.fp8 import FP8_E4M3_MAX, fp8_e4m3_decode, fp8_e4m3_encode
 from romachip.sram.peft_import import PeftAdapter
 from romachip.workload import LORA_DTYPE_BYTES, LoraConfig
@@ -160,6 +161,13 @@ class AdapterView(Mapping):
 
     def __repr__(self) -> str:
         return f"AdapterView({self.name!r}, {self.precision}, {len(self)} modules)"
+
+    def workload(self) -> LoraConfig:
+        """The perf model's LoRA workload of this adapter: its largest rank on the projections it adapts
+        (the timing model takes one rank for every layer)."""
+        rank = max((a.shape[0] for a, _, _ in self._modules.values()), default=0)
+        targets = tuple(p for p in PROJECTIONS if any(name.endswith(f".{p}") for name in self._modules))
+        return LoraConfig(rank=rank, targets=targets, dtype=self.precision)
 
 
 @dataclass(frozen=True)
