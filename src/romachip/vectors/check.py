@@ -271,8 +271,25 @@ def _check_op(vf: _Folder, op: dict, roms: dict[int, ref.UnitRom]) -> None:
                 held_s = vf.load(mem[f"{name}_scale"]).copy()
                 held_s[rows] = scale
                 vf.compare(mem[f"{name}_scale"], held_s, d)
+    elif kind == "attention_share":
+        k, v = _kv_memory(vf, mem, "k", p["kv"]), _kv_memory(vf, mem, "v", p["kv"])
+        got = ref.attention_share(vf.load(inp["q"]), *k, *v, p["key_positions"], p["query_positions"])
+        for name, key in exp.items():
+            vf.compare(key, got[name], d)
+    elif kind == "attention_combine":
+        alpha, y = ref.attention_combine(vf.load(inp["max"]), vf.load(inp["sum"]), vf.load(inp["partial"]))
+        if "rescale" in exp:
+            vf.compare(exp["rescale"], alpha, d)
+        vf.compare(exp["y"], y, d)
     else:
         raise VectorsError(f"{vf.root}: unknown op kind {kind!r} (written by a newer romachip?)")
+
+
+def _kv_memory(vf: _Folder, mem: dict, name: str, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """A unit's K or V as the attention MACs read them: (integers int64 [P, kvh, d], scales float64 [P, kvh])."""
+    if mode == "int8":
+        return vf.load(mem[name]).astype(np.int64), vf.load(mem[f"{name}_scale"]).astype(np.float64)
+    return ref.fp16_align(vf.load(mem[name]))
 
 
 def _check_linear(vf: _Folder, op: dict, rom: ref.UnitRom, d: str) -> None:

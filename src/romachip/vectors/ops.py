@@ -13,6 +13,7 @@ import numpy as np
 from romachip.compile import Placement
 from romachip.engine.model import FUSED
 from romachip.engine.tap import OpKind, TapEvent
+from romachip.errors import VectorsError
 from romachip.quant.formats import WeightFormat
 from romachip.rom.layout import format_to_json
 from romachip.vectors.capture import Step
@@ -45,6 +46,7 @@ class StepWriter:
         linear_y: dict[tuple[int, int, str], str] = {}
         k_rot: dict[int, np.ndarray] = {}
         v_out: dict[int, np.ndarray] = {}
+        shares: dict[int, list[TapEvent]] = {}
         for ev in step.events:
             base = f"s{step.index:02d}/L{ev.layer:02d}"
             proj = ev.module.rsplit(".", 1)[-1]
@@ -63,8 +65,11 @@ class StepWriter:
                     v_out[ev.layer] = ev.arrays["y"]
             elif ev.kind is OpKind.ROPE and ev.module.endswith("k"):
                 k_rot[ev.layer] = ev.arrays["y"]
-        for layer in sorted(k_rot):
-            self._kv(step, layer, k_rot[layer], v_out[layer])
+            elif ev.kind is OpKind.ATTENTION_SHARE:
+                shares.setdefault(ev.layer, []).append(ev)
+            elif ev.kind is OpKind.ATTENTION:
+                kv_files = self._kv(step, ev.layer, k_rot[ev.layer], v_out[ev.layer])
+                self._attention(step, ev, base, shares.pop(ev.layer, []), kv_files)
 
     def _op(self, kind: str, unit: int | str, step: Step, layer: int, module: str, **parts: Any) -> None:
         self.ops.append({
@@ -186,7 +191,7 @@ class StepWriter:
             self._op("lora_b", unit, step, layer, module, params={"rows": rows.tolist()}, inputs=inputs,
                      memory=memory, expected=expected)  # fmt: skip
 
-    def _kv(self, step: Step, layer: int, k: np.ndarray, v: np.ndarray) -> None:
+    def _kv(self, step: Step, layer: int, k: np.ndarray, v: np.ndarray) -> dict[int, dict[str, str]]:
         """Each selected H-Unit stores the K/V of the positions it owns (token round robin), and holds the
         cache as this step's attention reads it."""
         kv = step.kv[layer]
@@ -197,13 +202,14 @@ class StepWriter:
         seen = self._kv_in.setdefault(layer, {"k": [], "v": []})
         seen["k"].extend(k)
         seen["v"].extend(v)
+        files: dict[int, dict[str, str]] = {}
         for unit in self.units:
             held = kv_positions(self.placement, unit, layer, length)
             if held.size == 0:
                 continue
             sram = f"sram/u{unit:03d}/s{step.index:02d}/L{layer:02d}"
             args = (unit, step, layer, "kv")
-            memory = {}
+            memory = files[unit] = {"positions": held.tolist()}
             for name in ("k", "v"):
                 codes = np.moveaxis(kv[name][:, held], 0, 1)  # [held, kvh, d]
                 scale = kv[f"{name}_scale"][:, held].T  # [held, kvh]
@@ -218,6 +224,7 @@ class StepWriter:
             new = np.flatnonzero(np.isin(step.positions, held))
             if new.size == 0:
                 continue
+            memory = {k_: v_ for k_, v_ in memory.items() if k_ != "positions"}
             d_ = f"s{step.index:02d}/L{layer:02d}/u{unit:03d}/kv"
             inputs = {
                 "k": self._arr(f"{d_}/k", k[new], "fp32", "input", "kv", *args),
@@ -227,3 +234,54 @@ class StepWriter:
             self._op("kv_write", unit, step, layer, f"model.layers.{layer}.self_attn", params={
                 "kv": self.kv_mode, "positions_written": step.positions[new].tolist(), "held_positions": held.tolist(),
                 "rows_in_memory": rows.tolist()}, inputs=inputs, memory=memory)  # fmt: skip
+        return files
+
+    def _attention(self, step: Step, ev: TapEvent, base: str, shares: list[TapEvent], kv_files: dict) -> None:
+        """Each selected H-Unit's share (scores, softmax partials, weighted values over the keys it holds),
+        then the vector units' combine of every share in unit order."""
+        layer, module = ev.layer, ev.module
+        d_ = f"{base}/vector/attention"
+        q = ev.arrays["q"]
+        tokens, heads, hd = q.shape
+        args = (VECTOR, step, layer, "attention")
+        q_key = self._arr(f"{d_}/q", q, "fp32", "input", "attention", *args)
+        if len({e.unit for e in shares}) != len(shares):
+            raise VectorsError("vectors cover steps of up to 256 tokens (one attention pass); shorten the prompt")
+        for e in shares:
+            # O_u = A_u 2^(F_u - 21) of an exact integer A_u: a zero is +0 (a float BLAS product of zeros
+            # may give -0, which carries no meaning here)
+            a = {**e.arrays, "partial": e.arrays["partial"] + 0.0}
+            keys = np.asarray(a["key_positions"])
+            owner = self.placement.kv_unit_of(int(keys[0]), layer) if keys.size else -1
+            if owner not in self.units or owner not in kv_files or kv_files[owner]["positions"] != keys.tolist():
+                continue  # a share of an unselected unit (or one global share: no single H-Unit holds it)
+            d = f"{base}/u{owner:03d}/attention"
+            uargs = (owner, step, layer, "attention_share")
+            expected = {
+                name: self._arr(f"{d}/{name}", a[name] if name != "weights" else a[name].astype(np.int64), elem,
+                                "expected", "attention", *uargs)
+                for name, elem in (("scores", "fp32"), ("max", "fp32"), ("exp", "fp32"), ("sum", "fp64"),
+                                   ("weights", "int32"), ("exponent", "int16"), ("partial", "fp64"))
+            }  # fmt: skip
+            memory = {k_: v_ for k_, v_ in kv_files[owner].items() if k_ != "positions"}
+            self._op("attention_share", owner, step, layer, module, params={
+                "share": e.unit, "shares": int(e.extra.get("shares", len(shares))), "kv": self.kv_mode,
+                "key_positions": keys.tolist(), "query_positions": step.positions.tolist()},
+                inputs={"q": q_key}, memory=memory, expected=expected)  # fmt: skip
+        if not shares:
+            return
+        order = sorted(shares, key=lambda e: e.unit)
+        stack = {n: np.stack([e.arrays[n] for e in order]) for n in ("max", "sum", "partial")}
+        stack["partial"] = stack["partial"] + 0.0  # as above: the partial of an exact integer, +0 for zero
+        rescale = np.stack([e.arrays["rescale"] for e in order]) if "rescale" in order[0].arrays else None
+        inputs = {
+            "max": self._arr(f"{d_}/share_max", stack["max"], "fp32", "input", "attention", *args),
+            "sum": self._arr(f"{d_}/share_sum", stack["sum"], "fp64", "input", "attention", *args),
+            "partial": self._arr(f"{d_}/share_partial", stack["partial"], "fp64", "input", "attention", *args),
+        }
+        expected = {"y": self._arr(f"{d_}/y", ev.arrays["y"].reshape(tokens, heads, hd), "fp32", "expected",
+                                   "attention", *args)}  # fmt: skip
+        if rescale is not None:
+            expected["rescale"] = self._arr(f"{d_}/rescale", rescale, "fp32", "expected", "attention", *args)
+        self._op("attention_combine", VECTOR, step, layer, module, params={"shares": len(order)}, inputs=inputs,
+                 expected=expected)  # fmt: skip

@@ -220,3 +220,91 @@ def kv_encode(v: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray | None]:
     m = np.max(np.abs(v), axis=-1)
     sv = np.where(m > 0, m / np.float32(127), np.float32(1)).astype(np.float32)
     return np.clip(np.rint(v / sv[..., None]), -127, 127), sv
+
+
+# -- attention (docs/numerics.md, "Attention") -----------------------------------------------------------
+LN2_HI = 0.6931471803691238
+LN2_LO = 1.9082149292705877e-10
+INV_LN2 = 1.4426950408889634
+EXP_COEFFS = [1 / math.factorial(n) for n in range(9, -1, -1)]  # f64(1/n!), highest first
+P_BITS = 21
+KV_WINDOW_BITS = 14
+
+
+def exp64(x: np.ndarray) -> np.ndarray:
+    """The contract's binary64 exp: Cody-Waite reduction, degree-9 Horner, two exact power-of-two scalings."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros_like(x)
+    big, mid = x >= 709.78, (x > -745.2) & (x < 709.78)
+    out[big] = np.inf
+    xm = x[mid]
+    k = np.rint(xm * INV_LN2)
+    r = (xm - k * LN2_HI) - k * LN2_LO
+    p = np.full_like(r, EXP_COEFFS[0])
+    for c in EXP_COEFFS[1:]:
+        p = p * r
+        p = p + c
+    half = np.floor(k / 2).astype(np.int64)
+    out[mid] = np.ldexp(np.ldexp(p, half), k.astype(np.int64) - half)
+    return out
+
+
+def fp16_align(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """fp16 vectors (last axis) in the MACs' block form: vi = rne(h 2^(14-E)), sv = 2^(E-14); 0 and 1 if zero."""
+    h = np.asarray(h, dtype=np.float64)
+    m = np.max(np.abs(h), axis=-1)
+    e = np.where(m > 0, np.frexp(np.where(m > 0, m, 1.0))[1] - 1, 0)
+    vi = np.where(m[..., None] > 0, np.rint(h * np.ldexp(1.0, KV_WINDOW_BITS - e)[..., None]), 0.0)
+    return vi.astype(np.int64), np.where(m > 0, np.ldexp(1.0, e - KV_WINDOW_BITS), 1.0)
+
+
+def fp16_round(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.asarray(x, dtype=np.float32), -65504, 65504).astype(np.float16).astype(np.float32)
+
+
+def attention_share(q, ki, ks, vi, vs, keys, queries) -> dict[str, np.ndarray]:
+    """One H-Unit's share: q float32 [T, H, d] (after RoPE); its keys' integers ki, vi [P, kvh, d] and scales
+    [P, kvh] (float64) at positions `keys` (ascending); queries at `queries` [T]. Key j is visible to query
+    t iff j <= t. Rows where the unit holds no visible key: max -inf, exp/sum/weights/partial 0, exponent 0;
+    hidden keys score -inf."""
+    tokens, heads, d = q.shape
+    rep = heads // ki.shape[1]
+    qi, sq = fp16_align(fp16_round(q))  # [T, H, d], [T, H]
+    c = 1.0 / math.sqrt(d)
+    kvh_of = np.arange(heads) // rep
+    dots = np.einsum("thd,phd->thp", qi, ki[:, kvh_of, :])  # int64: exact
+    s = (((dots.astype(np.float64) * sq[..., None]) * ks[:, kvh_of].T[None]) * c).astype(np.float32)
+    visible = np.asarray(keys)[None, :] <= np.asarray(queries)[:, None]  # [T, P]
+    s = np.where(visible[:, None, :], s, np.float32(-np.inf))
+    m = np.max(s, axis=-1) if s.shape[-1] else np.full((tokens, heads), -np.inf, np.float32)
+    empty = np.isneginf(m)
+    e = exp64(s.astype(np.float64) - np.where(empty, 0.0, m)[..., None]).astype(np.float32)
+    z = np.zeros((tokens, heads))
+    for j in range(e.shape[-1]):  # ascending keys, binary64
+        z = z + e[..., j].astype(np.float64)
+    w = e.astype(np.float64) * vs[:, kvh_of].T[None]
+    wmax = np.max(w, axis=-1)
+    f = np.where(empty | (wmax <= 0), 0, np.frexp(np.where(wmax > 0, wmax, 1.0))[1] - 1)
+    p = np.rint(w * np.ldexp(1.0, P_BITS - f)[..., None])
+    acc = np.einsum("thp,phd->thd", p.astype(np.int64), vi[:, kvh_of, :])  # int64: exact
+    partial = acc.astype(np.float64) * np.ldexp(1.0, f - P_BITS)[..., None]
+    return {"scores": s, "max": m.astype(np.float32), "exp": e, "sum": z, "weights": p.astype(np.int64),
+            "exponent": f.astype(np.int64), "partial": partial}  # fmt: skip
+
+
+def attention_combine(m: np.ndarray, z: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vector units' fold over the shares in unit order: m [n, T, H] float32, z [n, T, H], o [n, T, H, d]
+    (binary64) -> (alpha float32 [n, T, H], 0 for an empty share; y float32 [T, H, d])."""
+    top = np.max(m, axis=0)
+    alpha = np.zeros(m.shape, dtype=np.float32)
+    zs = np.zeros(z.shape[1:])
+    os_ = np.zeros(o.shape[1:])
+    first = np.ones(z.shape[1:], dtype=bool)
+    for u in range(m.shape[0]):
+        live = ~np.isneginf(m[u])
+        alpha[u] = np.where(live, exp64(np.where(live, m[u].astype(np.float64) - top, 0.0)), 0.0).astype(np.float32)
+        a = alpha[u].astype(np.float64)
+        zs = np.where(live, np.where(first, a * z[u], zs + a * z[u]), zs)
+        os_ = np.where(live[..., None], np.where(first[..., None], a[..., None] * o[u], os_ + a[..., None] * o[u]), os_)
+        first &= ~live
+    return alpha, (os_ / zs[..., None]).astype(np.float32)
