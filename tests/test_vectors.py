@@ -54,7 +54,17 @@ def test_vectors_pass_the_independent_check(made) -> None:
         assert r.rom_reference == "image"
         assert r.ops_checked == len(_manifest(folder)["ops"])
     kinds = {op["kind"] for op in _manifest(lora)["ops"]}
-    assert kinds >= {"align", "linear", "rms_norm", "lora_a", "lora_b", "kv_write", "attention_combine"}
+    assert kinds >= {
+        "align",
+        "linear",
+        "rms_norm",
+        "lora_a",
+        "lora_b",
+        "kv_write",
+        "attention_combine",
+        "swiglu",
+        "residual",
+    }
     assert report.steps == 2 and len(report.generated_ids) == 3
 
 
@@ -85,8 +95,9 @@ def _flip(folder: Path, rel: str, word: int, bit: int = 0) -> int:
 EXPECTED_KINDS = [
     ("align", "xi"), ("align", "exponent"), ("linear", "group_integers"), ("linear", "group_terms"),
     ("linear", "y"), ("rms_norm", "y"), ("lora_a", "u"), ("lora_b", "delta"), ("lora_b", "y"),
-    ("attention_combine", "y"), ("attention_share", "scores"), ("attention_share", "exp"),
-    ("attention_share", "sum"), ("attention_share", "weights"), ("attention_share", "partial"),
+    ("swiglu", "y"), ("residual", "y"), ("attention_combine", "y"), ("attention_share", "scores"),
+    ("attention_share", "exp"), ("attention_share", "sum"), ("attention_share", "weights"),
+    ("attention_share", "partial"),
 ]  # fmt: skip
 
 

@@ -250,6 +250,10 @@ def _check_op(vf: _Folder, op: dict, roms: dict[int, ref.UnitRom]) -> None:
         _check_linear(vf, op, roms[op["unit"]], d)
     elif kind == "rms_norm":
         vf.compare(exp["y"], ref.rms_norm(vf.load(inp["x"]), vf.load(inp["weight"]), p["eps"]), d)
+    elif kind == "swiglu":
+        vf.compare(exp["y"], ref.swiglu(vf.load(inp["gate"]), vf.load(inp["up"])), d)
+    elif kind == "residual":
+        vf.compare(exp["y"], vf.load(inp["x"]) + vf.load(inp["delta"]), d)
     elif kind == "lora_a":
         precision = vf.manifest["run"]["adapter"]["precision"]
         a_scale = float(vf.load(mem["a_scale"])[0])

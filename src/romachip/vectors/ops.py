@@ -65,6 +65,8 @@ class StepWriter:
                     v_out[ev.layer] = ev.arrays["y"]
             elif ev.kind is OpKind.ROPE and ev.module.endswith("k"):
                 k_rot[ev.layer] = ev.arrays["y"]
+            elif ev.kind in (OpKind.SWIGLU, OpKind.RESIDUAL):
+                self._elementwise(step, ev, base)
             elif ev.kind is OpKind.ATTENTION_SHARE:
                 shares.setdefault(ev.layer, []).append(ev)
             elif ev.kind is OpKind.ATTENTION:
@@ -94,6 +96,18 @@ class StepWriter:
         expected = {"y": self._arr(f"{d}/y", ev.arrays["y"], "fp32", "expected", "vector", *args)}
         self._op("rms_norm", VECTOR, step, ev.layer, ev.module, params={"eps": self.eps}, inputs=inputs,
                  expected=expected)  # fmt: skip
+
+    def _elementwise(self, step: Step, ev: TapEvent, base: str) -> None:
+        """SwiGLU (gate, up -> y) and the residual adds (x, delta -> y): whole rows, float32."""
+        kind = "swiglu" if ev.kind is OpKind.SWIGLU else "residual"
+        name = "swiglu" if kind == "swiglu" else f"residual_{ev.module}"
+        d = f"{base}/vector/{name}"
+        args = (VECTOR, step, ev.layer, kind)
+        names = ("gate", "up") if kind == "swiglu" else ("x", "delta")
+        inputs = {n: self._arr(f"{d}/{n}", ev.arrays[n], "fp32", "input", "vector", *args) for n in names}
+        expected = {"y": self._arr(f"{d}/y", ev.arrays["y"], "fp32", "expected", "vector", *args)}
+        module = ev.module if kind == "swiglu" else f"model.layers.{ev.layer}.{ev.module}_residual"
+        self._op(kind, VECTOR, step, ev.layer, module, params={}, inputs=inputs, expected=expected)
 
     def _align(self, step: Step, ev: TapEvent, d: str) -> dict[str, str]:
         """The vector unit's conversion of a linear layer's input into the L-Units' integers."""

@@ -308,3 +308,10 @@ def attention_combine(m: np.ndarray, z: np.ndarray, o: np.ndarray) -> tuple[np.n
         os_ = np.where(live[..., None], np.where(first[..., None], a[..., None] * o[u], os_ + a[..., None] * o[u]), os_)
         first &= ~live
     return alpha, (os_ / zs[..., None]).astype(np.float32)
+
+
+def swiglu(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """h = f32(silu(g) u), silu(g) = f32(f64(g / f64(1 + exp64(-g))))."""
+    g64 = np.asarray(g, dtype=np.float32).astype(np.float64)
+    silu = (g64 / (1.0 + exp64(-g64))).astype(np.float32)
+    return silu * np.asarray(u, dtype=np.float32)
