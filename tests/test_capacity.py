@@ -34,16 +34,16 @@ def test_llama32_3b_rom_by_hand():
     r = plan(ROMA, load_model_spec("llama-3.2-3b"), fmt=G4, lora=LoraConfig(rank=16))
     weights = blocks_params(3072, 8192, 1024, 28) + 128256 * 3072  # tied table stored once
     bits = weights * 4 + weights // 128 * (16 + 4) + 57 * 3072 * 16  # codes + fp16 scale/uint4 zero + norms
-    assert r.rom_bytes_needed == bits // 8 == 1_669_383_168
-    assert r.rom_bytes_available == ROMA_ROM_BYTES == 1_996_488_704
-    assert r.rom_margin_bytes == ROMA_ROM_BYTES - bits // 8
-    assert r.rom_fits and r.fits
+    assert r.rom.rom_bytes_needed == bits // 8 == 1_669_383_168
+    assert r.rom.rom_bytes_available == ROMA_ROM_BYTES == 1_996_488_704
+    assert r.rom.rom_margin_bytes == ROMA_ROM_BYTES - bits // 8
+    assert r.rom.rom_fits and r.fits
     b = {row.kind: row for row in r.breakdown}
     assert b["lm_head"].params == 128256 * 3072 and b["embedding"].bytes == 0
     assert b["mlp"].code_bytes == 28 * 3 * 3072 * 8192 * 4 // 8
-    assert r.kv_bytes_per_token == 2 * 28 * 8 * (128 + 4)  # K and V, 8 KV heads of 128 int8 + a float32 scale
-    assert r.lora_bytes == 28 * (16 * sum(o + i for o, i in load_model_spec("llama-3.2-3b").linear_shapes().values())
-                                 + 7 * 2 * 4)  # fmt: skip
+    assert r.sram.kv_bytes_per_token == 2 * 28 * 8 * (128 + 4)  # K and V, 8 KV heads of 128 int8 + a float32 scale
+    shapes = load_model_spec("llama-3.2-3b").linear_shapes()
+    assert r.sram.lora_bytes == 28 * (16 * sum(o + i for o, i in shapes.values()) + 7 * 2 * 4)
 
 
 def slow_lora_unit_bytes(spec, rank: int, units: int) -> list[int]:
@@ -84,11 +84,11 @@ def test_llama32_3b_max_context_by_hand(rank):
     unit_sram = 288 * 2**20 // 256  # 1,179,648 bytes per H-Unit
     lora_units = slow_lora_unit_bytes(spec, rank, 256) if rank else [0] * 256
     expected = round_robin_max_context([unit_sram - h for h in lora_units], TOKEN_3B)
-    assert r.max_context_tokens == expected
-    assert r.lora_unit_bytes_max == max(lora_units)
-    assert r.kv_unit_bytes_per_token_max == TOKEN_3B and r.kv_layout == "token_round_robin"
-    assert r.kv_unit_tokens_max == math.ceil(4096 / 256) == 16  # at the default 4,096-token context
-    assert r.context_limit == LIMIT_H_SRAM
+    assert r.context.max_context_tokens == expected
+    assert r.sram.lora_unit_bytes_max == max(lora_units)
+    assert r.sram.kv_unit_bytes_per_token_max == TOKEN_3B and r.sram.kv_layout == "token_round_robin"
+    assert r.sram.kv_unit_tokens_max == math.ceil(4096 / 256) == 16  # at the default 4,096-token context
+    assert r.context.context_limit == LIMIT_H_SRAM
     if rank == 0:  # every unit has room for 1,179,648 // 59,136 = 19 tokens; unit 0 binds: 19 x 256 + 0
         assert expected == 19 * 256 == 4864
 
@@ -109,17 +109,17 @@ def test_max_context_falls_with_rank_and_rises_with_sram():
 
 def test_adapters_that_overflow_sram_give_zero_context_and_say_why():
     r = plan(ROMA, load_model_spec("llama-3.2-3b"), fmt=G4, lora=LoraConfig(rank=1024))
-    assert r.max_context_tokens == 0 and r.context_limit == LIMIT_LORA
-    assert not r.sram_fits and not r.fits and r.rom_fits
+    assert r.context.max_context_tokens == 0 and r.context.context_limit == LIMIT_LORA
+    assert not r.sram.sram_fits and not r.fits and r.rom.rom_fits
     assert "LoRA adapters (rank 1024" in r.reasons[0]
 
 
 def test_context_beyond_the_maximum_does_not_fit():
     spec = load_model_spec("llama-3.2-3b")
     best = max_context_tokens(ROMA, spec, fmt=G4)
-    assert plan(ROMA, spec, fmt=G4, kv=KvConfig(context_tokens=best)).sram_fits
+    assert plan(ROMA, spec, fmt=G4, kv=KvConfig(context_tokens=best)).sram.sram_fits
     over = plan(ROMA, spec, fmt=G4, kv=KvConfig(context_tokens=best + 1))
-    assert not over.sram_fits and not over.fits and "exceeds the maximum" in over.reasons[-1]
+    assert not over.sram.sram_fits and not over.fits and "exceeds the maximum" in over.reasons[-1]
 
 
 # --- ROMA, Llama-3-8B, 2-bit g128: the storage policies ---------------------------------------------------
@@ -145,18 +145,18 @@ def bits_2bit(params: int, symmetric: bool = False) -> int:
 def test_llama3_8b_two_bit_policies_by_hand(policy, rom_bits, host_params, rom_fits):
     r = plan(ROMA, load_model_spec("llama-3-8b"), fmt=G2, lora=LoraConfig(rank=16), policy=policy)
     needed = (rom_bits + NORMS_8B_BITS) // 8
-    assert r.rom_bytes_needed == needed
-    assert r.rom_margin_bytes == ROMA_ROM_BYTES - needed
-    assert r.host_bytes == bits_2bit(host_params) // 8
-    assert r.rom_fits is rom_fits
+    assert r.rom.rom_bytes_needed == needed
+    assert r.rom.rom_margin_bytes == ROMA_ROM_BYTES - needed
+    assert r.rom.host_bytes == bits_2bit(host_params) // 8
+    assert r.rom.rom_fits is rom_fits
 
 
 def test_llama3_8b_off_chip_all_fullest_unit_by_hand():
     r = plan(ROMA, load_model_spec("llama-3-8b"), fmt=G2, policy="off_chip_all")
     # every projection splits evenly over 256 units; the fullest unit also holds one whole FP16 norm vector
     unit_bits = bits_2bit(BLOCKS_8B) // 256 + 4096 * 16
-    assert r.rom_unit_bytes_used_max == unit_bits // 8
-    assert r.rom_unit_margin_bytes == (119 * 8192 * 64 - unit_bits) // 8
+    assert r.rom.rom_unit_bytes_used_max == unit_bits // 8
+    assert r.rom.rom_unit_margin_bytes == (119 * 8192 * 64 - unit_bits) // 8
 
 
 def test_llama3_8b_symmetric_fits_with_lm_head_in_rom_by_a_few_kib():
@@ -164,7 +164,7 @@ def test_llama3_8b_symmetric_fits_with_lm_head_in_rom_by_a_few_kib():
     r = plan(ROMA, load_model_spec("llama-3-8b"), fmt=sym, policy="off_chip", kv=KvConfig(context_tokens=1024))
     head_rows_bits = 128256 // 256 * (4096 * 2 + 32 * 16)  # 501 whole LM-head rows per unit
     unit_bits = bits_2bit(BLOCKS_8B, symmetric=True) // 256 + head_rows_bits + 4096 * 16
-    assert r.rom_unit_margin_bytes == (119 * 8192 * 64 - unit_bits) // 8 > 0
+    assert r.rom.rom_unit_margin_bytes == (119 * 8192 * 64 - unit_bits) // 8 > 0
     assert r.fits
 
 
@@ -213,12 +213,12 @@ def test_tiny_chip_max_context_by_hand(tmp_path, rank, expected):
     larger rank."""
     chip, spec = tiny_chip(tmp_path), tiny_model(tmp_path)
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=rank), kv=KvConfig(context_tokens=64))
-    assert r.lora_unit_bytes_max == (2 * (128 * rank + 56) if rank else 0)
-    assert r.kv_unit_bytes_per_token_max == 96 and r.kv_bytes_per_token == 2 * 2 * 2 * (8 + 4)
-    assert r.kv_unit_tokens_max == 64 // 4  # at the requested 64 tokens
-    assert r.max_context_tokens == expected and r.fits
+    assert r.sram.lora_unit_bytes_max == (2 * (128 * rank + 56) if rank else 0)
+    assert r.sram.kv_unit_bytes_per_token_max == 96 and r.sram.kv_bytes_per_token == 2 * 2 * 2 * (8 + 4)
+    assert r.sram.kv_unit_tokens_max == 64 // 4  # at the requested 64 tokens
+    assert r.context.max_context_tokens == expected and r.fits
     weights = 2 * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64) + 128 * 32
-    assert r.rom_bytes_needed == (weights * 4 + weights // 32 * 20 + 5 * 32 * 16) // 8
+    assert r.rom.rom_bytes_needed == (weights * 4 + weights // 32 * 20 + 5 * 32 * 16) // 8
 
 
 def test_tiny_chip_sram_override_and_overflow(tmp_path):
@@ -229,7 +229,7 @@ def test_tiny_chip_sram_override_and_overflow(tmp_path):
     # unit 0 keeps no byte for KV: not even token 0 fits
     assert max_context_tokens(chip, spec, fmt=G32, lora=lora, sram_bytes=4 * 1136) == 0
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=16))  # 2 * (128*16 + 56) = 4208 > 4096 bytes
-    assert r.max_context_tokens == 0 and r.context_limit == LIMIT_LORA and not r.fits
+    assert r.context.max_context_tokens == 0 and r.context.context_limit == LIMIT_LORA and not r.fits
 
 
 def test_tiny_chip_vector_sram_limits_context(tmp_path):
@@ -238,9 +238,9 @@ def test_tiny_chip_vector_sram_limits_context(tmp_path):
     stream (64 bytes), so ceil((16*(L+1) + 64) / 2) <= 512, i.e. L+1 <= (1024 - 64) / 16 = 60, gives L = 59."""
     chip, spec = tiny_chip(tmp_path, vector_rows=64), tiny_model(tmp_path)
     r = plan(chip, spec, fmt=G32, lora=LoraConfig(rank=0), kv=KvConfig(context_tokens=10))
-    assert r.max_context_tokens == 59 and r.context_limit == LIMIT_VECTOR
+    assert r.context.max_context_tokens == 59 and r.context.context_limit == LIMIT_VECTOR
     # at 10 tokens the LM head is the peak: max(16 * 11, 2 * (32 + 128)) + 2 * 32 = 320 + 64 = 384 bytes
-    assert r.activation_bytes == max(16 * 11, 2 * (32 + 128)) + 2 * 32
+    assert r.sram.activation_bytes == max(16 * 11, 2 * (32 + 128)) + 2 * 32
 
 
 def test_kv_bytes_agree_with_the_graph():
@@ -248,7 +248,7 @@ def test_kv_bytes_agree_with_the_graph():
     kv = KvConfig(dtype="fp16", scale_bytes_per_vector=2)
     r = plan(ROMA, spec, fmt=G2, kv=kv, policy="off_chip_all")
     graph = totals(decode_ops(spec, 5, fmt=G2, kv_bytes_per_element=2, kv_scale_bytes_per_vector=2))
-    assert r.kv_bytes_per_token == graph.kv_bytes_written == 2 * 32 * 8 * (128 * 2 + 2)
+    assert r.sram.kv_bytes_per_token == graph.kv_bytes_written == 2 * 32 * 8 * (128 * 2 + 2)
 
 
 @pytest.mark.parametrize("dtype", ["fp8_e4m3", "fp16", "bf16"])
@@ -289,3 +289,24 @@ def test_bad_requests(tmp_path):
         LoraConfig(targets=("q_proj", "lm_head"))
     with pytest.raises(AdapterError, match="rank"):
         LoraConfig(rank=-1)
+
+
+def test_the_report_composes_its_sub_reports_into_the_flat_document():
+    """plan -> RomFit, ContextLimit, SramFit; `romachip fit --json` prints the same flat keys as before."""
+    r = plan(ROMA, load_model_spec("smollm2-135m"), fmt=G4, kv=KvConfig(context_tokens=10**6))
+    d = r.to_dict()
+    assert set(d) == {
+        "chip", "model", "weight_format", "policy", "strategy", "lora_rank", "lora_targets", "lora_dtype",
+        "kv_dtype", "context_tokens", "fits", "rom_fits", "sram_fits", "rom_bytes_needed", "rom_bytes_allocated",
+        "rom_bytes_available", "rom_margin_bytes", "rom_unit_bytes", "rom_unit_bytes_used_max",
+        "rom_unit_margin_bytes", "host_bytes", "sram_bytes_available", "sram_unit_bytes", "lora_bytes",
+        "lora_unit_bytes_max", "kv_bytes_per_token", "kv_unit_bytes_per_token_max", "kv_layout",
+        "kv_unit_tokens_max", "kv_bytes", "activation_bytes", "activation_unit_bytes",
+        "vector_sram_bytes_available", "vector_unit_bytes", "max_context_tokens", "context_limit", "reasons",
+        "breakdown",
+    }  # fmt: skip
+    verdicts = (r.rom.rom_fits, r.sram.sram_fits, r.fits)
+    assert (d["rom_fits"], d["sram_fits"], d["fits"]) == verdicts == (True, False, False)
+    assert d["max_context_tokens"] == r.context.max_context_tokens > 0
+    assert d["reasons"] == list(r.sram.reasons) and "exceeds the maximum" in d["reasons"][-1]
+    assert list(d["breakdown"]) == [row.kind for row in r.rom.breakdown + r.sram.breakdown]

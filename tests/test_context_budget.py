@@ -74,19 +74,19 @@ def test_engine_bank_and_fit_agree_on_a_grid(tiny, sram_unit_bytes):
     spec, fmt = tiny.quantized.spec, tiny.quantized.fmt
     engine = Engine(tiny.quantized, chip=chip)  # its own (default) bank of this chip
     bank = AdapterBank(chip, spec, fmt=fmt, kv=KV)
-    base = plan(chip, spec, fmt=fmt, lora=LoraConfig(rank=0), kv=KV).max_context_tokens
+    base = plan(chip, spec, fmt=fmt, lora=LoraConfig(rank=0), kv=KV).context.max_context_tokens
     assert engine.max_context() == bank.max_context_tokens == base < spec.max_position_embeddings  # SRAM binds
     for name, ranks, lora in GRID:
         adapter = adapter_of(spec, ranks)
         by_bank = bank.what_if(ranks).max_context_after
         assert engine.max_context(adapter) == bank.context_for(adapter) == by_bank, name
         if lora is not None:
-            assert by_bank == plan(chip, spec, fmt=fmt, lora=lora, kv=KV).max_context_tokens, name
+            assert by_bank == plan(chip, spec, fmt=fmt, lora=lora, kv=KV).context.max_context_tokens, name
         else:  # the old engine's rule: the largest rank on every adapted projection of every layer
             rank = max(ranks.values())
             targets = tuple(p for p in PROJECTIONS if any(m.endswith(p) for m in ranks))
             everywhere = plan(chip, spec, fmt=fmt, lora=LoraConfig(rank=rank, targets=targets), kv=KV)
-            assert everywhere.max_context_tokens <= by_bank <= base, name
+            assert everywhere.context.max_context_tokens <= by_bank <= base, name
 
 
 def test_the_engine_admits_what_the_bank_admits_and_refuses_one_more(tiny):
@@ -95,7 +95,7 @@ def test_the_engine_admits_what_the_bank_admits_and_refuses_one_more(tiny):
     adapter = adapter_of(tiny.quantized.spec, uniform(8, ("q_proj", "v_proj"), range(2)))
     limit = engine.max_context(adapter)
     everywhere = plan(chip, tiny.quantized.spec, fmt=tiny.quantized.fmt, kv=KV,
-                      lora=LoraConfig(rank=8, targets=("q_proj", "v_proj"))).max_context_tokens  # fmt: skip
+                      lora=LoraConfig(rank=8, targets=("q_proj", "v_proj"))).context.max_context_tokens  # fmt: skip
     assert limit > everywhere  # the bug: the engine used to refuse every context above `everywhere`
     ids = [3 + i % 30 for i in range(limit + 1)]
     assert engine.logits(ids[:limit], adapter).shape == (limit, 41)
@@ -128,4 +128,4 @@ def test_smollm2_measured_case():
     ranks = uniform(64, ("q_proj", "v_proj"), range(4))
     assert bank.context_for(adapter_of(spec, ranks)) == bank.what_if(ranks).max_context_after == 1280
     qv = LoraConfig(rank=64, targets=("q_proj", "v_proj"))
-    assert plan(ROMA, spec, fmt=fmt, lora=qv, kv=KV, sram_bytes=sram).max_context_tokens == 569
+    assert plan(ROMA, spec, fmt=fmt, lora=qv, kv=KV, sram_bytes=sram).context.max_context_tokens == 569

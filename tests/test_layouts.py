@@ -158,7 +158,7 @@ def test_perf_kv_tokens_per_unit_are_the_placements(strategy):
         _, _, keys_u, holders = builder._attention_unit_work(op)
         assert keys_u == max(held.values()) and holders == sum(v > 0 for v in held.values())
     fit = plan(ROMA, spec, fmt=G128, lora=LoraConfig(rank=0), kv=KvConfig(context_tokens=700), strategy=strategy)
-    assert fit.kv_unit_tokens_max == max(model.view.kv_keys(layer, 700)[0] for layer in range(spec.num_layers))
+    assert fit.sram.kv_unit_tokens_max == max(model.view.kv_keys(layer, 700)[0] for layer in range(spec.num_layers))
     sig = model.context_signature(700)[:-1]  # last entry: softmax cycles
     rings = int(p.kv_ring.max()) + 1
     assert sig == tuple(int(p.kv_tokens(701)[p.kv_ring == r].max()) for r in range(rings))
@@ -180,5 +180,5 @@ def test_max_context_is_tight_under_the_kv_rule(model, strategy, rank, sram_mib)
     def fits(n: int) -> bool:
         return bool((lora_u + p.kv_tokens(n) * p.kv_bytes_per_token <= unit).all())
 
-    L = r.max_context_tokens
+    L = r.context.max_context_tokens
     assert 0 < L < spec.max_position_embeddings and fits(L) and not fits(L + 1)

@@ -212,10 +212,10 @@ def test_per_unit_view_agrees_with_the_capacity_planner(model, bits, strategy, p
     spec, fmt, lora = load_model_spec(model), WeightFormat(bits, 128), LoraConfig(rank=16)
     p = compile_placement(ROMA, spec, fmt, strategy=strategy, policy=policy, lora=lora, kv=KvConfig())
     r = plan(ROMA, spec, fmt=fmt, lora=lora, kv=KvConfig(), policy=policy, strategy=strategy)
-    assert -(-int(p.unit_bits().sum()) // 8) == r.rom_bytes_needed
-    assert -(-int(p.unit_used_bits().sum()) // 8) == r.rom_bytes_allocated
-    assert -(-int(p.unit_used_bits().max()) // 8) == r.rom_unit_bytes_used_max
-    assert p.kv_token_bytes == r.kv_bytes_per_token and p.kv_layout == r.kv_layout
-    assert int(p.kv_bytes_per_token.max()) == r.kv_unit_bytes_per_token_max
-    assert int(p.lora_bytes.sum()) == r.lora_bytes
+    assert -(-int(p.unit_bits().sum()) // 8) == r.rom.rom_bytes_needed
+    assert -(-int(p.unit_used_bits().sum()) // 8) == r.rom.rom_bytes_allocated
+    assert -(-int(p.unit_used_bits().max()) // 8) == r.rom.rom_unit_bytes_used_max
+    assert p.kv_token_bytes == r.sram.kv_bytes_per_token and p.kv_layout == r.sram.kv_layout
+    assert int(p.kv_bytes_per_token.max()) == r.sram.kv_unit_bytes_per_token_max
+    assert int(p.lora_bytes.sum()) == r.sram.lora_bytes
     assert np.array_equal(p.lora_bytes, lora_unit_bytes(p, lora))

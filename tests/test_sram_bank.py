@@ -50,11 +50,12 @@ def test_real_loads_account_like_the_planner():
     kv = KvConfig(context_tokens=256)
     bank = AdapterBank(ROMA, spec, fmt=G128, kv=kv, sram_bytes=sram)
     empty = bank.max_context_tokens
-    assert empty == plan(ROMA, spec, fmt=G128, lora=LoraConfig(rank=0), kv=kv, sram_bytes=sram).max_context_tokens
+    base = plan(ROMA, spec, fmt=G128, lora=LoraConfig(rank=0), kv=kv, sram_bytes=sram)
+    assert empty == base.context.max_context_tokens
     op = bank.load("a", random_adapter(spec, 4))
     ref = plan(ROMA, spec, fmt=G128, lora=LoraConfig(rank=4), kv=kv, sram_bytes=sram)
-    assert op.max_context_tokens == ref.max_context_tokens < empty
-    assert op.sram_bytes_written == ref.lora_bytes == bank.stored("a").nbytes
+    assert op.max_context_tokens == ref.context.max_context_tokens < empty
+    assert op.sram_bytes_written == ref.sram.lora_bytes == bank.stored("a").nbytes
     # a second adapter lowers the context again; unloading gives it back. A unit holds whole tokens (30 x 2
     # x 192 = 11,520 bytes of K/V each), so the adapter must take a token's worth from the limiting unit
     # (unit 0, 3 tokens -> 768 = 3 x 256): rank 2 on every projection does, q/v of ten layers does not.

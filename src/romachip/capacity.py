@@ -23,6 +23,10 @@ each the single definition of its quantity:
   largest op's input + output, from the graph, plus the residual stream), split evenly over the vector
   units and rounded up to whole bytes. Prefill is assumed chunked so that it never needs more.
 
+The report is composed of three small ones, each computed on its own: `rom_fit` -> RomFit, the context
+limit (`context_limit`) -> ContextLimit, and `sram_fit` -> SramFit at the requested context;
+`CapacityReport.to_dict` flattens them into the document `romachip fit --json` prints.
+
 Library code: no printing; bad input raises RomachipError subclasses.
 """
 
@@ -70,22 +74,10 @@ class BreakdownRow:
 
 
 @dataclass(frozen=True)
-class CapacityReport:
-    """The answer of `plan`. Every field is always present; sizes are bytes, contexts tokens."""
+class RomFit:
+    """Does the model fit the L-Units' ROM? Sizes in bytes; a unit cannot lend ROM to its neighbour."""
 
-    chip: str
-    model: str
-    weight_format: str
-    policy: str
-    strategy: str
-    lora_rank: int
-    lora_targets: tuple[str, ...]
-    lora_dtype: str
-    kv_dtype: str
-    context_tokens: int
-    fits: bool
     rom_fits: bool
-    sram_fits: bool
     rom_bytes_needed: int  # exact bytes of the on-chip tensors (codes + scales + zeros + norms)
     rom_bytes_allocated: int  # what the per-unit layout occupies, padding included
     rom_bytes_available: int
@@ -94,6 +86,25 @@ class CapacityReport:
     rom_unit_bytes_used_max: int  # the fullest L-Unit
     rom_unit_margin_bytes: int  # headroom of the fullest L-Unit (negative: it overflows)
     host_bytes: int  # tables the policy keeps in host memory
+    breakdown: tuple[BreakdownRow, ...]  # per tensor kind, and the layout's padding
+    reason: str | None  # what overflows (None: it fits)
+
+
+@dataclass(frozen=True)
+class ContextLimit:
+    """The longest KV context every H-Unit and vector unit can hold next to the adapters, and what stops it."""
+
+    max_context_tokens: int  # 0 when the adapters alone overflow an H-Unit
+    context_limit: str  # LIMIT_*
+    h_unit_context_tokens: int  # what the H-Unit SRAM alone allows (-1: the adapters overflow a unit)
+    limiting_h_unit: int  # the unit that sets it (-1: none holds KV)
+
+
+@dataclass(frozen=True)
+class SramFit:
+    """Where the H-Unit SRAM (LoRA + KV) and the vector units' SRAM (activations) go at the requested context."""
+
+    sram_fits: bool
     sram_bytes_available: int  # H-Unit SRAM for LoRA + KV, all units
     sram_unit_bytes: int
     lora_bytes: int  # exact adapter bytes, all units
@@ -107,17 +118,56 @@ class CapacityReport:
     activation_unit_bytes: int
     vector_sram_bytes_available: int
     vector_unit_bytes: int
-    max_context_tokens: int
-    context_limit: str
-    reasons: tuple[str, ...]  # why it does not fit, or what limits the context
-    breakdown: tuple[BreakdownRow, ...]
+    breakdown: tuple[BreakdownRow, ...]  # lora, kv_cache, activations
+    reasons: tuple[str, ...]  # what limits the context, and whether the requested one fits
+
+
+@dataclass(frozen=True)
+class CapacityReport:
+    """The answer of `plan`: the request, and its ROM fit, context limit and SRAM fit. Every field is always
+    present; sizes are bytes, contexts tokens. `to_dict` is the flat document `romachip fit --json` prints."""
+
+    chip: str
+    model: str
+    weight_format: str
+    policy: str
+    strategy: str
+    lora_rank: int
+    lora_targets: tuple[str, ...]
+    lora_dtype: str
+    kv_dtype: str
+    context_tokens: int
+    rom: RomFit
+    context: ContextLimit
+    sram: SramFit
+
+    @property
+    def fits(self) -> bool:
+        return self.rom.rom_fits and self.sram.sram_fits
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why it does not fit, or what limits the context."""
+        return self.sram.reasons + ((self.rom.reason,) if self.rom.reason else ())
+
+    @property
+    def breakdown(self) -> tuple[BreakdownRow, ...]:
+        return self.rom.breakdown + self.sram.breakdown
 
     def to_dict(self) -> dict:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "breakdown"}
+        head = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("rom", "context", "sram")}
+        parts = [_flat(self.rom, "breakdown", "reason"), _flat(self.sram, "breakdown", "reasons")]
+        context = {k: getattr(self.context, k) for k in ("max_context_tokens", "context_limit")}
+        d = {**head, "fits": self.fits, "rom_fits": self.rom.rom_fits, "sram_fits": self.sram.sram_fits}
+        d.update({k: v for part in parts for k, v in part.items() if k not in ("rom_fits", "sram_fits")}, **context)
         d["lora_targets"] = list(self.lora_targets)
         d["reasons"] = list(self.reasons)
         d["breakdown"] = {row.kind: {k: v for k, v in asdict(row).items() if k != "kind"} for row in self.breakdown}
         return d
+
+
+def _flat(report: object, *leave: str) -> dict:
+    return {f.name: getattr(report, f.name) for f in fields(report) if f.name not in leave}
 
 
 def _check_chip_support(chip: ChipSpec, fmt: WeightFormat, lora: LoraConfig, kv: KvConfig) -> None:
@@ -253,91 +303,104 @@ def plan(
     _check_chip_support(chip, fmt, lora, kv)
     if sram_bytes is not None and sram_bytes < 0:
         raise CapacityError(f"SRAM override must be >= 0 bytes, got {sram_bytes}")
-    rom_rows, on_bits, host_bytes = _rom_rows(spec, fmt, pol)
     if placement is None:
         placement = compile_placement(chip, spec, fmt, strategy=strategy, policy=pol, lora=lora, kv=kv)
     else:
         placement = with_workload(placement, kv=kv, lora=lora)
-    used = placement.unit_used_bits()
-    unit_rom_bits = placement.unit_rom_bits
-    used_max = int(used.max())
-    rom_rows.append(
-        BreakdownRow("padding", "rom", 0, 0, 0, 0, 0, math.ceil(placement.bits_by_kind()["padding_bits"] / 8))
-    )
-    rom_fits = placement.rom_fits
-
-    units = chip.matrix_units
-    sram_total = chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)
-    sram_unit = sram_total // units
+    sram_unit = (chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)) // chip.matrix_units
     word_bytes = chip.h_unit.sram.macro_cols * chip.h_unit.sram.bits_per_cell // 8
     lora_u = -(-lora_unit_bytes(placement, lora) // word_bytes) * word_bytes
-    kv_u = placement.kv_bytes_per_token
-    act = int(chip.precision.activation_bytes)
-    vec_unit_bytes = chip.vector_unit.sram.bytes
+    limit = ContextLimit(*_reorder(context_limit(chip, spec, fmt, sram_unit, lora_u, placement)))
+    return CapacityReport(
+        chip=chip.name, model=spec.name, weight_format=fmt.describe(), policy=pol.value, strategy=strategy,
+        lora_rank=lora.rank, lora_targets=lora.targets, lora_dtype=lora.dtype, kv_dtype=kv.dtype,
+        context_tokens=kv.context_tokens,
+        rom=rom_fit(chip, spec, fmt, pol, placement),
+        context=limit,
+        sram=sram_fit(chip, spec, fmt, lora, kv, placement, sram_unit, lora_u, limit),
+    )  # fmt: skip
 
-    h_ctx, h_unit, max_ctx, limit = context_limit(chip, spec, fmt, sram_unit, lora_u, placement)
-    reasons: list[str] = []
-    if h_ctx < 0:
-        reasons.append(
-            f"LoRA adapters (rank {lora.rank}, {lora.dtype}, {len(lora.targets)} targets) need "
-            f"{int(lora_u[h_unit]):,} bytes in H-Unit {h_unit}, which holds {sram_unit:,} bytes for LoRA + KV: "
-            f"no room for any KV cache; lower the rank, adapt fewer modules, or give the chip more SRAM"
-        )
-    else:
-        reasons.append(f"maximum context {max_ctx:,} tokens, limited by {limit}")
-    context = kv.context_tokens
-    sram_fits = h_ctx >= 0 and context <= max_ctx
-    if h_ctx >= 0 and context > max_ctx:
-        reasons.append(f"the requested context of {context:,} tokens exceeds the maximum of {max_ctx:,} ({limit})")
-    if not rom_fits:
-        reasons.append(
+
+def _reorder(limit: tuple[int, int, int, str]) -> tuple[int, str, int, int]:
+    h_ctx, h_unit, max_ctx, what = limit
+    return max_ctx, what, h_ctx, h_unit
+
+
+def rom_fit(chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy, placement: Placement) -> RomFit:
+    """The ROM sub-report: exact tensor bytes by kind (tensor_bits.py) and the placement's per-unit layout."""
+    rows, on_bits, host_bytes = _rom_rows(spec, fmt, policy)
+    rows.append(BreakdownRow("padding", "rom", 0, 0, 0, 0, 0, math.ceil(placement.bits_by_kind()["padding_bits"] / 8)))
+    used = placement.unit_used_bits()
+    used_max, unit_rom_bits = int(used.max()), placement.unit_rom_bits
+    needed = math.ceil(on_bits / 8)
+    reason = None
+    if not placement.rom_fits:
+        reason = (
             f"ROM: the fullest L-Unit needs {math.ceil(used_max / 8):,} bytes but holds {unit_rom_bits // 8:,} "
-            f"(chip-wide the model needs {math.ceil(on_bits / 8):,} of {chip.rom_bytes:,} bytes); use fewer weight "
+            f"(chip-wide the model needs {needed:,} of {chip.rom_bytes:,} bytes); use fewer weight "
             f"bits, a larger group, or a storage policy that keeps the embedding/LM head off the L-Units"
         )
-
-    per_token = kv.token_bytes(layers=spec.num_layers, kv_heads=spec.num_kv_heads, head_dim=spec.head_dim)
-    act_peak = _activation_peak_bytes(spec, fmt, context, act)
-    rom_needed = math.ceil(on_bits / 8)
-    return CapacityReport(
-        chip=chip.name,
-        model=spec.name,
-        weight_format=fmt.describe(),
-        policy=pol.value,
-        strategy=strategy,
-        lora_rank=lora.rank,
-        lora_targets=lora.targets,
-        lora_dtype=lora.dtype,
-        kv_dtype=kv.dtype,
-        context_tokens=context,
-        fits=rom_fits and sram_fits,
-        rom_fits=rom_fits,
-        sram_fits=sram_fits,
-        rom_bytes_needed=rom_needed,
+    return RomFit(
+        rom_fits=placement.rom_fits,
+        rom_bytes_needed=needed,
         rom_bytes_allocated=math.ceil(int(used.sum()) / 8),
         rom_bytes_available=chip.rom_bytes,
-        rom_margin_bytes=chip.rom_bytes - rom_needed,
+        rom_margin_bytes=chip.rom_bytes - needed,
         rom_unit_bytes=unit_rom_bits // 8,
         rom_unit_bytes_used_max=math.ceil(used_max / 8),
         rom_unit_margin_bytes=(unit_rom_bits - used_max) // 8,
         host_bytes=host_bytes,
-        sram_bytes_available=sram_unit * units,
+        breakdown=tuple(rows),
+        reason=reason,
+    )
+
+
+def sram_fit(
+    chip: ChipSpec,
+    spec: ModelSpec,
+    fmt: WeightFormat,
+    lora: LoraConfig,
+    kv: KvConfig,
+    placement: Placement,
+    sram_unit: int,
+    lora_u: np.ndarray,
+    limit: ContextLimit,
+) -> SramFit:
+    """The SRAM sub-report at the requested context: adapters and KV in the H-Units, activations in the
+    vector units, and whether the context fits under `limit`."""
+    context, max_ctx = kv.context_tokens, limit.max_context_tokens
+    if limit.h_unit_context_tokens < 0:
+        u = limit.limiting_h_unit
+        reasons = [
+            f"LoRA adapters (rank {lora.rank}, {lora.dtype}, {len(lora.targets)} targets) need "
+            f"{int(lora_u[u]):,} bytes in H-Unit {u}, which holds {sram_unit:,} bytes for LoRA + KV: "
+            f"no room for any KV cache; lower the rank, adapt fewer modules, or give the chip more SRAM"
+        ]
+    else:
+        reasons = [f"maximum context {max_ctx:,} tokens, limited by {limit.context_limit}"]
+        if context > max_ctx:
+            what = limit.context_limit
+            reasons.append(f"the requested context of {context:,} tokens exceeds the maximum of {max_ctx:,} ({what})")
+    per_token = kv.token_bytes(layers=spec.num_layers, kv_heads=spec.num_kv_heads, head_dim=spec.head_dim)
+    act_peak = _activation_peak_bytes(spec, fmt, context, int(chip.precision.activation_bytes))
+    rows = _sram_rows(spec, lora, per_token * context, act_peak)
+    return SramFit(
+        sram_fits=limit.h_unit_context_tokens >= 0 and context <= max_ctx,
+        sram_bytes_available=sram_unit * chip.matrix_units,
         sram_unit_bytes=sram_unit,
-        lora_bytes=_sram_rows(spec, lora, 0, 0)[0].bytes,
+        lora_bytes=rows[0].bytes,
         lora_unit_bytes_max=int(lora_u.max()),
         kv_bytes_per_token=per_token,
-        kv_unit_bytes_per_token_max=int(kv_u.max()),
+        kv_unit_bytes_per_token_max=int(placement.kv_bytes_per_token.max()),
         kv_layout=placement.kv_layout,
         kv_unit_tokens_max=int(placement.kv_tokens(context).max()),
         kv_bytes=per_token * context,
         activation_bytes=act_peak,
         activation_unit_bytes=math.ceil(act_peak / chip.vector_units),
         vector_sram_bytes_available=chip.vector_sram_bytes,
-        vector_unit_bytes=vec_unit_bytes,
-        max_context_tokens=max_ctx,
-        context_limit=limit,
+        vector_unit_bytes=chip.vector_unit.sram.bytes,
+        breakdown=tuple(rows),
         reasons=tuple(reasons),
-        breakdown=tuple(rom_rows + _sram_rows(spec, lora, per_token * context, act_peak)),
     )
 
 
@@ -354,4 +417,4 @@ def max_context_tokens(
 ) -> int:
     """The longest KV context (tokens) that fits next to the adapters; 0 when the adapters alone overflow."""
     report = plan(chip, spec, fmt=fmt, lora=lora, kv=kv, policy=policy, strategy=strategy, sram_bytes=sram_bytes)
-    return report.max_context_tokens
+    return report.context.max_context_tokens

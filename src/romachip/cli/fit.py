@@ -37,21 +37,37 @@ def _summary_table(r: CapacityReport) -> Table:
     t.add_column("how", style="dim")
     yes = {True: "[green]yes[/]", False: "[red]no[/]"}
     rows = [
-        ("fits", yes[r.fits], f"ROM {yes[r.rom_fits]}, SRAM at {r.context_tokens:,} tokens {yes[r.sram_fits]}"),
-        ("ROM needed", _mib(r.rom_bytes_needed), f"{r.rom_bytes_needed:,} B exact tensor bits"),
-        ("ROM allocated", _mib(r.rom_bytes_allocated), "whole rows per L-Unit, word/B-ROM alignment"),
-        ("ROM available", _mib(r.rom_bytes_available), f"{r.rom_bytes_available:,} B"),
-        ("ROM margin", _mib(r.rom_margin_bytes), f"{r.rom_margin_bytes:,} B chip-wide"),
-        ("fullest L-Unit", f"{r.rom_unit_bytes_used_max:,} B", f"of {r.rom_unit_bytes:,} B per unit"),
-        ("L-Unit margin", f"{r.rom_unit_margin_bytes:,} B", "decides the fit"),
-        ("host memory", _mib(r.host_bytes), "tables kept off chip by the policy"),
-        ("H-Unit SRAM", _mib(r.sram_bytes_available), f"{r.sram_unit_bytes:,} B per unit, LoRA + KV"),
-        ("LoRA", _mib(r.lora_bytes), f"rank {r.lora_rank} {r.lora_dtype}; fullest unit {r.lora_unit_bytes_max:,} B"),
-        ("KV per token", f"{r.kv_bytes_per_token:,} B", f"{r.kv_dtype}; {r.kv_layout} over the H-Units"),
-        ("KV at context", _mib(r.kv_bytes), f"{r.context_tokens:,} tokens; busiest unit {r.kv_unit_tokens_max:,}"),
-        ("activations", f"{r.activation_bytes:,} B", f"decode peak; {r.activation_unit_bytes:,} B per vector unit"),
-        ("vector SRAM", _mib(r.vector_sram_bytes_available), f"{r.vector_unit_bytes:,} B per unit"),
-        ("max context", f"{r.max_context_tokens:,} tokens", f"limited by {r.context_limit}"),
+        (
+            "fits",
+            yes[r.fits],
+            f"ROM {yes[r.rom.rom_fits]}, SRAM at {r.context_tokens:,} tokens {yes[r.sram.sram_fits]}",
+        ),
+        ("ROM needed", _mib(r.rom.rom_bytes_needed), f"{r.rom.rom_bytes_needed:,} B exact tensor bits"),
+        ("ROM allocated", _mib(r.rom.rom_bytes_allocated), "whole rows per L-Unit, word/B-ROM alignment"),
+        ("ROM available", _mib(r.rom.rom_bytes_available), f"{r.rom.rom_bytes_available:,} B"),
+        ("ROM margin", _mib(r.rom.rom_margin_bytes), f"{r.rom.rom_margin_bytes:,} B chip-wide"),
+        ("fullest L-Unit", f"{r.rom.rom_unit_bytes_used_max:,} B", f"of {r.rom.rom_unit_bytes:,} B per unit"),
+        ("L-Unit margin", f"{r.rom.rom_unit_margin_bytes:,} B", "decides the fit"),
+        ("host memory", _mib(r.rom.host_bytes), "tables kept off chip by the policy"),
+        ("H-Unit SRAM", _mib(r.sram.sram_bytes_available), f"{r.sram.sram_unit_bytes:,} B per unit, LoRA + KV"),
+        (
+            "LoRA",
+            _mib(r.sram.lora_bytes),
+            f"rank {r.lora_rank} {r.lora_dtype}; fullest unit {r.sram.lora_unit_bytes_max:,} B",
+        ),
+        ("KV per token", f"{r.sram.kv_bytes_per_token:,} B", f"{r.kv_dtype}; {r.sram.kv_layout} over the H-Units"),
+        (
+            "KV at context",
+            _mib(r.sram.kv_bytes),
+            f"{r.context_tokens:,} tokens; busiest unit {r.sram.kv_unit_tokens_max:,}",
+        ),
+        (
+            "activations",
+            f"{r.sram.activation_bytes:,} B",
+            f"decode peak; {r.sram.activation_unit_bytes:,} B per vector unit",
+        ),
+        ("vector SRAM", _mib(r.sram.vector_sram_bytes_available), f"{r.sram.vector_unit_bytes:,} B per unit"),
+        ("max context", f"{r.context.max_context_tokens:,} tokens", f"limited by {r.context.context_limit}"),
     ]
     for row in rows:
         t.add_row(*row)

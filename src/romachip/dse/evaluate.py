@@ -77,7 +77,7 @@ def _helper(name: str, design: dict, wl: dict) -> Any:
     if name == "fit_rom_macros":
         chip = ChipSpec.model_validate(chip_d)
         work = _Workload(wl, chip)
-        used_bits = work.place(chip, 0)[1].rom_unit_bytes_used_max * 8
+        used_bits = work.place(chip, 0)[1].rom.rom_unit_bytes_used_max * 8
         rom = chip.l_unit.rom
         return max(1, math.ceil(used_bits / (rom.macro_rows * rom.macro_cols * rom.bits_per_cell)))
     raise SweepError(f"unknown helper {name}()")
@@ -109,15 +109,15 @@ def _row(task: Task, status: str, reason: str, **fields: Any) -> dict:
 
 def _measure(chip: ChipSpec, tech: TechSpec, work: _Workload) -> tuple[str, str, dict[str, Any]]:
     placement, fit = work.place(chip, work.context)
-    used = fit.rom_unit_bytes_used_max / fit.rom_unit_bytes if fit.rom_unit_bytes else math.inf
-    out: dict[str, Any] = {"max_context_tokens": float(fit.max_context_tokens), "rom_utilization": used}
+    used = fit.rom.rom_unit_bytes_used_max / fit.rom.rom_unit_bytes if fit.rom.rom_unit_bytes else math.inf
+    out: dict[str, Any] = {"max_context_tokens": float(fit.context.max_context_tokens), "rom_utilization": used}
     if not fit.fits:  # the area still tells how far from feasible the design is
         out["area_mm2"] = chip_area(chip, tech).total_mm2
         return STATUS_NO_FIT, "; ".join(fit.reasons), out
     model = ChipModel(chip, work.spec, fmt=work.fmt, lora=work.lora, tech=tech, placement=placement)
     out["area_mm2"] = model.area.total_mm2
     for c in work.contexts:
-        if c > fit.max_context_tokens:
+        if c > fit.context.max_context_tokens:
             continue  # that context does not fit: no figure rather than an impossible one
         run = model.decode(c)
         energy = model.energy(run)

@@ -73,12 +73,12 @@ def quality_warnings(fmt: WeightFormat, policy: StoragePolicy) -> list[str]:
 
 def refusal(report: CapacityReport) -> CapacityError:
     """The error a model that does not fit the ROM gets, with the capacity planner's breakdown."""
-    rows = [f"{b.kind} {b.bytes:,} B ({b.memory})" for b in report.breakdown if b.memory in ("rom", "host") and b.bytes]
-    rom_reasons = [r for r in report.reasons if r.startswith("ROM")]
+    rom = report.rom
+    rows = [f"{b.kind} {b.bytes:,} B ({b.memory})" for b in rom.breakdown if b.bytes]
     return CapacityError(
         f"{report.model} in {report.weight_format} does not fit chip {report.chip!r}: "
-        f"{'; '.join(rom_reasons)}. ROM needed {report.rom_bytes_needed:,} B of {report.rom_bytes_available:,} B; "
-        f"fullest L-Unit {report.rom_unit_bytes_used_max:,} B of {report.rom_unit_bytes:,} B. "
+        f"{rom.reason}. ROM needed {rom.rom_bytes_needed:,} B of {rom.rom_bytes_available:,} B; "
+        f"fullest L-Unit {rom.rom_unit_bytes_used_max:,} B of {rom.rom_unit_bytes:,} B. "
         f"Breakdown: {', '.join(rows)}. Try `romachip fit` with other --bits/--group-size/--storage-policy"
     )
 
@@ -113,7 +113,7 @@ def burn_checkpoint(
     kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
     placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
     fit = plan(chip, ckpt.spec, fmt=fmt, lora=LoraConfig(rank=0, dtype=chip.precision.lora), kv=kv, placement=placement)
-    if not fit.rom_fits:
+    if not fit.rom.rom_fits:
         raise refusal(fit)
     qmodel = quantize_checkpoint(
         ckpt,
@@ -144,17 +144,17 @@ def burn_checkpoint(
         quantizer=quantizer,
         strategy=placement.strategy,
         storage_policy=fit.policy,
-        fits=fit.rom_fits,
+        fits=fit.rom.rom_fits,
         file_bytes=written.file_bytes,
         header_bytes=written.header_bytes,
         payload_bytes=written.payload_bytes,
         bytes_by_kind=written.bytes_by_kind,
-        rom_bytes_needed=fit.rom_bytes_needed,
-        rom_bytes_allocated=fit.rom_bytes_allocated,
-        rom_bytes_available=fit.rom_bytes_available,
-        rom_unit_bytes_used_max=fit.rom_unit_bytes_used_max,
-        rom_unit_bytes=fit.rom_unit_bytes,
-        host_bytes=fit.host_bytes,
+        rom_bytes_needed=fit.rom.rom_bytes_needed,
+        rom_bytes_allocated=fit.rom.rom_bytes_allocated,
+        rom_bytes_available=fit.rom.rom_bytes_available,
+        rom_unit_bytes_used_max=fit.rom.rom_unit_bytes_used_max,
+        rom_unit_bytes=fit.rom.rom_unit_bytes,
+        host_bytes=fit.rom.host_bytes,
         units=written.units,
         tiles=written.tiles,
         wall_s={k: round(v, 3) for k, v in walls.items()},
