@@ -19,9 +19,9 @@ from serve_helpers import RunningServer, peft_adapter, real_tokenizer, tiny_imag
 
 from romachip.cli.main import main
 from romachip.engine.generate import Engine
+from romachip.engine.text import render_messages
 from romachip.perf import simulate
 from romachip.serve import ServeConfig
-from romachip.serve.chat import render_messages
 from romachip.sram.bank import AdapterBank
 
 KEY = "sk-romachip-test"
@@ -330,6 +330,8 @@ def test_a_client_that_disconnects_cancels_its_generation(small) -> None:
 
 def test_metrics_count_requests_tokens_and_chip_time(world) -> None:
     _complete(world["client"], model="beta")
+    with pytest.raises(openai.NotFoundError):
+        _complete(world["client"], model="no-such-model")
     r = httpx.get(f"{world['server'].url}/metrics", headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     text = r.text
@@ -339,6 +341,7 @@ def test_metrics_count_requests_tokens_and_chip_time(world) -> None:
         "romachip_queue_depth 0.0",
         'romachip_chip_seconds_total{model="tiny"}',
         'romachip_chip_energy_joules_total{model="alpha"}',
+        'romachip_requests_total{endpoint="completion",model="unknown",status="404"}',
     )
     for needle in needles:
         assert needle in text, needle

@@ -116,6 +116,9 @@ class AdapterRegistry:
                 raise model_not_found(model)
             return self.bank.view(model), self._loads.get(model)
 
+    def known(self, model: str) -> bool:
+        return model == self.base_id or model in self.bank.names
+
     def max_context_tokens(self) -> int:
         with self._lock:
             return self.bank.max_context_tokens

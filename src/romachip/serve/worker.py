@@ -26,10 +26,6 @@ class QueueFull(Exception):
     """The queue holds max_queue requests already."""
 
 
-class _Stop(Exception):
-    """Raised from the token callback to end a generation early (stop sequence or cancellation)."""
-
-
 @dataclass
 class Job:
     """One generation request, as the worker runs it; results come back as events on `events`."""
@@ -54,7 +50,10 @@ class Job:
         self.cancelled.set()
 
     def post(self, *event: object) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop is closed (server shutting down): nobody is listening
+            self.cancelled.set()
 
 
 class EngineWorker:
@@ -109,29 +108,19 @@ class EngineWorker:
             self.on_cancel()
 
     def _run(self, job: Job) -> None:
-        eos = set(self.engine.model.spec.eos_token_ids)
-
-        def on_token(token: int) -> None:
-            if not job.first_token_s:
-                job.first_token_s = time.perf_counter()
-            delta = job.text.push(token)
-            job.post("token", token, delta)
-            if job.text.stopped:
-                job.finish_reason = "stop"
-                raise _Stop
-            if token in eos:
-                job.finish_reason = "stop"
-            if job.cancelled.is_set():
-                raise _Stop
-
+        """One Session (its own KV cache, sampler and adapter view) stepped to the end, a stop sequence, or
+        the client's cancellation, which is checked between tokens."""
         job.started_s = time.perf_counter()
         try:
-            self.engine.generate(
-                job.prompt_ids, max_tokens=job.max_tokens, temperature=job.temperature, top_p=job.top_p,
-                seed=job.seed, adapter=job.adapter, on_token=on_token,
-            )  # fmt: skip
-        except _Stop:
-            pass
+            session = self.engine.start(job.prompt_ids, job.adapter, max_tokens=job.max_tokens,
+                                        temperature=job.temperature, top_p=job.top_p, seed=job.seed)  # fmt: skip
+            while not session.finished and not job.cancelled.is_set():
+                token = session.step()
+                if not job.first_token_s:
+                    job.first_token_s = time.perf_counter()
+                job.post("token", token, job.text.push(token))
+                if job.text.stopped:
+                    break
         except RomachipError as exc:
             job.post("error", exc)
             return
@@ -139,6 +128,7 @@ class EngineWorker:
         if job.cancelled.is_set():
             self._cancelled(job)
             return
+        job.finish_reason = "stop" if job.text.stopped or session.stopped_on_eos else "length"
         tail = job.text.finish()
         if tail:
             job.post("token", None, tail)

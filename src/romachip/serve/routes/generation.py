@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from romachip.engine.text import encode_messages
 from romachip.errors import RomachipError
 from romachip.serve.backend import Backend
-from romachip.serve.chat import render_messages
 from romachip.serve.chip import host_timings
 from romachip.serve.errors import ApiError, from_romachip
 from romachip.serve.schemas import ChatRequest, CompletionRequest, SamplingFields
@@ -75,18 +75,19 @@ def _chat_ids(backend: Backend, body: ChatRequest) -> list[int]:
             raise ApiError(400, f"messages[{i}].content: only text parts are supported", param=f"messages.{i}.content",
                            code="unsupported_value")  # fmt: skip
     engine = backend.loaded.engine
-    messages = [{"role": m.role, "content": m.text(), **({"name": m.name} if m.name else {})} for m in body.messages]
+    # OpenAI's newer "developer" role is its "system" role; the chat templates know only the latter
+    messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
     try:
-        text = render_messages(engine.model, engine.tokenizer, messages)
+        return encode_messages(engine.model, engine.tokenizer, messages)
     except RomachipError as exc:
         raise from_romachip(exc, param="messages") from None
-    return engine.tokenizer.encode(text, add_special_tokens=False).ids
 
 
-def _max_tokens(backend: Backend, body: SamplingFields, requested: int | None) -> int:
+def _max_tokens(backend: Backend, body: SamplingFields, requested: int | None, room: int) -> int:
+    """The request's max_tokens; when it names none, the server's default or what the context has room for."""
     cap = backend.config.max_tokens
     if requested is None:
-        return cap
+        return max(1, min(cap, room))
     if requested > cap:
         chat_field = isinstance(body, ChatRequest) and body.max_completion_tokens
         param = "max_completion_tokens" if chat_field else "max_tokens"
@@ -105,17 +106,17 @@ def prepare(request: Request, body: SamplingFields, kind: str) -> Prepared:
             raise ApiError(400, "logprobs are not supported by romachip serve", param="logprobs",
                            code="unsupported_value")  # fmt: skip
         ids, param = _chat_ids(backend, body), "messages"
-        max_tokens = _max_tokens(backend, body, body.max_completion_tokens or body.max_tokens)
+        requested = body.max_completion_tokens or body.max_tokens
     else:
         assert isinstance(body, CompletionRequest)
         if body.logprobs:
             raise ApiError(400, "logprobs are not supported by romachip serve", param="logprobs",
                            code="unsupported_value")  # fmt: skip
-        ids, param = _completion_ids(backend, body), "prompt"
-        max_tokens = _max_tokens(backend, body, body.max_tokens)
+        ids, param, requested = _completion_ids(backend, body), "prompt", body.max_tokens
     if not ids:
         raise ApiError(400, f"{param}: the prompt is empty", param=param, code="invalid_value")
     limit = backend.context_limit(view)
+    max_tokens = _max_tokens(backend, body, requested, limit - len(ids))
     if len(ids) + max_tokens > limit:
         raise ApiError(400, f"This model's maximum context length is {limit} tokens. However, you requested "
                        f"{len(ids) + max_tokens} tokens ({len(ids)} in the {param}, {max_tokens} in the completion). "
@@ -269,11 +270,17 @@ async def stream(request: Request, p: Prepared) -> AsyncIterator[str]:
 
 
 async def _serve(request: Request, body: SamplingFields, kind: str):  # noqa: ANN202
-    p = prepare(request, body, kind)
-    submit(request, p)
-    if body.stream:
-        return StreamingResponse(stream(request, p), media_type="text/event-stream", headers=SSE_HEADERS)
-    return await collect(request, p)
+    backend = _backend(request)
+    try:
+        p = prepare(request, body, kind)
+        submit(request, p)
+        if body.stream:
+            return StreamingResponse(stream(request, p), media_type="text/event-stream", headers=SSE_HEADERS)
+        return await collect(request, p)
+    except ApiError as exc:
+        known = backend.ready and backend.loaded.registry.known(body.model)
+        backend.metrics.requests.labels(kind, body.model if known else "unknown", str(exc.status)).inc()
+        raise
 
 
 @router.post("/v1/completions")
