@@ -62,3 +62,10 @@ def test_paths_must_resolve_inside_the_adapter_folder(tmp_path) -> None:
         with pytest.raises(ApiError) as e:
             resolve_inside(root, bad)
         assert e.value.status == status, bad
+
+
+def test_only_loopback_addresses_count_as_local() -> None:
+    from romachip.cli.serve import _is_loopback
+
+    assert all(_is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "127.1.2.3"))
+    assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.org"))
