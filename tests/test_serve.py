@@ -264,6 +264,9 @@ def test_errors_have_openais_shape(world, small) -> None:
     with pytest.raises(openai.BadRequestError) as e:
         _complete(client, n=2)
     assert e.value.body["param"] == "n"
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=BASE, messages=[{"role": "user", "content": "x"}], logprobs=True)
+    assert e.value.body["param"] == "logprobs"
     limit = world["server"].backend.context_limit(None)
     with pytest.raises(openai.BadRequestError) as e:
         _complete(client, prompt=[5] * limit, max_tokens=1)
@@ -339,13 +342,13 @@ def test_metrics_count_requests_tokens_and_chip_time(world) -> None:
         'romachip_requests_total{endpoint="completion",model="beta",status="ok"}',
         'romachip_generation_tokens_total{model="beta"}',
         "romachip_queue_depth 0.0",
-        'romachip_chip_seconds_total{model="tiny"}',
-        'romachip_chip_energy_joules_total{model="alpha"}',
+        'romachip_chip_seconds_total{model="beta"}',
+        'romachip_chip_energy_joules_total{model="beta"}',
         'romachip_requests_total{endpoint="completion",model="unknown",status="404"}',
     )
     for needle in needles:
         assert needle in text, needle
-    line = next(x for x in text.splitlines() if x.startswith('romachip_chip_seconds_total{model="tiny"}'))
+    line = next(x for x in text.splitlines() if x.startswith('romachip_chip_seconds_total{model="beta"}'))
     assert float(line.split()[-1]) > 0
 
 

@@ -27,6 +27,7 @@ class SamplingFields(BaseModel):
     stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
     return_tokens: StrictBool = False  # llama.cpp's name: the token ids of the reply, besides its text
+    logprobs: StrictBool | StrictInt | None = None  # chat: a bool, completions: a count; refused when set
 
     def stops(self) -> list[str]:
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
@@ -36,7 +37,6 @@ class SamplingFields(BaseModel):
 class CompletionRequest(SamplingFields):
     prompt: StrictStr | list[StrictStr] | list[StrictInt]
     echo: StrictBool | None = False
-    logprobs: StrictInt | None = None
 
 
 class ContentPart(BaseModel):
@@ -63,7 +63,6 @@ class ChatMessage(BaseModel):
 class ChatRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: StrictInt | None = Field(None, ge=1)
-    logprobs: StrictBool | None = False
 
 
 class LoadLoraRequest(BaseModel):

@@ -101,17 +101,13 @@ def prepare(request: Request, body: SamplingFields, kind: str) -> Prepared:
     lo = backend.loaded
     _check_common(body)
     view, load = lo.registry.resolve(body.model)
+    if body.logprobs:  # the engine returns tokens, not their log-probabilities
+        raise ApiError(400, "logprobs are not supported by romachip serve", param="logprobs",
+                       code="unsupported_value")  # fmt: skip
     if isinstance(body, ChatRequest):
-        if body.logprobs:
-            raise ApiError(400, "logprobs are not supported by romachip serve", param="logprobs",
-                           code="unsupported_value")  # fmt: skip
         ids, param = _chat_ids(backend, body), "messages"
         requested = body.max_completion_tokens or body.max_tokens
     else:
-        assert isinstance(body, CompletionRequest)
-        if body.logprobs:
-            raise ApiError(400, "logprobs are not supported by romachip serve", param="logprobs",
-                           code="unsupported_value")  # fmt: skip
         ids, param, requested = _completion_ids(backend, body), "prompt", body.max_tokens
     if not ids:
         raise ApiError(400, f"{param}: the prompt is empty", param=param, code="invalid_value")
