@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import threading
 import time
 
@@ -380,3 +381,9 @@ def test_cli_refuses_bad_options(tmp_path, capsys) -> None:
     assert "--adapter-dir" in capsys.readouterr().err
     assert main(["serve", str(image), "--api-key-file", str(tmp_path / "nokey")]) == 2
     assert "--api-key-file" in capsys.readouterr().err
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert main(["serve", str(image), "--port", str(port), "--host", "0.0.0.0"]) == 2  # starts, fails to load, exits
+    err = capsys.readouterr().err
+    assert "without an API key" in err and "error:" in err and "truncated" in err

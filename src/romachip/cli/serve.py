@@ -116,7 +116,10 @@ def serve(
             server.should_exit = True
 
     web = create_app(config, on_fatal=fatal)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log = logging.getLogger("romachip.serve")  # its load messages on stderr, beside uvicorn's
+    if not log.handlers:
+        log.addHandler(logging.StreamHandler())
+        log.setLevel(logging.INFO)
     server = uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="info", access_log=False))
     settings = {"url": f"http://{host}:{port}", "image": str(config.image), "adapters": [n for n, _ in config.adapters],
                 "adapter_dir": adapter_dir, "api_key": key is not None, "max_queue": max_queue}  # fmt: skip
