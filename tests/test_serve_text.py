@@ -69,3 +69,22 @@ def test_only_loopback_addresses_count_as_local() -> None:
 
     assert all(_is_loopback(h) for h in ("127.0.0.1", "::1", "localhost", "127.1.2.3"))
     assert not any(_is_loopback(h) for h in ("0.0.0.0", "::", "192.168.1.2", "example.org"))
+
+
+def test_the_key_guards_everything_but_the_public_paths_and_prefixes() -> None:
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from romachip.serve.middleware import ApiKeyMiddleware
+
+    app = FastAPI()
+    for path in ("/health", "/static/app.js", "/static", "/v1/models"):
+        app.add_api_route(path, lambda: {"ok": True})
+    app.add_middleware(
+        ApiKeyMiddleware, api_key="k", public_paths=frozenset({"/health"}), public_prefixes=("/static/",)
+    )
+    client = TestClient(app)
+    assert [client.get(p).status_code for p in ("/health", "/static/app.js", "/static", "/v1/models")] == [
+        200, 200, 401, 401,
+    ]  # fmt: skip
+    assert client.get("/v1/models", headers={"Authorization": "Bearer k"}).status_code == 200

@@ -2,7 +2,8 @@
 (API key, body size), OpenAI-shaped errors, and a backend that loads in the background on start-up.
 
 To add an area (a web page, say), include another router on the returned app, or pass it in
-`extra_routers`; paths that need no API key go in `ServeConfig.public_paths`.
+`extra_routers`; paths that need no API key go in `ServeConfig.public_paths` (exact) or
+`ServeConfig.public_prefixes`.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ def create_app(
         app.include_router(router)
     install_handlers(app)
     # Starlette runs the last-added middleware first: the size limit, then the key, then the routes.
-    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, public_paths=config.public_paths)
+    app.add_middleware(ApiKeyMiddleware, api_key=config.api_key, public_paths=config.public_paths,
+                       public_prefixes=config.public_prefixes)  # fmt: skip
     app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes)
     return app

@@ -22,11 +22,16 @@ async def _no_receive() -> Message:  # a JSONResponse never reads the request
 class ApiKeyMiddleware:
     """401 in OpenAI's shape unless `Authorization: Bearer KEY` matches (compared in constant time)."""
 
-    def __init__(self, app: ASGIApp, *, api_key: str | None, public_paths: frozenset[str]) -> None:
-        self.app, self.key, self.public = app, api_key, public_paths
+    def __init__(
+        self, app: ASGIApp, *, api_key: str | None, public_paths: frozenset[str], public_prefixes: tuple[str, ...] = ()
+    ) -> None:
+        self.app, self.key, self.public, self.prefixes = app, api_key, public_paths, public_prefixes
+
+    def _public(self, path: str) -> bool:
+        return path in self.public or any(path.startswith(p) for p in self.prefixes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.key is None or scope["path"] in self.public:
+        if scope["type"] != "http" or self.key is None or self._public(scope["path"]):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
