@@ -53,7 +53,9 @@ class AdapterRegistry:
 
     def __init__(self, bank: AdapterBank, base_id: str, adapter_dir: Path | None) -> None:
         self.bank, self.base_id, self.adapter_dir = bank, base_id, adapter_dir
-        self._lock = threading.Lock()  # bank operations run one at a time, off the event loop
+        # Bank operations run one at a time, off the event loop; whoever reads the bank (the engine sizing a
+        # request's KV cache from it) takes this lock too, so no read sees a load or unload half done.
+        self.lock = self._lock = threading.Lock()
         self._loads: dict[str, BankOp] = {}
         self._created: dict[str, int] = {}
         self._sources: dict[str, str] = {}

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from romachip.engine.generate import Engine
-from romachip.engine.kv import MAX_CONTEXT_TOKENS
 from romachip.rom import RomImage
 from romachip.serve.adapters import AdapterRegistry
 from romachip.serve.chip import ChipTimer
@@ -78,13 +77,9 @@ class Backend:
         for name, folder in c.adapters:
             registry.load_trusted(name, folder)
         timer = ChipTimer(image)
-        self._loaded = Loaded(
-            image,
-            engine,
-            registry,
-            EngineWorker(engine, max_queue=c.max_queue, on_cancel=self.metrics.cancelled.inc),
-            timer,
-        )
+        worker = EngineWorker(engine, max_queue=c.max_queue, on_cancel=self.metrics.cancelled.inc,
+                              bank_lock=registry.lock)  # fmt: skip
+        self._loaded = Loaded(image, engine, registry, worker, timer)
         self._ready.set()
         log.info("romachip serve: %s ready (%d adapters)", image.spec.name, len(c.adapters))
 
@@ -111,7 +106,7 @@ class Backend:
         return self._loaded
 
     def context_limit(self, view) -> int:  # noqa: ANN001 (AdapterView | None)
-        """Tokens of context a request may use: the chip's KV capacity next to every resident adapter, and
-        the engine's own bound for this adapter."""
+        """Tokens of context a request may use, as the bank decides it (next to every resident adapter)."""
         lo = self.loaded
-        return min(lo.registry.max_context_tokens(), lo.engine.max_context(view), MAX_CONTEXT_TOKENS)
+        with lo.registry.lock:
+            return lo.engine.max_context(view)

@@ -59,8 +59,16 @@ class Job:
 class EngineWorker:
     """Runs Jobs on `engine` in submission order, on its own daemon thread."""
 
-    def __init__(self, engine: Engine, *, max_queue: int, on_cancel: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_queue: int,
+        on_cancel: Callable[[], None] | None = None,
+        bank_lock: threading.Lock | None = None,
+    ) -> None:
         self.engine = engine
+        self._bank_lock = bank_lock or threading.Lock()  # held while a session's cache is sized from the bank
         self.on_cancel = on_cancel  # called on this thread for each job dropped or stopped because it was cancelled
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._running = 0
@@ -112,8 +120,9 @@ class EngineWorker:
         the client's cancellation, which is checked between tokens."""
         job.started_s = time.perf_counter()
         try:
-            session = self.engine.start(job.prompt_ids, job.adapter, max_tokens=job.max_tokens,
-                                        temperature=job.temperature, top_p=job.top_p, seed=job.seed)  # fmt: skip
+            with self._bank_lock:
+                session = self.engine.start(job.prompt_ids, job.adapter, max_tokens=job.max_tokens,
+                                            temperature=job.temperature, top_p=job.top_p, seed=job.seed)  # fmt: skip
             while not session.finished and not job.cancelled.is_set():
                 token = session.step()
                 if not job.first_token_s:
