@@ -20,6 +20,7 @@ from serve_helpers import RunningServer, peft_adapter, real_tokenizer, tiny_imag
 
 from romachip.cli.main import main
 from romachip.engine.generate import Engine
+from romachip.engine.session import _COMPUTE_LOCK
 from romachip.engine.text import render_messages
 from romachip.perf import simulate
 from romachip.serve import ServeConfig
@@ -301,35 +302,48 @@ def test_every_route_but_health_needs_the_key(world) -> None:
         openai.OpenAI(base_url=f"{url}/v1", api_key="wrong", max_retries=0).models.list()
 
 
+def _wait(condition, timeout_s: float = 20.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def test_a_full_queue_answers_429_with_retry_after(small) -> None:
-    statuses: list[httpx.Response] = []
-    body = {"model": BASE, "prompt": PROMPT, "max_tokens": 32, "temperature": 0}
+    worker = small.backend.loaded.worker
+    body = {"model": BASE, "prompt": PROMPT, "max_tokens": 4, "temperature": 0}
+    replies: list[httpx.Response] = []
 
     def ask() -> None:
-        statuses.append(httpx.post(f"{small.url}/v1/completions", json=body, timeout=60))
+        replies.append(httpx.post(f"{small.url}/v1/completions", json=body, timeout=60))
 
-    threads = [threading.Thread(target=ask) for _ in range(6)]
-    for t in threads:
-        t.start()
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    with _COMPUTE_LOCK:  # the engine cannot compute: one request runs (blocked), one waits, the queue is full
+        threads[0].start()
+        _wait(lambda: worker.running == 1)
+        threads[1].start()
+        _wait(lambda: worker.depth == 1)
+        refused = httpx.post(f"{small.url}/v1/completions", json=body, timeout=60)
     for t in threads:
         t.join(60)
-    codes = sorted(r.status_code for r in statuses)
-    assert 200 in codes and 429 in codes and set(codes) <= {200, 429}, codes
-    refused = next(r for r in statuses if r.status_code == 429)
-    assert refused.headers["Retry-After"] == "1" and refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert [r.status_code for r in replies] == [200, 200]
     assert httpx.get(f"{small.url}/health").status_code == 200
 
 
 def test_a_client_that_disconnects_cancels_its_generation(small) -> None:
-    metrics = small.backend.metrics
+    worker, metrics = small.backend.loaded.worker, small.backend.metrics
     before = metrics.cancelled._value.get()
     body = {"model": BASE, "prompt": PROMPT, "max_tokens": 32, "temperature": 0, "stream": True}
-    with httpx.stream("POST", f"{small.url}/v1/completions", json=body, timeout=60) as r:
-        next(r.iter_lines())  # the first chunk has arrived; then hang up
-    deadline = time.monotonic() + 20
-    while metrics.cancelled._value.get() == before and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert metrics.cancelled._value.get() == before + 1
+    with _COMPUTE_LOCK:  # the first token cannot be computed until the client has gone
+        with httpx.stream("POST", f"{small.url}/v1/completions", json=body, timeout=60) as r:
+            assert r.status_code == 200
+            _wait(lambda: worker.current is not None)
+            job = worker.current
+        _wait(job.cancelled.is_set)  # the server saw the disconnect
+    _wait(lambda: metrics.cancelled._value.get() == before + 1)
+    assert len(job.text.ids) <= 1  # stopped at the first token, not after 32
 
 
 def test_metrics_count_requests_tokens_and_chip_time(world) -> None:

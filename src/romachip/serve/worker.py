@@ -72,6 +72,7 @@ class EngineWorker:
         self.on_cancel = on_cancel  # called on this thread for each job dropped or stopped because it was cancelled
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._running = 0
+        self.current: Job | None = None  # the job running now
         self._thread = threading.Thread(target=self._loop, name="romachip-engine", daemon=True)
         self._thread.start()
 
@@ -102,13 +103,13 @@ class EngineWorker:
             if job.cancelled.is_set():
                 self._cancelled(job)
                 continue
-            self._running = 1
+            self._running, self.current = 1, job
             try:
                 self._run(job)
             except Exception as exc:  # noqa: BLE001 (the worker outlives any one request; the client gets it)
                 job.post("error", exc)
             finally:
-                self._running = 0
+                self._running, self.current = 0, None
 
     def _cancelled(self, job: Job) -> None:
         job.post("cancelled")
