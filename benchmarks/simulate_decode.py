@@ -40,9 +40,9 @@ def measure(repeats: int, context: int) -> dict:
     cm = ChipModel(chip, spec, fmt=WeightFormat(2, 128), lora=LoraConfig(rank=16), policy=StoragePolicy.OFF_CHIP_ALL)
     cm.decode(context)  # warm imports and caches of the graph builder
     composed = _median_ms(lambda: cm.decode(context), repeats)
-    whole = _median_ms(lambda: cm.decode(context, exact=True), max(3, repeats // 3))
+    whole = _median_ms(lambda: cm.decode(context, every_layer=True), max(3, repeats // 3))
     graph = _median_ms(lambda: decode_ops(spec, context, fmt=cm.fmt, lora=cm.lora, policy=cm.policy), repeats)
-    assert cm.decode(context).cycles == cm.decode(context, exact=True).cycles
+    assert cm.decode(context).cycles == cm.decode(context, every_layer=True).cycles
     return {
         "model": "llama-3-8b 2-bit, rank-16 LoRA, roma",
         "context": context,

@@ -16,7 +16,7 @@ from romachip.capacity import lora_unit_bytes, plan
 from romachip.compile import compile_placement
 from romachip.errors import CapacityError
 from romachip.graph import OpKind, decode_ops, prefill_ops
-from romachip.perf.kernel import Simulator
+from romachip.perf.event_kernel import Simulator
 from romachip.perf.mapping import PlacementView
 from romachip.perf.simulate import ChipModel
 from romachip.perf.timing import PhaseBuilder
@@ -104,7 +104,7 @@ def test_perf_rom_rows_agree_with_the_word_mapping(interleave):
             per_unit[u] = per_unit.get(u, 0) + busiest_macro_rows_brute(rom, first, words)
         assert view.tensor(name).rom_rows_max == max(per_unit.values())
     model = ChipModel(chip, spec, fmt=G128, lora=None)
-    task = next(k for k in model.decode(5, exact=True).schedule.tasks if k.name == "layers.0.q_proj")
+    task = next(k for k in model.decode(5, every_layer=True).schedule.tasks if k.name == "layers.0.q_proj")
     rows = view.tensor("model.layers.0.self_attn.q_proj.weight").rom_rows_max
     assert task.bound == ("macs" if interleave else "rom")
     if not interleave:

@@ -3,7 +3,7 @@ break deterministically, and the critical path adds up to the makespan."""
 
 import pytest
 
-from romachip.perf.kernel import Simulator
+from romachip.perf.event_kernel import Simulator
 
 
 def test_one_resource_serialises_and_two_overlap():

@@ -6,6 +6,7 @@ import pytest
 
 from romachip.graph import OpKind, decode_ops, totals
 from romachip.perf.area import chip_area, fused_area_um2, macro_model, memory_area_um2
+from romachip.perf.energy import Event, l_macs
 from romachip.perf.simulate import ChipModel, report
 from romachip.perf.timing import l_unit_cycles
 from romachip.quant.formats import WeightFormat
@@ -71,7 +72,7 @@ def test_lora_rank_costs_decode_time(roma, small):
 
 def test_composed_decode_equals_whole_simulation(small):
     for ctx in (0, 777):
-        composed, whole = small.decode(ctx), small.decode(ctx, exact=True)
+        composed, whole = small.decode(ctx), small.decode(ctx, every_layer=True)
         assert composed.cycles == whole.cycles
         assert composed.events == pytest.approx(whole.events, rel=1e-12)
 
@@ -83,8 +84,11 @@ def test_energy_per_token_is_the_sum_of_its_parts(small):
     assert e.total_mj == pytest.approx(sum(e.by_unit_mj().values()), rel=1e-12)
     assert e.total_mj == pytest.approx(sum(e.by_event_mj().values()), rel=1e-12)
     # one part by hand: ROM bits read x fused-cell energy per bit (pJ -> mJ)
-    bits = small.decode(0).events["rom_bits"]
-    assert e.parts_mj[("l_units", "rom_read")] == pytest.approx(bits * small.tech.energy.fused_read_pj_per_bit * 1e-9)
+    bits = small.decode(0).count(Event.ROM_BITS)
+    ph = small.physics  # at 500 MHz the chip runs at 0.55 V: (0.55 / 0.75)^2 of the nominal-voltage table
+    assert ph.op.dynamic_energy_scale == pytest.approx((0.55 / 0.75) ** 2)
+    pj = small.tech.energy.fused_read_pj_per_bit * ph.rom_read_scale * ph.op.dynamic_energy_scale
+    assert e.parts_mj[("l_units", "rom_read")] == pytest.approx(bits * pj * 1e-9)
 
 
 def test_no_brom_is_larger(roma):
@@ -117,19 +121,19 @@ def test_macro_model_density_falls_for_shallow_macros():
 def test_timing_counts_what_the_graph_counts(small):
     """The timing model's ROM bits, MACs and KV bytes per decoded token agree with the op graph."""
     ctx = 500
-    run = small.decode(ctx, exact=True)
+    run = small.decode(ctx, every_layer=True)
     ops = decode_ops(
         small.spec, ctx, fmt=G128, lora=small.lora, kv_scale_bytes_per_vector=small.kv.scale_bytes_per_vector
     )
     t = totals(ops)
     rom_kinds = (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.EMBEDDING)
-    assert run.events["rom_bits"] == sum(op.weight_bits_read for op in ops if op.kind in rom_kinds)
-    assert run.events["l_macs_int4"] == t.weight_macs
-    assert run.events["lora_macs"] == t.lora_macs
-    assert run.events["attention_macs"] == t.attention_macs
+    assert run.count(Event.ROM_BITS) == sum(op.weight_bits_read for op in ops if op.kind in rom_kinds)
+    assert run.count(l_macs(4)) == run.count(Event.L_MACS) == t.weight_macs
+    assert run.count(Event.LORA_MACS) == t.lora_macs
+    assert run.count(Event.ATTENTION_MACS) == t.attention_macs
     lora_bits = sum(op.weight_bits_read for op in ops if op.kind in (OpKind.LORA_A, OpKind.LORA_B))
-    assert run.events["h_sram_read_bits"] == 8 * t.kv_bytes_read + lora_bits
-    assert run.events["h_sram_write_bits"] == 8 * t.kv_bytes_written
+    assert run.count(Event.H_SRAM_READ_BITS) == 8 * t.kv_bytes_read + lora_bits
+    assert run.count(Event.H_SRAM_WRITE_BITS) == 8 * t.kv_bytes_written
     # the busiest unit's share of a projection covers the op, to within one row per unit
     for name, work in small.view.tensors.items():
         if ".q_proj." in name:
@@ -139,7 +143,7 @@ def test_timing_counts_what_the_graph_counts(small):
 
 def test_simulate_api_refuses_empty_requests_and_reports(roma):
     from romachip.errors import CapacityError
-    from romachip.perf import simulate
+    from romachip.perf.simulate import simulate
 
     spec = load_model_spec("llama-3.2-1b")
     with pytest.raises(CapacityError, match="at least 1 token, got 0/4"):
@@ -162,19 +166,22 @@ def test_activation_precision_drives_noc_bytes_and_l_unit_macs(roma, small):
     block-floating-point MAC (16-bit aligned integer x 4-bit code); an int8 chip moves 1 byte and takes int4."""
     from romachip.errors import SpecError
     from romachip.perf.area import l_unit_logic_um2
-    from romachip.perf.energy import event_table
 
     tech = load_tech(roma.tech)
     assert roma.precision.activation == "bf16"
     int8 = roma.model_copy(update={"precision": roma.precision.model_copy(update={"activation": "int8"})})
-    assert event_table(roma, tech, 1.0)["l_macs_int4"][2] == tech.energy.mac_pj["bfp16_int4"] == 0.050
-    assert event_table(int8, tech, 1.0)["l_macs_int4"][2] == tech.energy.mac_pj["int4"]
-    # the L-Unit MAC array is sized for its widest use: 1024 4-bit MACs of 15.5 um^2 = 2048 2-bit ones of 7.75
-    assert l_unit_logic_um2(roma, tech) == max(1024 * 15.5, 2048 * 7.75, 512 * 31.0) == 15872.0
-    bf16_run = small.decode(0, exact=True)
-    int8_run = ChipModel(int8, small.spec, fmt=G128, lora=small.lora).decode(0, exact=True)
-    assert bf16_run.events["vector_sram_read_bits"] == 2 * int8_run.events["vector_sram_read_bits"]
-    assert bf16_run.events["noc_bit_hops"] > int8_run.events["noc_bit_hops"]
+    dyn = small.physics.op.dynamic_energy_scale
+    assert small.energy_model.pj(l_macs(4)) == pytest.approx(tech.energy.mac_pj["bfp16_int4"] * dyn)
+    assert tech.energy.mac_pj["bfp16_int4"] == 0.050
+    int8_model = ChipModel(int8, small.spec, fmt=G128, lora=small.lora, placement=small.placement)
+    assert int8_model.energy_model.pj(l_macs(4)) == pytest.approx(tech.energy.mac_pj["int4"] * dyn)
+    # the L-Unit MAC array is sized for its widest use: 1024 4-bit MACs of 15.5 um^2 = 2048 2-bit ones of 7.75,
+    # plus 2048 / 64 adder trees' 32-bit accumulators (flop 0.25 + adder 0.27 um^2 per bit)
+    assert l_unit_logic_um2(roma, tech) == pytest.approx(max(1024 * 15.5, 2048 * 7.75, 512 * 31.0) + 32 * 32 * 0.52)
+    bf16_run = small.decode(0, every_layer=True)
+    int8_run = int8_model.decode(0, every_layer=True)
+    assert bf16_run.count(Event.VECTOR_SRAM_READ_BITS) == 2 * int8_run.count(Event.VECTOR_SRAM_READ_BITS)
+    assert bf16_run.count(Event.NOC_BIT_HOPS) > int8_run.count(Event.NOC_BIT_HOPS)
     assert bf16_run.cycles >= int8_run.cycles
     no_bfp = tech.model_copy(update={"mac_area_um2": {k: v for k, v in tech.mac_area_um2.items() if "bfp" not in k}})
     with pytest.raises(SpecError, match="no L-Unit MAC entry for bf16 activations x 4-bit weights"):

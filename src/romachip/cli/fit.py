@@ -18,7 +18,7 @@ DEFAULT_MODEL = "llama-3.2-3b"
 MIB = 2**20
 
 
-def _targets(text: str) -> tuple[str, ...]:
+def parse_lora_targets(text: str) -> tuple[str, ...]:
     if text.strip() == "all":
         return ALL_TARGETS
     if text.strip() in ("", "none"):
@@ -127,7 +127,9 @@ def fit(
     fmt = WeightFormat(
         bits=bits, group_size=group_size or None, symmetric=symmetric, scale_dtype=DEFAULT_FORMAT.scale_dtype
     )
-    lora = LoraConfig(rank=lora_rank, targets=_targets(lora_targets), dtype=lora_dtype or chip_spec.precision.lora)
+    lora = LoraConfig(
+        rank=lora_rank, targets=parse_lora_targets(lora_targets), dtype=lora_dtype or chip_spec.precision.lora
+    )
     kv = KvConfig(
         dtype=kv_dtype or chip_spec.precision.kv, context_tokens=context, scale_bytes_per_vector=kv_scale_bytes
     )

@@ -7,7 +7,7 @@ from rich.table import Table
 
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_LORA, DEFAULT_STRATEGY, plan
 from romachip.cli.app import app, console, err_console, print_json
-from romachip.cli.fit import DEFAULT_CHIP, DEFAULT_MODEL, _targets
+from romachip.cli.fit import DEFAULT_CHIP, DEFAULT_MODEL, parse_lora_targets
 from romachip.compile import compile_placement
 from romachip.errors import CapacityError
 from romachip.perf.simulate import ChipModel, SimReport, report
@@ -41,6 +41,12 @@ def _tables(r: SimReport) -> list[Table]:
         ("prefill energy", f"{r.prefill_energy_mj:.2f} mJ", f"{r.prefill_power_w:.2f} W"),
         ("LoRA share", f"{_pct(r.lora_time_share)} time", f"{_pct(r.lora_energy_share)} of decode dynamic energy"),
         ("area", f"{r.area_mm2:.1f} mm²", ", ".join(f"{k} {v:.1f}" for k, v in r.area_breakdown_mm2.items())),
+        ("operating point", f"{r.voltage_v:.3g} V", f"{r.clock_hz / 1e6:,.0f} MHz, {r.hops_per_cycle} hops per cycle"),
+        (
+            "host link",
+            f"{r.host_bytes_per_token:,.0f} B/token",
+            f"{r.host_link}: needs {r.host_bandwidth_needed_bytes_per_s / 1e9:,.3g} GB/s at the average decode rate",
+        ),
     ]
     for row in rows:
         head.add_row(*row)
@@ -87,7 +93,7 @@ def simulate(
     chip_spec = load_chip(chip)
     spec = load_model_spec(model)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, scale_dtype=DEFAULT_FORMAT.scale_dtype)
-    lora = LoraConfig(rank=lora_rank, targets=_targets(lora_targets), dtype=chip_spec.precision.lora)
+    lora = LoraConfig(rank=lora_rank, targets=parse_lora_targets(lora_targets), dtype=chip_spec.precision.lora)
     policy = StoragePolicy.parse(storage_policy)
     kv = KvConfig(dtype=chip_spec.precision.kv, context_tokens=prompt + generate)
     placement = compile_placement(chip_spec, spec, fmt, strategy=strategy, policy=policy, lora=lora, kv=kv)

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+from importlib import resources
+
 import typer
 from rich.table import Table
 
 from romachip.cli.app import app, console, print_json
+from romachip.errors import SpecError
 from romachip.spec import list_chips, list_models, load_chip, load_model_spec
+from romachip.spec.tech import list_host_links, list_techs, load_host_link, load_tech
+
+
+def _preset_text(name: str) -> tuple[str, str, dict]:
+    """(kind, YAML text with its source comments, validated fields) of a chip, technology or host-link preset."""
+    kinds = (("chip", "presets", list_chips, load_chip), ("tech", "tech", list_techs, load_tech))
+    kinds += (("host link", "hosts", list_host_links, load_host_link),)
+    for kind, folder, names, load in kinds:
+        if name in names():
+            text = (resources.files("romachip.spec") / folder / f"{name}.yaml").read_text()
+            return kind, text, load(name).model_dump(mode="json")
+    known = ", ".join(list_chips() + list_techs() + list_host_links())
+    raise SpecError(f"no preset named {name!r}; chip, technology and host-link presets are: {known}")
 
 
 @app.command()
-def presets(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the chip presets (use a name with --chip, or pass a YAML file path)."""
+def presets(
+    show: str = typer.Option(
+        None, "--show", help="Print one preset's YAML (chip, technology or host link), to start a custom one from."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List the chip presets (use a name with --chip, or pass a YAML file path), the technology presets
+    a chip's `tech` names and the host links its `host_link` names. `--show NAME` prints a preset's YAML,
+    with the source of every number, to copy into a file and edit."""
+    if show is not None:
+        kind, text, fields = _preset_text(show)
+        if as_json:
+            print_json({"name": show, "kind": kind, "spec": fields})
+        else:
+            typer.echo(text, nl=False)  # verbatim: a YAML file to copy, comments and line breaks kept
+        return
     rows = []
     for name in list_chips():
         chip = load_chip(name)
@@ -27,8 +57,9 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
                 "vector_sram_bytes": chip.vector_sram_bytes,
             }
         )
+    others = {"tech": list_techs(), "host_links": list_host_links()}
     if as_json:
-        print_json(rows)
+        print_json({"chips": rows, **others})
         return
     table = Table(title="chip presets")
     for col in ("name", "clock", "matrix units", "vector units", "ROM", "H-Unit SRAM", "vector SRAM", "description"):
@@ -45,6 +76,8 @@ def presets(as_json: bool = typer.Option(False, "--json", help="Print JSON inste
             r["description"],
         )
     console.print(table)
+    console.print(f"technologies: {', '.join(others['tech'])}; host links: {', '.join(others['host_links'])}")
+    console.print("[dim]romachip presets --show NAME prints a preset's YAML to start a custom one from[/]")
 
 
 @app.command()

@@ -1,28 +1,38 @@
 """Area model: macro area from capacity and organisation, MAC arrays by precision, vector lanes, routers.
 
-Memory macros. A compiled macro of `rows` words of `cols` bits is modelled as
+Memory macros. A compiled macro of `rows` words of `cols` cell columns is modelled as
 
-    area_um2 = (fixed_um2 + per_row_um2 * rows) * cols / word_bits
+    area_um2 = (fixed_um2 * sense + per_row_um2 * rows) * cols / word_bits
 
-a fixed periphery (sense amplifiers, control, I/O) plus, per row, the bit cells and the word-line driver.
-The two constants are fitted (least squares on relative error) to the TechSpec density table of each
-memory kind, so density falls for shallow macros because the fixed periphery is shared by fewer bits.
-B-ROM is a standard ROM macro times `brom_area_factor`. A fused cell puts device-layer logic (the
-B-ROM's own periphery, `fused_logic_share` of its area, and the MACs) under the metal-heavy array:
-its footprint is max(array, periphery + MACs).
+a column periphery (sense amplifiers, column I/O; `fixed_um2` per `word_bits` columns) plus, per row, the
+bit cells and the word-line driver. The two constants are fitted (least squares on relative error) to the
+TechSpec density table of each memory kind, so density falls for shallow macros because the periphery is
+shared by fewer bits; a table denser than the bit cell allows (per_row_um2 < word_bits x bit cell) is
+refused. A cell of b bits (`bits_per_cell`) stores b bits in one column, so the array shrinks b-fold, but
+it needs 2^b - 1 sense references instead of 1: `sense` = 1 + mlc_sense_area_factor x (2^b - 2).
 
-Units add their macros and logic and divide by the floorplan utilisation of their type; the NoC is
-one router per mesh node, sized by link width; control is a fixed block.
+B-ROM is a standard ROM macro times `brom_area_factor`. A fused cell moves device-layer logic (the
+B-ROM's own periphery, `fused_logic_share` of its area, and the MACs with their accumulators) under the
+metal-heavy array, whose own cells take `rom_array_device_share` of the device layer beneath it: the
+footprint is max(array, array x device share + periphery + logic), so logic beyond the free device layer
+is paid for.
+
+Units add their macros and logic and divide by the floorplan utilisation of their type; the NoC is one
+router per mesh node sized by link width x its ports (mesh neighbours + the local unit); control is a
+fixed block.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from romachip.errors import SpecError
 from romachip.perf.energy import l_unit_mac_precision
+from romachip.perf.physics import OperatingPoint, operating_point, read_energy_scale
 from romachip.spec.chip import ChipSpec, LUnitStudySpec
 from romachip.spec.tech import MacroDensity, TechSpec
 
@@ -32,18 +42,22 @@ MEMORY_KINDS = ("sram", "rom", "brom", "fused")
 
 @dataclass(frozen=True)
 class MacroModel:
-    """area_um2 = (fixed_um2 + per_row_um2 * rows) * cols / word_bits (fitted to a density table)."""
+    """area_um2 = (fixed_um2 * sense + per_row_um2 * rows) * cols / word_bits (fitted to a density table)."""
 
     fixed_um2: float
     per_row_um2: float
     word_bits: int
+    mlc_sense_area_factor: float = 0.0
+    bitcell_um2: float = 0.0  # floor: a macro is never smaller than its cells
 
-    def area_um2(self, rows: int, cols: int) -> float:
-        return (self.fixed_um2 + self.per_row_um2 * rows) * cols / self.word_bits
+    def area_um2(self, rows: int, cols: int, bits_per_cell: int = 1) -> float:
+        sense = 1 + self.mlc_sense_area_factor * (2**bits_per_cell - 2)
+        fitted = (self.fixed_um2 * sense + self.per_row_um2 * rows) * cols / self.word_bits
+        return max(fitted, rows * cols * self.bitcell_um2)
 
-    def density_mbit_per_mm2(self, rows: int, cols: int | None = None) -> float:
+    def density_mbit_per_mm2(self, rows: int, cols: int | None = None, bits_per_cell: int = 1) -> float:
         cols = self.word_bits if cols is None else cols
-        return rows * cols / self.area_um2(rows, cols)  # bits/um^2 == Mbit/mm^2
+        return rows * cols * bits_per_cell / self.area_um2(rows, cols, bits_per_cell)  # bits/um^2 == Mbit/mm^2
 
 
 @lru_cache(maxsize=32)
@@ -55,16 +69,32 @@ def _fit(word_bits: int, points: tuple[tuple[int, float], ...]) -> MacroModel:
     return MacroModel(float(fixed), float(per_row), word_bits)
 
 
-def macro_model(table: MacroDensity) -> MacroModel:
-    """The two-constant macro model fitted to one TechSpec density table."""
-    return _fit(table.word_bits, tuple(sorted(table.mbit_per_mm2_by_rows.items())))
+def macro_model(table: MacroDensity, bitcell_um2: float = 0.0, mlc_sense_area_factor: float = 0.0) -> MacroModel:
+    """The two-constant macro model fitted to one TechSpec density table, floored at the bit cells' own area
+    (so deep macros never get denser than the cell allows); SpecError when a point of the table already is."""
+    for rows, dens in table.mbit_per_mm2_by_rows.items():
+        if bitcell_um2 > 0 and dens > 1 / bitcell_um2:
+            raise SpecError(
+                f"macro density {dens} Mbit/mm^2 at {rows} rows is denser than the bit cell allows "
+                f"({1 / bitcell_um2:.1f} Mbit/mm^2 for {bitcell_um2} um^2)"
+            )
+    m = _fit(table.word_bits, tuple(sorted(table.mbit_per_mm2_by_rows.items())))
+    return MacroModel(m.fixed_um2, m.per_row_um2, m.word_bits, mlc_sense_area_factor, bitcell_um2)
 
 
-def memory_area_um2(tech: TechSpec, kind: str, rows: int, cols: int, macros: int) -> float:
-    """Area of `macros` macros of rows x cols, as SRAM, standard ROM or B-ROM (fused: see `fused_area_um2`)."""
+def rom_macro_model(tech: TechSpec) -> MacroModel:
+    return macro_model(tech.rom_macro, tech.rom_bitcell_um2, tech.mlc_sense_area_factor)
+
+
+def sram_macro_model(tech: TechSpec) -> MacroModel:
+    return macro_model(tech.sram_macro, tech.sram_bitcell_um2)
+
+
+def memory_area_um2(tech: TechSpec, kind: str, rows: int, cols: int, macros: int, bits_per_cell: int = 1) -> float:
+    """Area of `macros` macros of rows x cols cells, as SRAM, standard ROM or B-ROM (fused: `fused_area_um2`)."""
     if kind == "sram":
-        return macros * macro_model(tech.sram_macro).area_um2(rows, cols)
-    rom = macros * macro_model(tech.rom_macro).area_um2(rows, cols)
+        return macros * sram_macro_model(tech).area_um2(rows, cols, bits_per_cell)
+    rom = macros * rom_macro_model(tech).area_um2(rows, cols, bits_per_cell)
     if kind == "rom":
         return rom
     if kind in ("brom", "fused"):
@@ -73,27 +103,38 @@ def memory_area_um2(tech: TechSpec, kind: str, rows: int, cols: int, macros: int
 
 
 def fused_area_um2(tech: TechSpec, brom_um2: float, logic_um2: float) -> float:
-    """Footprint of a fused B-ROM/compute cell: the metal-heavy array over the device-layer logic."""
-    share = tech.fused_logic_share
-    return max(brom_um2 * (1 - share), brom_um2 * share + logic_um2)
+    """Footprint of a fused B-ROM/compute cell: the metal-heavy array over the device-layer logic; the
+    array's own cells keep `rom_array_device_share` of the device layer under it."""
+    array = brom_um2 * (1 - tech.fused_logic_share)
+    device = array * tech.rom_array_device_share + brom_um2 * tech.fused_logic_share + logic_um2
+    return max(array, device)
 
 
 def mac_array_um2(tech: TechSpec, macs: int, precision: str) -> float:
     return macs * tech.mac_area_um2[precision]
 
 
+def accumulators_um2(tech: TechSpec, macs: int, tree_inputs: int, bits: int) -> float:
+    """Output accumulators behind the adder trees: one register + adder of `bits` per tree."""
+    return math.ceil(macs / tree_inputs) * bits * (tech.flop_um2_per_bit + tech.adder_um2_per_bit)
+
+
 def l_unit_logic_um2(chip: ChipSpec, tech: TechSpec) -> float:
-    """The MAC array is sized for its widest use (4-bit MACs split into 2-bit ones, and so on)."""
-    return max(
+    """The MAC array is sized for its widest use (4-bit MACs split into 2-bit ones, and so on), plus the
+    accumulators of its adder trees (as many as its widest use has trees)."""
+    lu = chip.l_unit
+    macs = max(
         mac_array_um2(tech, n, l_unit_mac_precision(chip, tech.mac_area_um2, b))
-        for b, n in chip.l_unit.macs_per_cycle_by_weight_bits.items()
+        for b, n in lu.macs_per_cycle_by_weight_bits.items()
     )
+    trees = max(lu.macs_per_cycle_by_weight_bits.values())
+    return macs + accumulators_um2(tech, trees, lu.adder_tree_inputs, lu.accumulator_bits)
 
 
 def l_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
     rom = chip.l_unit.rom
     kind = "brom" if rom.brom else "rom"
-    mem = memory_area_um2(tech, kind, rom.macro_rows, rom.macro_cols * rom.bits_per_cell, rom.macros)
+    mem = memory_area_um2(tech, kind, rom.macro_rows, rom.macro_cols, rom.macros, rom.bits_per_cell)
     logic = l_unit_logic_um2(chip, tech)
     if rom.brom and rom.fused:
         footprint = fused_area_um2(tech, mem, logic)
@@ -106,7 +147,7 @@ def l_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
 def h_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
     s, h = chip.h_unit.sram, chip.h_unit
     parts = {
-        "sram": memory_area_um2(tech, "sram", s.macro_rows, s.macro_cols * s.bits_per_cell, s.macros),
+        "sram": memory_area_um2(tech, "sram", s.macro_rows, s.macro_cols, s.macros, s.bits_per_cell),
         "lora_macs": mac_array_um2(tech, h.lora_macs_per_cycle, chip.precision.lora),
         "attention_macs": mac_array_um2(tech, h.attention_macs_per_cycle, chip.precision.kv),
     }
@@ -116,10 +157,16 @@ def h_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
 def vector_unit_um2(chip: ChipSpec, tech: TechSpec) -> dict[str, float]:
     s = chip.vector_unit.sram
     parts = {
-        "sram": memory_area_um2(tech, "sram", s.macro_rows, s.macro_cols * s.bits_per_cell, s.macros),
+        "sram": memory_area_um2(tech, "sram", s.macro_rows, s.macro_cols, s.macros, s.bits_per_cell),
         "lanes": chip.vector_unit.lanes * tech.vector_lane_area_um2,
     }
     return _utilized(parts, chip.floorplan.vector_unit_utilization)
+
+
+def mesh_router_ports(rows: int, cols: int) -> int:
+    """Ports of all routers of a rows x cols mesh: each has its local port and one per neighbour."""
+    links = rows * (cols - 1) + cols * (rows - 1)
+    return rows * cols + 2 * links
 
 
 def _utilized(parts: dict[str, float], utilization: float) -> dict[str, float]:
@@ -154,8 +201,9 @@ def chip_area(chip: ChipSpec, tech: TechSpec) -> AreaReport:
     n_m, n_v = chip.matrix_units, chip.vector_units
     units = {"l_units": (l_unit_um2(chip, tech), n_m), "h_units": (h_unit_um2(chip, tech), n_m)}
     units["vector_units"] = (vector_unit_um2(chip, tech), n_v)
-    router_um2 = chip.noc.link_width_bits * tech.router_area_um2_per_link_bit
+    ports = mesh_router_ports(chip.mesh.rows, chip.mesh.cols)
     nodes = chip.mesh.rows * chip.mesh.cols
+    router_um2 = chip.noc.link_width_bits * tech.router_area_um2_per_link_bit * ports / nodes  # mean router
     by_part = {f"{u}.{k}": v * n / UM2_PER_MM2 for u, (parts, n) in units.items() for k, v in parts.items()}
     by_part["noc_and_control.routers"] = nodes * router_um2 / UM2_PER_MM2
     by_part["noc_and_control.control"] = chip.floorplan.control_area_mm2
@@ -194,14 +242,18 @@ def l_unit_study(chip: ChipSpec, tech: TechSpec, study: LUnitStudySpec | None = 
     # of its weight width (roma.yaml l_unit_study); the activation precision the preset assumes for the
     # die (bf16 block floating point, an [assumption] of romachip's engine) is not the paper's cell's.
     precision = f"int{study.weight_bits}"
+    lu = chip.l_unit
     logic = mac_array_um2(tech, study.macs, precision)
+    logic += accumulators_um2(tech, study.macs, lu.adder_tree_inputs, lu.accumulator_bits)
     mac_pj = e.mac_pj[precision]
     bits_per_cycle = study.macros * study.macro_cols
+    op: OperatingPoint = operating_point(chip, tech)
     out = []
     for kind in MEMORY_KINDS:
         mem = memory_area_um2(tech, kind, study.macro_rows, study.macro_cols, study.macros)
         area = fused_area_um2(tech, mem, logic) if kind == "fused" else mem + logic
-        dynamic_pj_per_cycle = bits_per_cycle * read_pj[kind] + study.macs * mac_pj
-        power_mw = dynamic_pj_per_cycle * chip.clock_hz * 1e-9 + tech.leakage_mw_per_mm2 * area / UM2_PER_MM2
-        out.append(LUnitVariant(kind, area, power_mw))
+        depth = read_energy_scale(tech.sram_physics if kind == "sram" else tech.rom_physics, study.macro_rows)
+        dynamic_pj_per_cycle = (bits_per_cycle * read_pj[kind] * depth + study.macs * mac_pj) * op.dynamic_energy_scale
+        leakage_mw = tech.leakage_mw_per_mm2 * op.leakage_scale * area / UM2_PER_MM2
+        out.append(LUnitVariant(kind, area, dynamic_pj_per_cycle * chip.clock_hz * 1e-9 + leakage_mw))
     return out

@@ -44,6 +44,8 @@ class MeshView:
     column_hops_max: int  # farthest matrix unit from the vector row, along its column
     column_units: int  # matrix units in one half column (on one side of the vector row)
     row_hops_max: int  # one end of the vector row to the other
+    spanning_links: int  # links of a tree spanning every node between the farthest units and the vector row(s)
+    column_hops_mean: float  # mean hops from a matrix unit to its nearest vector row, along its column
 
     @property
     def broadcast_hops(self) -> int:
@@ -112,13 +114,16 @@ class PlacementView:
             nearest = np.argmin(np.abs(offset), axis=1)
             signed = offset[np.arange(len(mrows)), nearest]
             column_hops = int(np.abs(signed).max())
+            column_mean = float(np.abs(signed).mean())
             # units sharing one column link into the vector row: same column, same vector row, same side
             key = (nearest * 2 + (signed > 0)) * chip.mesh.cols + placement.unit_mesh_col
             per_side = int(np.bincount(key).max())
+            rows = int(max(mrows.max(), max(vrows))) - int(min(mrows.min(), min(vrows))) + 1
         else:
-            column_hops, per_side = 0, 1
+            column_hops, column_mean, per_side, rows = 0, 0.0, 1, 1
         nv = max(len(placement.vector_mesh_row), 1)
-        return MeshView(chip.mesh.cols, nv, column_hops, per_side, max(chip.mesh.cols - 1, 0))
+        spanning = rows * chip.mesh.cols - 1  # the mesh rows a broadcast crosses, every column, as a tree
+        return MeshView(chip.mesh.cols, nv, column_hops, per_side, max(chip.mesh.cols - 1, 0), spanning, column_mean)
 
     def tensor(self, name: str) -> TensorWork:
         return self.tensors[name]

@@ -17,63 +17,22 @@ from romachip.compile import Placement, compile_placement
 from romachip.errors import CapacityError
 from romachip.graph import VECTOR_OPS_PER_ELEMENT, Op, OpKind, decode_ops, prefill_ops
 from romachip.perf.area import AreaReport, chip_area
-from romachip.perf.energy import EnergyReport, phase_energy
-from romachip.perf.kernel import Schedule, Simulator
+from romachip.perf.energy import EnergyModel, EnergyReport, Event
+from romachip.perf.event_kernel import Schedule, Simulator
 from romachip.perf.mapping import PlacementView
-from romachip.perf.timing import PRECISION_BYTES, PhaseBuilder
+from romachip.perf.phase import PhaseRun
+from romachip.perf.physics import chip_physics
+from romachip.perf.timing import ChipRates, PhaseBuilder
 from romachip.quant.formats import WeightFormat
-from romachip.spec.chip import ChipSpec
+from romachip.spec.chip import PRECISION_BYTES, ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.spec.tech import TechSpec, load_tech
+from romachip.spec.tech import HostLinkSpec, TechSpec, load_host_link, load_tech
 from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
-UNIT_CLASSES = ("L", "H", "V", "noc.down", "noc.up", "noc.row")
-MAX_PREFILL_BATCHES = 16
-
-
-@dataclass(frozen=True)
-class PhaseRun:
-    """One simulated phase: cycles, critical-path cycles by bound, busy cycles by resource, counted events.
-
-    `schedule` is the full task schedule when the phase was simulated whole (None when it was composed
-    from a one-layer and a two-layer simulation, see `ChipModel.decode`)."""
-
-    cycles: int
-    bound_cycles: dict[str, float]
-    busy_cycles: dict[str, float]
-    events: dict[str, float]
-    lora_events: dict[str, float]
-    schedule: Schedule | None = None
-
-    def bound_shares(self) -> dict[str, float]:
-        total = sum(self.bound_cycles.values()) or 1
-        return {k: v / total for k, v in sorted(self.bound_cycles.items(), key=lambda kv: -kv[1]) if v > 0}
-
-    def utilization(self) -> dict[str, float]:
-        """Busy share of the busiest resource of each class (L, H, V and the NoC link classes)."""
-        out: dict[str, float] = {}
-        for res, busy in self.busy_cycles.items():
-            cls = next((c for c in UNIT_CLASSES if res == c or (len(c) == 1 and res.startswith(c))), res)
-            out[cls] = max(out.get(cls, 0.0), busy / max(self.cycles, 1))
-        return out
-
-    def extend(self, other: PhaseRun, repeats: int) -> PhaseRun:
-        """self + repeats x (other - self): `self` simulated with one layer, `other` with two, the layers
-        being identical and strictly serial (each starts after the previous one's residual add)."""
-
-        def lin(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-            return {
-                k: max(0.0, a.get(k, 0.0) + repeats * (b.get(k, 0.0) - a.get(k, 0.0))) for k in dict.fromkeys([*a, *b])
-            }
-
-        return PhaseRun(
-            cycles=self.cycles + repeats * (other.cycles - self.cycles),
-            bound_cycles=lin(self.bound_cycles, other.bound_cycles),
-            busy_cycles=lin(self.busy_cycles, other.busy_cycles),
-            events=lin(self.events, other.events),
-            lora_events=lin(self.lora_events, other.lora_events),
-        )
+#: Prefill token batches in flight at once: one projecting on the L-Units while the other attends on the
+#: H-Units; the vector-unit SRAM holds both batches' activations and score tiles (`prefill_token_batch`).
+BATCHES_IN_FLIGHT = 2
 
 
 @dataclass(frozen=True)
@@ -106,6 +65,11 @@ class SimReport:
     area_parts_mm2: dict[str, float]
     lora_time_share: float  # share of the decode critical path spent on the LoRA path
     lora_energy_share: float  # share of decode dynamic energy spent on LoRA MACs and weight reads
+    voltage_v: float  # operating voltage at clock_hz (TechSpec voltage; 0 when the tech has no V/f relation)
+    hops_per_cycle: int  # mesh hops per cycle, derived from wire delay unless the chip pins it
+    host_link: str
+    host_bytes_per_token: float  # decode: off-chip tables and token I/O over the host link, per token
+    host_bandwidth_needed_bytes_per_s: float  # host_bytes_per_token x the run's average decode tokens/s
 
     def to_dict(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -114,7 +78,11 @@ class SimReport:
 
 
 class ChipModel:
-    """A chip, its technology, a model and its placement: the fixed part of many simulations."""
+    """A chip, its technology, a model and its placement: the fixed part of many simulations.
+
+    `policy` takes a StoragePolicy or its string (as `plan` does); `placement` an already compiled
+    Placement (else it is compiled here); `host` a host-link preset name, path or spec (default: the
+    chip's `host_link`). A clock above the technology's f_max raises SpecError."""
 
     def __init__(
         self,
@@ -126,20 +94,27 @@ class ChipModel:
         tech: TechSpec | None = None,
         placement: Placement | None = None,
         strategy: str = "spread",
-        policy: StoragePolicy = DEFAULT_POLICY,
+        policy: StoragePolicy | str = DEFAULT_POLICY,
+        host: HostLinkSpec | str | None = None,
     ) -> None:
         if placement is not None:  # the caller's (an image's, or the one its capacity check compiled)
-            policy = StoragePolicy.parse(placement.policy)
-        self.chip, self.spec, self.fmt, self.policy = chip, spec, fmt, policy
+            policy = placement.policy
+        self.chip, self.spec, self.fmt, self.policy = chip, spec, fmt, StoragePolicy.parse(policy)
         self.lora = lora if lora is not None and lora.enabled else None
         self.tech = tech or load_tech(chip.tech)
+        self.host = host if isinstance(host, HostLinkSpec) else load_host_link(host or chip.host_link)
         self.kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)  # the engine's scale bytes per vector
         self.placement = placement or compile_placement(
-            chip, spec, fmt, strategy=strategy, policy=policy, lora=self.lora, kv=self.kv
+            chip, spec, fmt, strategy=strategy, policy=self.policy, lora=self.lora, kv=self.kv
         )
         self.placement.require_rom_fit()
         self.view = PlacementView(chip, self.placement)
         self.area: AreaReport = chip_area(chip, self.tech)
+        self.physics = chip_physics(chip, self.tech, self.area.matrix_unit_pitch_mm)
+        self.rates = ChipRates.of(chip, self.physics, self.host)
+        self.energy_model = EnergyModel(
+            chip, self.tech, hop_mm=self.area.matrix_unit_pitch_mm, physics=self.physics, host=self.host
+        )
         self._decode_cache: dict[tuple[int, ...], PhaseRun] = {}
 
     def _graph_kwargs(self) -> dict:
@@ -155,50 +130,69 @@ class ChipModel:
 
     def _run(self, batches: list[list[Op]]) -> PhaseRun:
         sim = Simulator()
-        builder = PhaseBuilder(sim, self.chip, self.view)
-        for i, ops in enumerate(batches):
-            builder.batch(ops, prio=i)
+        builder = PhaseBuilder(sim, self.chip, self.view, self.rates)
+        last: list[int] = []
+        for i, ops in enumerate(batches):  # batch i reuses the activation buffer of batch i - BATCHES_IN_FLIGHT
+            reuse = last[i - BATCHES_IN_FLIGHT] if i >= BATCHES_IN_FLIGHT else None
+            last.append(builder.batch(ops, prio=i, after=[reuse] if reuse is not None else []))
         schedule = sim.run()
-        events: dict[str, float] = {}
-        lora_events: dict[str, float] = {}
-        for name, counts in builder.work.items():
-            for k, v in counts.items():
-                events[k] = events.get(k, 0.0) + v
-                if name.endswith((".lora_a", ".lora_b")):
-                    lora_events[k] = lora_events.get(k, 0.0) + v
         busy = {k: float(v) for k, v in schedule.busy_cycles.items()}
         bound = {k: float(v) for k, v in schedule.critical_bound_cycles().items()}
-        return PhaseRun(schedule.makespan_cycles, bound, busy, events, lora_events, schedule)
+        return PhaseRun(schedule.makespan_cycles, bound, busy, builder.events, builder.lora_events, schedule)
 
     def energy(self, run: PhaseRun, *, lora_only: bool = False) -> EnergyReport:
-        """Energy of a phase: its events x the TechSpec's table, plus leakage over its time."""
+        """Energy of a phase: its events x the energy model, plus leakage over its time."""
         if lora_only:
-            return phase_energy(
-                run.lora_events, self.chip, self.tech, time_s=0.0, area_by_unit_mm2={},
-                hop_mm=self.area.matrix_unit_pitch_mm,
-            )  # fmt: skip
-        return phase_energy(
-            run.events, self.chip, self.tech, time_s=run.cycles / self.chip.clock_hz,
-            area_by_unit_mm2=self.area.by_unit_mm2, hop_mm=self.area.matrix_unit_pitch_mm,
-        )  # fmt: skip
+            return self.energy_model.phase(run.lora_events, time_s=0.0, area_by_unit_mm2={})
+        time_s = run.cycles / self.chip.clock_hz
+        return self.energy_model.phase(run.events, time_s=time_s, area_by_unit_mm2=self.area.by_unit_mm2)
 
-    def prefill(self, tokens: int) -> PhaseRun:
-        """Prefill of a fresh prompt of `tokens` tokens, in token batches that pipeline through the layers.
+    def prefill_token_batch(self, tokens: int) -> int:
+        """Tokens per prefill batch: the L-Unit's `prefill_token_batch`, fewer when two batches in flight
+        (one attending, one projecting) would not fit the vector-unit SRAM with the longest batch's score
+        tile (queries x heads x keys at the partial precision) and its activations."""
+        s, p = self.spec, self.chip.precision
+        per_token = s.num_heads * tokens * PRECISION_BYTES[p.partial]
+        per_token += (2 * s.hidden_size + 2 * s.intermediate_size + s.q_size + 2 * s.kv_size) * PRECISION_BYTES[
+            p.activation
+        ]
+        fits = int(self.chip.vector_sram_bytes // (BATCHES_IN_FLIGHT * per_token))
+        if fits < 1:
+            raise CapacityError(
+                f"a {tokens:,}-token prompt needs {BATCHES_IN_FLIGHT * per_token:,.0f} B of vector-unit SRAM per "
+                "prefill token (scores over every key and activations, two batches in flight) and the chip has "
+                f"{self.chip.vector_sram_bytes:,} B; use a shorter prompt or more vector SRAM"
+            )
+        return min(self.chip.l_unit.prefill_token_batch, fits)
 
-        The hardware reuses each ROM row for `prefill_token_batch` tokens; the simulation groups tokens
-        into at most MAX_PREFILL_BATCHES batches (a coarser pipeline granularity for long prompts, so a
-        4K-token prompt costs 16 batches of simulation, not 128); ROM reads still count the hardware batch.
-        """
-        batch = max(self.chip.l_unit.prefill_token_batch, math.ceil(tokens / MAX_PREFILL_BATCHES))
+    def prefill(self, tokens: int, *, every_layer: bool = False) -> PhaseRun:
+        """Prefill of a fresh prompt of `tokens` tokens, in hardware token batches (`prefill_token_batch`)
+        that pipeline through the layers: batch b+1 projects on the L-Units while batch b attends on the
+        H-Units, and a batch's attention waits for its own Q/K/V and for the previous batch's K/V.
+
+        With one unit group the layers are identical, and once the batches' pipeline is in its pattern
+        every further layer adds the same cycles and events: the phase is composed from a two-layer and a
+        three-layer simulation of every batch (tests check it against the whole, cycle for cycle, short
+        and long prompts). `every_layer=True`, or several unit groups, simulates every layer."""
+        layers = self.spec.num_layers
+        if every_layer or self.view.groups > 1 or layers < 4:
+            return self._run(self._prefill_batches(self.spec, tokens))
+        runs = []
+        for n in (2, 3):
+            runs.append(self._run(self._prefill_batches(self.spec.model_copy(update={"num_layers": n}), tokens)))
+        return runs[0].extend(runs[1], layers - 2)
+
+    def _prefill_batches(self, spec: ModelSpec, tokens: int) -> list[list[Op]]:
+        batch = self.prefill_token_batch(tokens)
         n = math.ceil(tokens / batch)
         batches = []
         for i in range(n):
             t = min(batch, tokens - i * batch)
-            ops = prefill_ops(self.spec, t, past_tokens=i * batch, **self._graph_kwargs())
+            ops = prefill_ops(spec, t, past_tokens=i * batch, **self._graph_kwargs())
             if i < n - 1:  # only the last batch computes logits
-                ops = [op for op in ops if op.name not in ("final_norm", "lm_head")]
+                ops = [op for op in ops if not _logits_op(op)]
             batches.append(ops)
-        return self._run(batches)
+        return batches
 
     def context_signature(self, context: int) -> tuple[int, ...]:
         """What a decode step's timing depends on the context through: the keys the busiest H-Unit holds
@@ -206,18 +200,18 @@ class ChipModel:
         keys = context + 1
         held = self.view.kv_signature(keys)  # the Placement's KV rule, busiest unit of each ring
         softmax_ops = self.spec.num_heads * keys * VECTOR_OPS_PER_ELEMENT[OpKind.SOFTMAX]
-        return (*held, math.ceil(softmax_ops / (self.chip.vector_units * self.chip.vector_unit.lanes)))
+        return (*held, self.rates.vector_cycles(softmax_ops))
 
-    def decode(self, context: int, *, exact: bool = False) -> PhaseRun:
+    def decode(self, context: int, *, every_layer: bool = False) -> PhaseRun:
         """One decode step with `context` tokens in the KV cache.
 
         With one unit group (the `spread` strategy) every layer does the same work on the same units and
         starts only after the previous layer's residual add, so the step is composed exactly from a
-        one-layer and a two-layer simulation (tests check it against the whole step). `exact=True`, or
-        several unit groups, simulates every layer (and keeps the schedule, e.g. for a trace).
+        one-layer and a two-layer simulation (tests check it against the whole step). `every_layer=True`,
+        or several unit groups, simulates every layer (and keeps the schedule, e.g. for a trace).
         """
         layers = self.spec.num_layers
-        if exact or self.view.groups > 1 or layers < 3:
+        if every_layer or self.view.groups > 1 or layers < 3:
             return self._run([decode_ops(self.spec, context, **self._graph_kwargs())])
         runs = []
         for n in (1, 2):
@@ -228,10 +222,10 @@ class ChipModel:
     def schedules(self, prompt_tokens: int, generate_tokens: int) -> dict[str, Schedule]:
         """Whole-phase schedules of a request (prefill, first and last decode step), e.g. for a trace."""
         last = prompt_tokens + max(generate_tokens - 2, 0)
-        out = {"prefill": self.prefill(prompt_tokens).schedule}
-        out[f"decode at context {prompt_tokens}"] = self.decode(prompt_tokens, exact=True).schedule
+        out = {"prefill": self.prefill(prompt_tokens, every_layer=True).schedule}
+        out[f"decode at context {prompt_tokens}"] = self.decode(prompt_tokens, every_layer=True).schedule
         if last != prompt_tokens:
-            out[f"decode at context {last}"] = self.decode(last, exact=True).schedule
+            out[f"decode at context {last}"] = self.decode(last, every_layer=True).schedule
         return out
 
     def decode_cycles(self, context: int) -> int:
@@ -239,6 +233,11 @@ class ChipModel:
         if sig not in self._decode_cache:
             self._decode_cache[sig] = self.decode(context)
         return self._decode_cache[sig].cycles
+
+
+def _logits_op(op: Op) -> bool:
+    """The final norm and the LM head: only the prompt's last position needs them."""
+    return op.kind == OpKind.LM_HEAD or (op.kind == OpKind.NORM and op.layer is None)
 
 
 def _per_token_parts(energy: EnergyReport) -> dict[str, float]:
@@ -304,6 +303,7 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
     dyn = sum(v for k, v in e_first.parts_mj.items() if k[1] != "leakage")
     crit = first.bound_cycles
     e_pre = model.energy(pre)
+    host_bytes = (first.count(Event.HOST_BITS) + last.count(Event.HOST_BITS)) / 16  # mean of the two, in bytes
     return SimReport(
         chip=chip.name,
         model=model.spec.name,
@@ -343,4 +343,9 @@ def report(model: ChipModel, prompt_tokens: int, generate_tokens: int) -> SimRep
         area_parts_mm2=dict(model.area.by_part_mm2),
         lora_time_share=crit.get("lora", 0) / max(sum(crit.values()), 1),
         lora_energy_share=lora_dyn / dyn if dyn > 0 else 0.0,
+        voltage_v=model.physics.op.voltage_v,
+        hops_per_cycle=model.physics.hops_per_cycle,
+        host_link=model.host.name,
+        host_bytes_per_token=host_bytes,
+        host_bandwidth_needed_bytes_per_s=host_bytes / step_s,
     )

@@ -29,15 +29,19 @@ from dataclasses import dataclass
 
 from romachip.compile import linear_name
 from romachip.graph import Op, OpKind
-from romachip.perf.kernel import Simulator
-from romachip.perf.mapping import PlacementView
-from romachip.spec.chip import PRECISION_BYTES, ChipSpec  # noqa: F401  (PRECISION_BYTES: re-exported)
+from romachip.perf.energy import Event as E
+from romachip.perf.energy import EventKey, l_macs
+from romachip.perf.event_kernel import Simulator
+from romachip.perf.mapping import PlacementView, TensorWork
+from romachip.perf.physics import ChipPhysics
+from romachip.spec.chip import PRECISION_BYTES, ChipSpec
+from romachip.spec.tech import HostLinkSpec
 from romachip.workload import KvConfig
 
+LORA_KINDS = (OpKind.LORA_A, OpKind.LORA_B)
 NOC_DOWN, NOC_UP, NOC_ROW = "noc.down", "noc.up", "noc.row"
 LINK_CLASSES = (NOC_DOWN, NOC_UP, NOC_ROW)
-VECTOR_PIPELINE_CYCLES = 2  # [assumption] operand read + write-back around the lanes
-H_PIPELINE_CYCLES = 4  # [assumption] SRAM read, multiply, accumulate, write
+HOST = "host"  # the host link, one resource
 
 
 @dataclass(frozen=True)
@@ -58,13 +62,23 @@ class ChipRates:
     h_sram_read_bits: int
     vector_lanes_total: int
     token_batch: int
+    h_pipeline: int
+    vector_pipeline: int
+    rom_access_cycles: int  # cycles per row read of an L-Unit ROM macro (its depth, perf.physics)
+    h_sram_access_cycles: int  # cycles per row read of an H-Unit SRAM macro
+    host_bytes_per_cycle: float  # host link bandwidth at the chip's clock (0: no host link modelled)
+    host_latency_cycles: int
+    token_io_bytes: int
 
     @classmethod
-    def of(cls, chip: ChipSpec) -> ChipRates:
+    def of(cls, chip: ChipSpec, physics: ChipPhysics | None = None, host: HostLinkSpec | None = None) -> ChipRates:
+        """Rates of `chip`; `physics` resolves the technology (derived hops per cycle, macro access cycles),
+        `host` the host link. Without them: a pinned `noc.hops_per_cycle` (else 1), single-cycle macro reads."""
+        f = chip.clock_hz
         return cls(
             link_bytes=chip.noc.link_width_bits / 8,
             hop_cycles=chip.noc.hop_latency_cycles,
-            hops_per_cycle=chip.noc.hops_per_cycle,
+            hops_per_cycle=physics.hops_per_cycle if physics else (chip.noc.hops_per_cycle or 1),
             act_bytes=PRECISION_BYTES[chip.precision.activation],
             partial_bytes=PRECISION_BYTES[chip.precision.partial],
             kv_bytes=PRECISION_BYTES[chip.precision.kv],
@@ -76,7 +90,28 @@ class ChipRates:
             h_sram_read_bits=chip.h_unit.sram.read_bits_per_cycle,
             vector_lanes_total=chip.vector_units * chip.vector_unit.lanes,
             token_batch=chip.l_unit.prefill_token_batch,
+            h_pipeline=chip.h_unit.pipeline_depth_cycles,
+            vector_pipeline=chip.vector_unit.pipeline_depth_cycles,
+            rom_access_cycles=physics.rom_access_cycles if physics else 1,
+            h_sram_access_cycles=physics.h_sram_access_cycles if physics else 1,
+            host_bytes_per_cycle=host.bandwidth_bytes_per_s / f if host else 0.0,
+            host_latency_cycles=math.ceil(host.latency_s * f) if host else 0,
+            token_io_bytes=host.token_io_bytes if host else 0,
         )
+
+    def vector_cycles(self, vector_ops: int) -> int:
+        """Cycles of `vector_ops` elementwise operations spread over every lane of every vector unit."""
+        return math.ceil(vector_ops / self.vector_lanes_total) + self.vector_pipeline
+
+    def h_sram_cycles(self, bits: float) -> int:
+        """Cycles an H-Unit needs to read `bits` from its SRAM (one word per macro per access)."""
+        return math.ceil(bits / self.h_sram_read_bits) * self.h_sram_access_cycles
+
+    def host_cycles(self, nbytes: float) -> int:
+        """Cycles of one transfer over the host link: its latency plus the bytes at its bandwidth."""
+        if self.host_bytes_per_cycle <= 0:
+            return 0
+        return self.host_latency_cycles + math.ceil(nbytes / self.host_bytes_per_cycle)
 
     def path_cycles(self, hops: int) -> int:
         return self.hop_cycles * math.ceil(hops / self.hops_per_cycle) if hops > 0 else 0
@@ -86,9 +121,18 @@ class ChipRates:
 
 
 def l_unit_cycles(
-    chip: ChipSpec, rows: int, in_features: int, weight_bits: int, tokens: int, rom_rows: int
+    chip: ChipSpec,
+    rows: int,
+    in_features: int,
+    weight_bits: int,
+    tokens: int,
+    rom_rows: int,
+    *,
+    rom_access_cycles: int = 1,
+    token_batch: int | None = None,
 ) -> tuple[int, str]:
-    """(cycles, bound) of one projection tile on an L-Unit for `tokens` tokens."""
+    """(cycles, bound) of one projection tile on an L-Unit for `tokens` tokens: the larger of its MAC
+    cycles and its ROM row reads (each `rom_access_cycles` long, once per `token_batch` tokens)."""
     macs_per_cycle = chip.l_unit.macs_per_cycle_by_weight_bits.get(weight_bits)
     if macs_per_cycle is None:  # no native width: run on the next wider one
         wider = sorted(b for b in chip.l_unit.macs_per_cycle_by_weight_bits if b >= weight_bits)
@@ -96,7 +140,8 @@ def l_unit_cycles(
             wider[0] if wider else max(chip.l_unit.macs_per_cycle_by_weight_bits)
         ]
     mac_cycles = math.ceil(rows * in_features * tokens / macs_per_cycle)
-    rom_cycles = rom_rows * math.ceil(tokens / chip.l_unit.prefill_token_batch)
+    batch = token_batch or chip.l_unit.prefill_token_batch
+    rom_cycles = rom_rows * rom_access_cycles * math.ceil(tokens / batch)
     bound = "macs" if mac_cycles >= rom_cycles else "rom"
     return max(mac_cycles, rom_cycles) + chip.l_unit.pipeline_depth_cycles, bound
 
@@ -104,11 +149,12 @@ def l_unit_cycles(
 class PhaseBuilder:
     """Turns the ops of one token batch into tasks on a Simulator; call `ops` for each batch in order."""
 
-    def __init__(self, sim: Simulator, chip: ChipSpec, view: PlacementView) -> None:
+    def __init__(self, sim: Simulator, chip: ChipSpec, view: PlacementView, rates: ChipRates | None = None) -> None:
         self.sim, self.chip, self.view = sim, chip, view
-        self.rate = ChipRates.of(chip)
+        self.rate = rates or ChipRates.of(chip)
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
-        self.work: dict[str, dict[str, float]] = {}  # op name -> counted events (for energy)
+        self.events: dict[EventKey, float] = {}  # counted events of the base model's ops (for energy)
+        self.lora_events: dict[EventKey, float] = {}  # counted events of the LoRA ops
 
     # -- NoC helpers -------------------------------------------------------------------------------
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
@@ -148,18 +194,22 @@ class PhaseBuilder:
         )
 
     def _vector(self, op: Op, after: list[int], prio: int) -> int:
-        cycles = math.ceil(op.vector_ops / self.rate.vector_lanes_total) + VECTOR_PIPELINE_CYCLES
+        cycles = self.rate.vector_cycles(op.vector_ops)
         return self.sim.add(op.name, "V", cycles, "vector", after=after, priority=prio, op=op.name)
 
-    def _count(self, op: Op, **events: float) -> None:
-        acc = self.work.setdefault(op.name, {})
-        for k, v in events.items():
-            acc[k] = acc.get(k, 0.0) + v
+    def _count(self, op: Op, events: dict[E | EventKey, float]) -> None:
+        """Add an op's events (an Event means EventKey(event); L-Unit MACs come keyed by weight width)."""
+        for acc in (self.events, self.lora_events) if op.kind in LORA_KINDS else (self.events,):
+            for k, v in events.items():
+                key = k if isinstance(k, EventKey) else EventKey(k)
+                acc[key] = acc.get(key, 0.0) + v
 
     # -- ops ---------------------------------------------------------------------------------------
-    def batch(self, ops: list[Op], prio: int) -> int:
-        """Add the tasks of one token batch (ops of `prefill_ops`/`decode_ops`); return its last task."""
+    def batch(self, ops: list[Op], prio: int, after: list[int] | tuple[int, ...] = ()) -> int:
+        """Add the tasks of one token batch (ops of `prefill_ops`/`decode_ops`), starting after the tasks
+        `after` (e.g. the batch whose activation buffer this one reuses); return its last task."""
         st = _BatchState()
+        st.ready = list(after)
         for op in ops:
             kind = op.kind
             if kind not in (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B):
@@ -167,7 +217,7 @@ class PhaseBuilder:
             if kind == OpKind.EMBEDDING:
                 self._embedding(op, st, prio)
             elif kind == OpKind.LM_HEAD and op.weight_off_chip:
-                continue  # the host computes the logits from the final normed state (off_chip_all policy)
+                self._host_lm_head(op, st, prio)
             elif kind in (OpKind.PROJECTION, OpKind.LM_HEAD):
                 self._projection(op, st, prio)
             elif kind == OpKind.LORA_A:
@@ -185,6 +235,14 @@ class PhaseBuilder:
         self._flush(st, prio)
         return st.ready[-1] if st.ready else -1
 
+    def _host_lm_head(self, op: Op, st: _BatchState, prio: int) -> None:
+        """An LM head kept on the host (off_chip_all): its table crosses the host link every step (streamed
+        in, or read by the host from the same memory: one cost either way), after the final norm."""
+        nbytes = op.weight_bits_read / 8 + op.activation_bytes_in
+        self._count(op, {E.HOST_BITS: 8 * nbytes})
+        cycles = self.rate.host_cycles(nbytes)
+        st.ready = [self.sim.add(op.name, HOST, cycles, "host", after=st.ready, priority=prio, op=op.name)]
+
     def _tensor_of(self, op: Op):
         if op.kind == OpKind.LM_HEAD:
             return self.view.lm_head()
@@ -192,18 +250,32 @@ class PhaseBuilder:
 
     def _embedding(self, op: Op, st: _BatchState, prio: int) -> None:
         d, t = op.out_features, op.tokens
+        off_chip = op.weight_off_chip or self.view.embedding() is None
+        host_bytes = t * self.rate.token_io_bytes + (op.weight_bits_read / 8 if off_chip else 0)
         self._count(
             op,
-            rom_bits=op.weight_bits_read if not op.weight_off_chip else 0,
-            vector_sram_write_bits=8 * op.activation_bytes_out,
+            {
+                E.ROM_BITS: 0 if off_chip else op.weight_bits_read,
+                E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out,
+                E.HOST_BITS: 8 * host_bytes,
+            },
         )
-        if op.weight_off_chip or self.view.embedding() is None:  # the host writes the rows into V
-            st.ready = [self.sim.add(op.name, "V", VECTOR_PIPELINE_CYCLES, "latency", priority=prio, op=op.name)]
+        after = st.ready
+        if self.rate.host_bytes_per_cycle > 0:  # token ids (and off-chip table rows) come over the host link
+            cycles = self.rate.host_cycles(host_bytes)
+            after = [self.sim.add(f"{op.name}.host", HOST, cycles, "host", after=after, priority=prio, op=op.name)]
+        if off_chip:  # the host writes the rows into V
+            st.ready = [
+                self.sim.add(op.name, "V", self.rate.vector_pipeline, "latency", after=after, priority=prio, op=op.name)
+            ]
             return
         rom = self.chip.l_unit.rom
         row_words = math.ceil(op.weight_bits_read / max(t, 1) / self.view.placement.word_bits)
         per_macro = int(rom.macro_words_max(0, row_words))  # one table row, from a macro boundary
-        look = self.sim.add(op.name, "L0", per_macro * t + self.rate.pipeline, "rom", priority=prio, op=op.name)
+        look = self.sim.add(
+            op.name, "L0", per_macro * self.rate.rom_access_cycles * t + self.rate.pipeline, "rom",
+            after=after, priority=prio, op=op.name,
+        )  # fmt: skip
         per_link = max(d * self.rate.partial_bytes, t * d * self.rate.partial_bytes / self.view.mesh.vector_units)
         self._noc_count(op, t * d * self.rate.partial_bytes, "gather")
         st.ready = [self._gather(f"{op.name}.to_vector", per_link, [look], op.name, prio, row=True)]
@@ -215,8 +287,9 @@ class PhaseBuilder:
             st.bcast = self._broadcast(f"{op.name}.input", nbytes, st.ready, op.name, prio)
             self._noc_count(op, nbytes, "broadcast")
         cycles, bound = l_unit_cycles(
-            self.chip, tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max
-        )
+            self.chip, tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max,
+            rom_access_cycles=self.rate.rom_access_cycles,
+        )  # fmt: skip
         first_flit = self._first_flit()
         if st.pending:  # back to back with the previous projection on the same input: no new pipeline fill
             cycles -= self.rate.pipeline
@@ -232,21 +305,21 @@ class PhaseBuilder:
             op=op.name,
         )
         reads = math.ceil(op.tokens / self.rate.token_batch)
-        self._count(op, rom_bits=tw.bits_total * reads, **{f"l_macs_int{tw.weight_bits}": op.macs})
-        st.pending.append({"op": op, "tw": tw, "done": [task]})
+        self._count(op, {E.ROM_BITS: tw.bits_total * reads, l_macs(tw.weight_bits): op.macs})
+        st.pending.append(_Pending(op, tw, [task]))
 
     def _lora_a(self, op: Op, st: _BatchState, prio: int) -> None:
         base = st.pending[-1]
-        tw = base["tw"]
+        tw = base.tw
         rows = math.ceil(op.out_features / tw.units)  # A rows go out one per unit (compile.py's split)
         macs = rows * op.in_features * op.tokens
         sram_bits = rows * op.in_features * self.rate.lora_bytes * 8
-        cycles = max(math.ceil(macs / self.rate.lora_macs), math.ceil(sram_bits / self.rate.h_sram_read_bits))
+        cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
         # compile.py deals A rows round-robin over the units, module after module: the A ops of one
         # layer run on different H-Units, so each module gets its own representative unit
         a = self.sim.add(
-            op.name, f"H{tw.group}.{op.module}", cycles + H_PIPELINE_CYCLES, "lora",
-            stream=[st.bcast], lag_cycles=self._first_flit(), end_lag_cycles=H_PIPELINE_CYCLES,
+            op.name, f"H{tw.group}.{op.module}", cycles + self.rate.h_pipeline, "lora",
+            stream=[st.bcast], lag_cycles=self._first_flit(), end_lag_cycles=self.rate.h_pipeline,
             priority=prio, op=op.name,
         )  # fmt: skip
         r_bytes = op.out_features * op.tokens
@@ -254,27 +327,27 @@ class PhaseBuilder:
         down = self._broadcast(f"{op.name}.share", r_bytes * self.rate.act_bytes, [up], op.name, prio)
         self._noc_count(op, r_bytes * self.rate.partial_bytes, "gather")
         self._noc_count(op, r_bytes * self.rate.act_bytes, "broadcast")
-        self._count(op, lora_macs=op.macs, h_sram_read_bits=op.weight_bits_read)
-        base["lora_in"] = down
+        self._count(op, {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read})
+        base.lora_in = down
 
     def _lora_b(self, op: Op, st: _BatchState, prio: int) -> None:
         base = st.pending[-1]
-        tw = base["tw"]
+        tw = base.tw
         macs = tw.rows_max * op.in_features * op.tokens
         sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
-        cycles = max(math.ceil(macs / self.rate.lora_macs), math.ceil(sram_bits / self.rate.h_sram_read_bits))
+        cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
         cycles += math.ceil(tw.rows_max * op.tokens / self.rate.lora_macs)  # add B(Ax) into the base outputs
         b = self.sim.add(
             op.name,
             f"H{tw.group}",
-            cycles + H_PIPELINE_CYCLES,
+            cycles + self.rate.h_pipeline,
             "lora",
-            after=[base["lora_in"]],
+            after=[base.lora_in] if base.lora_in is not None else [],
             priority=prio,
             op=op.name,
         )
-        self._count(op, lora_macs=op.macs, h_sram_read_bits=op.weight_bits_read, vector_ops=op.vector_ops)
-        base["done"].append(b)
+        self._count(op, {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read, E.VECTOR_OPS: op.vector_ops})
+        base.done.append(b)
 
     def _flush(self, st: _BatchState, prio: int) -> None:
         """Send the outputs of the projections run since the last vector op up to the vector units."""
@@ -283,14 +356,14 @@ class PhaseBuilder:
         col = self.view.mesh.column_units
         gathers = []
         for p in st.pending:
-            op, tw = p["op"], p["tw"]
+            op, tw = p.op, p.tw
             per_link = col * tw.rows_max * op.tokens * self.rate.partial_bytes
             if op.module == "v_proj":  # values need no RoPE: they go straight to their KV slots
                 nbytes = op.out_features * op.tokens * self.rate.kv_bytes
-                st.values = self._gather(f"{op.name}.to_kv", nbytes, p["done"], op.name, prio, row=True)
+                st.values = self._gather(f"{op.name}.to_kv", nbytes, p.done, op.name, prio, row=True)
                 self._noc_count(op, nbytes, "gather")
                 continue
-            gathers.append(self._gather(f"{op.name}.output", per_link, p["done"], op.name, prio, row=False))
+            gathers.append(self._gather(f"{op.name}.output", per_link, p.done, op.name, prio, row=False))
             self._noc_count(op, op.out_features * op.tokens * self.rate.partial_bytes, "gather")
         st.pending, st.bcast = [], None
         st.ready = gathers
@@ -298,8 +371,8 @@ class PhaseBuilder:
     def _elementwise(self, op: Op, st: _BatchState, prio: int) -> None:
         task = self._vector(op, st.ready, prio)
         self._count(
-            op, vector_ops=op.vector_ops, vector_sram_read_bits=8 * op.activation_bytes_in,
-            vector_sram_write_bits=8 * op.activation_bytes_out,
+            op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in,
+                 E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out},
         )  # fmt: skip
         if op.kind == OpKind.NORM:  # the sum of squares is reduced along the vector row
             task = self._row_allreduce(f"{op.name}.allreduce", 4 * op.tokens, [task], op.name, prio)
@@ -320,12 +393,17 @@ class PhaseBuilder:
         macs_u = op.heads * op.head_dim * pairs_u
         kv_bits_u = keys_u * op.kv_heads * (op.head_dim * self.rate.kv_bytes + self.rate.kv_scale_bytes) * 8
         mac_cycles = math.ceil(macs_u / self.rate.attention_macs)
-        sram_cycles = math.ceil(kv_bits_u / self.rate.h_sram_read_bits)
+        sram_cycles = self.rate.h_sram_cycles(kv_bits_u)
         bound = "attention" if mac_cycles >= sram_cycles else "kv_sram"
-        cycles = max(mac_cycles, sram_cycles) + H_PIPELINE_CYCLES
+        cycles = max(mac_cycles, sram_cycles) + self.rate.h_pipeline
         task = self.sim.add(op.name, f"H{g}", cycles, bound, after=after, priority=prio, op=op.name)
         self._count(
-            op, attention_macs=op.macs, h_sram_read_bits=8 * op.kv_bytes_read, h_sram_write_bits=8 * op.kv_bytes_written
+            op,
+            {
+                E.ATTENTION_MACS: op.macs,
+                E.H_SRAM_READ_BITS: 8 * op.kv_bytes_read,
+                E.H_SRAM_WRITE_BITS: 8 * op.kv_bytes_written,
+            },
         )
         return task, pairs_u
 
@@ -344,7 +422,7 @@ class PhaseBuilder:
 
     def _softmax(self, op: Op, st: _BatchState, prio: int) -> None:
         task = self._vector(op, st.ready, prio)
-        self._count(op, vector_ops=op.vector_ops, vector_sram_read_bits=8 * op.activation_bytes_in)
+        self._count(op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in})
         red = self._row_allreduce(f"{op.name}.allreduce", 8 * op.heads * op.tokens, [task], op.name, prio)
         per_link = self.view.mesh.column_units * op.heads * st.attn_pairs_u * self.rate.act_bytes
         m, r = self.view.mesh, self.rate
@@ -363,13 +441,24 @@ class PhaseBuilder:
         st.bcast = None
 
     def _noc_count(self, op: Op, nbytes: float, pattern: str) -> None:
-        """Bit-hops of a transfer: a broadcast or in-network reduction crosses every link of a spanning
-        tree of the mesh once; a gather moves each byte over its own path (on average half the longest)."""
+        """Bit-hops of a transfer: a broadcast or in-network reduction crosses every link of a tree spanning
+        the mesh rows between the units and the vector row(s) once; a gather moves each byte over its own
+        path (its unit's hops to the vector row, on average, plus half the vector row)."""
         m = self.view.mesh
-        nodes = m.cols * (1 + 2 * m.column_hops_max)
         spanning = pattern in ("broadcast", "reduce")
-        hops = nodes - 1 if spanning else (m.column_hops_max + 1) / 2 + m.row_hops_max / 2
-        self._count(op, noc_bit_hops=8 * nbytes * hops)
+        hops = m.spanning_links if spanning else m.column_hops_mean + m.row_hops_max / 2
+        self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
+
+
+@dataclass
+class _Pending:
+    """A projection whose outputs are not yet sent to the vector units: its op, its busiest unit's work,
+    the tasks that must end before its outputs leave (the L-Unit task, LoRA B), and LoRA A's shared r outputs."""
+
+    op: Op
+    tw: TensorWork
+    done: list[int]
+    lora_in: int | None = None
 
 
 class _BatchState:
@@ -378,6 +467,6 @@ class _BatchState:
     def __init__(self) -> None:
         self.ready: list[int] = []  # tasks after which the current vector-unit activation is ready
         self.bcast: int | None = None  # broadcast of that activation, shared by the projections using it
-        self.pending: list[dict] = []  # projections whose outputs are not yet sent to the vector units
+        self.pending: list[_Pending] = []  # projections whose outputs are not yet sent to the vector units
         self.attn_pairs_u = 0
         self.values: int | None = None  # new values on their way to the KV cache

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from romachip.atomic import atomic_open
-from romachip.perf.kernel import Schedule
+from romachip.perf.event_kernel import Schedule
 
 TRACK_NAMES = {
     "L": "L-Unit",

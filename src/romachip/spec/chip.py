@@ -17,7 +17,6 @@ from romachip.spec._load import load_yaml_model, preset_names
 
 Strict = ConfigDict(frozen=True, extra="forbid")
 Precision = Literal["int2", "int4", "int8", "fp8_e4m3", "fp16", "bf16", "fp32"]
-
 #: Bytes per element of each precision the chip moves or stores (int2/int4: four/two elements a byte).
 PRECISION_BYTES: dict[str, float] = {
     "int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4,
@@ -115,7 +114,12 @@ class LUnitSpec(BaseModel):
     prefill_token_batch: PositiveInt = Field(
         1,
         description="Tokens multiplied by one ROM row read in prefill (weight reuse): activations of that "
-        "many tokens sit at the MAC inputs; also the token granularity of the prefill pipeline.",
+        "many tokens sit at the MAC inputs; also the token granularity of the prefill pipeline (fewer when "
+        "a batch's attention scores would not fit the vector-unit SRAM).",
+    )
+    accumulator_bits: PositiveInt = Field(32, description="Width of one output accumulator.")
+    adder_tree_inputs: PositiveInt = Field(
+        64, description="Products one adder tree reduces per cycle into one accumulator (MACs / this = accumulators)."
     )
 
 
@@ -126,6 +130,7 @@ class HUnitSpec(BaseModel):
     sram: MacroArray = Field(description="SRAM shared by LoRA weights and the KV cache.")
     lora_macs_per_cycle: PositiveInt = Field(description="LoRA A/B MACs per cycle (at lora precision).")
     attention_macs_per_cycle: PositiveInt = Field(description="QK^T and PV MACs per cycle.")
+    pipeline_depth_cycles: PositiveInt = Field(4, description="SRAM read, multiply, accumulate, write.")
 
 
 class VectorUnitSpec(BaseModel):
@@ -134,6 +139,7 @@ class VectorUnitSpec(BaseModel):
     model_config = Strict
     sram: MacroArray = Field(description="Activation SRAM.")
     lanes: PositiveInt = Field(description="Elementwise operations per cycle.")
+    pipeline_depth_cycles: PositiveInt = Field(2, description="Operand read and write-back around the lanes.")
 
 
 class MeshSpec(BaseModel):
@@ -165,11 +171,12 @@ class NocSpec(BaseModel):
     model_config = Strict
     link_width_bits: PositiveInt = Field(description="Bits a link carries per cycle, each direction.")
     hop_latency_cycles: PositiveInt = Field(description="Router + link latency per hop.")
-    hops_per_cycle: PositiveInt = Field(
-        1,
+    hops_per_cycle: PositiveInt | None = Field(
+        None,
         description="Hops a flit crosses per hop latency on a straight path (SMART-style bypass; at a slow "
         "clock a repeated wire spans several units per cycle). A path of h hops takes "
-        "hop_latency_cycles * ceil(h / hops_per_cycle) cycles.",
+        "hop_latency_cycles * ceil(h / hops_per_cycle) cycles. None: derived from the technology's wire delay, "
+        "the unit pitch of the area model and the clock (perf.physics); a number pins it.",
     )
 
 
@@ -243,6 +250,9 @@ class ChipSpec(BaseModel):
     noc: NocSpec
     precision: PrecisionSpec
     floorplan: FloorplanSpec = Field(FloorplanSpec(), description="Footprint utilisation per unit type.")
+    host_link: str = Field(
+        "lpddr5x", description="Host link preset (spec/hosts/<name>.yaml) or a path to one: what off-chip tables cross."
+    )
     l_unit_study: LUnitStudySpec | None = Field(
         None, description="Reference L-Unit of the four-way (SRAM/ROM/B-ROM/fused) area and power comparison."
     )

@@ -6,12 +6,13 @@ Run `python -m romachip.spec.reference > docs/config-reference.md`; a test check
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 from pydantic import BaseModel
 
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.spec.tech import TechSpec
+from romachip.spec.tech import HostLinkSpec, TechSpec
 
 
 def _type_name(annotation: object) -> str:
@@ -22,13 +23,24 @@ def _type_name(annotation: object) -> str:
     return re.sub(r"Annotated\[(\w+), [^\]]*\]", r"\1", text)
 
 
+def _nested_model(annotation: object) -> type[BaseModel] | None:
+    """The pydantic model of a field typed `Model` or `Model | None` (expanded in the reference)."""
+    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return None
+
+
 def _model_rows(model: type[BaseModel], prefix: str, nested: list[tuple[str, type[BaseModel]]]) -> list[str]:
     rows = []
     for field_name, field in model.model_fields.items():
         ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            nested.append((f"{prefix}{field_name}.", ann))
-            rows.append(f"| `{prefix}{field_name}` | {ann.__name__} | {field.description or ann.__doc__ or ''} |")
+        sub = _nested_model(ann)
+        if sub is not None:
+            nested.append((f"{prefix}{field_name}.", sub))
+            optional = " or none" if sub is not ann else ""
+            desc = (field.description or (sub.__doc__ or "").strip().split("\n")[0]).replace("|", "\\|")
+            rows.append(f"| `{prefix}{field_name}` | {sub.__name__}{optional} | {desc} |")
             continue
         desc = (field.description or "").replace("|", "\\|")
         rows.append(f"| `{prefix}{field_name}` | `{_type_name(ann)}` | {desc} |")
@@ -52,11 +64,13 @@ def render() -> str:
         "# Configuration reference",
         "",
         "Generated from the pydantic schemas by `python -m romachip.spec.reference`; do not edit by hand.",
-        "Chip and technology specs are YAML (see `src/romachip/spec/presets/` and `spec/tech/`); model specs",
+        "Chip, technology and host-link specs are YAML (see `src/romachip/spec/presets/`, `spec/tech/` and",
+        "`spec/hosts/`; `romachip presets --show NAME` prints one to start from); model specs",
         "are read from a Hugging Face `config.json`.",
         "",
         model_reference(ChipSpec, "ChipSpec (chip presets)"),
         model_reference(TechSpec, "TechSpec (technology presets)"),
+        model_reference(HostLinkSpec, "HostLinkSpec (host link presets, spec/hosts/)"),
         model_reference(ModelSpec, "ModelSpec (from config.json)"),
     ]
     return "\n".join(parts)

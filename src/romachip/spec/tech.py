@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from romachip.spec._load import load_yaml_model, preset_names
 
@@ -46,6 +46,54 @@ class EnergyTable(BaseModel):
     )
 
 
+class VoltageSpec(BaseModel):
+    """Voltage/frequency relation (alpha-power law, Sakurai & Newton 1990): a gate's speed goes as
+    (V - V_t)^alpha / V. The chip runs at the lowest voltage (not below `min_v`) that meets its clock;
+    dynamic energy scales as (V / nominal_v)^2 (C V^2), leakage power as V / nominal_v."""
+
+    model_config = Strict
+    nominal_v: PositiveFloat = Field(description="Nominal supply voltage; the energy table holds at it.")
+    threshold_v: PositiveFloat = Field(description="Threshold voltage V_t of the alpha-power law.")
+    alpha: PositiveFloat = Field(description="Velocity-saturation exponent of the alpha-power law (1 to 2).")
+    f_max_hz: PositiveFloat = Field(description="Highest clock the chip's pipeline stages meet, at nominal_v.")
+    min_v: PositiveFloat = Field(description="Lowest operating voltage (memory read/retention margin).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> VoltageSpec:
+        if not self.threshold_v < self.min_v <= self.nominal_v:
+            raise ValueError(
+                f"need threshold_v < min_v <= nominal_v, got {self.threshold_v} / {self.min_v} / {self.nominal_v}"
+            )
+        return self
+
+
+class MemoryPhysics(BaseModel):
+    """How a macro's read energy and access time depend on its depth (bitline length, rows) and width."""
+
+    model_config = Strict
+    energy_ref_rows: PositiveInt = Field(description="Macro rows at which the energy table's read energy holds.")
+    bitline_energy_share: float = Field(
+        ge=0, le=1, description="Share of the read energy at energy_ref_rows that scales with the bitline (rows)."
+    )
+    access_fixed_ps: PositiveFloat = Field(description="Access time of a macro apart from its bitline, at nominal_v.")
+    access_ps_per_row: float = Field(ge=0, description="Bitline delay per row, at nominal_v.")
+
+
+class HostLinkSpec(BaseModel):
+    """The link between the chip and its host (what off-chip tables, adapter loads and tokens cross)."""
+
+    model_config = Strict
+    schema_version: Literal[1] = Field(1, description="Version of this schema.")
+    name: str = Field(description="Host link preset name.")
+    description: str = Field("", description="What this link is.")
+    bandwidth_bytes_per_s: PositiveFloat = Field(description="Sustained bandwidth, one direction.")
+    energy_pj_per_bit: PositiveFloat = Field(description="Energy per bit moved, end to end (host memory + I/O).")
+    latency_s: float = Field(ge=0, description="Latency of one transfer (request to first byte).")
+    token_io_bytes: int = Field(
+        8, ge=0, description="Bytes a decode step exchanges besides tables: token in, token out."
+    )
+
+
 class TechSpec(BaseModel):
     """A process technology: densities, energy per action, leakage."""
 
@@ -74,8 +122,30 @@ class TechSpec(BaseModel):
         0.0, ge=0, description="One vector-unit lane (FP16/FP32 ALU, special functions, registers)."
     )
     router_area_um2_per_link_bit: float = Field(
-        0.0, ge=0, description="Mesh router area per bit of link width (5 ports, buffers, crossbar)."
+        0.0, ge=0, description="Mesh router area per bit of link width and per port (buffers, crossbar share)."
     )
+    rom_array_device_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of a B-ROM array's device layer its own cells take; a fused cell hides logic only "
+        "under the rest and pays for what does not fit.",
+    )
+    flop_um2_per_bit: float = Field(0.0, ge=0, description="One flip-flop (accumulator and pipeline registers).")
+    adder_um2_per_bit: float = Field(0.0, ge=0, description="One full-adder bit (accumulators).")
+    mlc_sense_area_factor: float = Field(
+        0.0,
+        ge=0,
+        description="Column periphery (sense amplifiers, references) added per extra reference level of a "
+        "multi-level cell, as a share of a binary column's: a b-bit cell needs 2^b - 1 levels.",
+    )
+    voltage: VoltageSpec | None = Field(None, description="Voltage/frequency relation; None: fixed, no f_max.")
+    rom_physics: MemoryPhysics | None = Field(None, description="ROM macro depth model; None: depth-blind.")
+    sram_physics: MemoryPhysics | None = Field(None, description="SRAM macro depth model; None: depth-blind.")
+    wire_delay_ps_per_mm: float = Field(
+        0.0, ge=0, description="Repeated on-chip wire delay per mm at nominal_v (0: hops_per_cycle must be pinned)."
+    )
+    router_bypass_ps: float = Field(0.0, ge=0, description="Delay of passing a router on a bypassed (SMART) path.")
 
 
 def list_techs() -> list[str]:
@@ -84,3 +154,11 @@ def list_techs() -> list[str]:
 
 def load_tech(name_or_path: str | Path) -> TechSpec:
     return load_yaml_model(TechSpec, name_or_path, "tech", "technology")
+
+
+def list_host_links() -> list[str]:
+    return preset_names("hosts")
+
+
+def load_host_link(name_or_path: str | Path) -> HostLinkSpec:
+    return load_yaml_model(HostLinkSpec, name_or_path, "hosts", "host link")
