@@ -22,7 +22,7 @@ from romachip.cli.main import main
 from romachip.engine.generate import Engine
 from romachip.engine.session import _COMPUTE_LOCK
 from romachip.engine.text import render_messages
-from romachip.perf import simulate
+from romachip.perf.simulate import simulate
 from romachip.serve import ServeConfig
 from romachip.sram.bank import AdapterBank
 
