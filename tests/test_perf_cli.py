@@ -63,9 +63,11 @@ def test_simulate_refuses_bad_requests(capsys, argv, message):
 
 def test_reproduce_lands_every_calibration_figure(capsys, tmp_path):
     d = run_json(capsys, ["reproduce", "--out", str(tmp_path / "r"), "--json"])
-    cal = [f for f in d["figures"] if f["kind"] == "calibration"]
-    # decode x2, TTFT, power, 4 area shares, 4 L-Unit areas and 4 powers, CPU and GPU rates
-    assert len(cal) == 18
+    cal = [f for f in d["figures"] if f["kind"] == "calibrated"]
+    # decode x2, TTFT, power, 4 area shares, 4 L-Unit areas and 4 powers, 4 ROM macro densities, CPU and GPU
+    assert len(cal) == 22
+    kinds = {f["name"]: f["kind"] for f in d["figures"]}
+    assert kinds["die area"] == kinds["energy per token (33.1 W / 31.8K) [I]"] == "derived-from-calibrated"
     for f in cal:
         assert abs(f["rel_error"]) <= TOLERANCE, f
     names = {f["name"] for f in d["figures"]}
@@ -74,7 +76,13 @@ def test_reproduce_lands_every_calibration_figure(capsys, tmp_path):
         assert (tmp_path / "r" / path.split("/")[-1]).stat().st_size > 0
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Predictions" in report and "Llama-3-8B, 2-bit" in report and "288 MiB" in report
+    assert "### Sensitivity" in report and "`tech.energy.wire_pj_per_bit_mm`" in report
     results = json.loads((tmp_path / "r" / "results.json").read_text())
+    sens = {r["field"]: r["change_pct"] for r in results["predictions"]["sensitivity"]["rows"]}
+    # wire energy moves energy, not time or area; vector lanes move time, the MAC area moves area
+    lo, hi = sens["energy.wire_pj_per_bit_mm"]["mj_per_token"]
+    assert lo < 0 < hi and sens["energy.wire_pj_per_bit_mm"]["tokens_per_s"] == [0.0, 0.0]
+    assert sens["mac_area_um2.bfp16_int4"]["area_mm2"][1] > 0
     decode = results["predictions"]["decode_and_ttft"]["Llama-3.2-3B, 4-bit"]["decode_tokens_per_s"]
     rates = [decode[k] for k in ("0", "256", "512", "1024", "2048", "4096")]
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False))

@@ -198,3 +198,15 @@ def test_tech_presets_load_and_price_a_chip(roma, tech):
     chip = roma.model_copy(update={"tech": tech, "clock_hz": min(roma.clock_hz, t.voltage.f_max_hz)})
     area = chip_area(chip, t).total_mm2
     assert (area < 503.8) if tech != "n28" else (area > 2000)  # denser nodes shrink ROMA; 28 nm is ~5x
+
+
+def test_design_point_is_the_chip_models_numbers_and_keeps_its_shape(roma, small):
+    from romachip.perf.design import design_point
+
+    p = design_point(roma, small.spec, fmt=G128, lora=small.lora, contexts=(0, 512), prompt_tokens=64)
+    assert p.fits and p.decode_tokens_per_s[512] == roma.clock_hz / small.decode(512).cycles
+    assert p.ttft_ms == small.prefill(64).cycles / roma.clock_hz * 1e3
+    assert p.area_mm2 == small.area.total_mm2 and p.voltage_v == pytest.approx(0.55)
+    tiny = replace_in(roma, "h_unit.sram.macros", 1)  # 64 KiB per H-Unit: a 64K context cannot fit
+    q = design_point(tiny, small.spec, fmt=G128, lora=small.lora, contexts=(0, 65536))
+    assert not q.fits and q.reasons and math.isnan(q.ttft_ms) and q.decode_tokens_per_s == {}

@@ -7,8 +7,8 @@ import pytest
 from romachip.graph import OpKind, decode_ops, totals
 from romachip.perf.area import chip_area, fused_area_um2, macro_model, memory_area_um2
 from romachip.perf.energy import Event, l_macs
+from romachip.perf.rates import l_unit_cycles
 from romachip.perf.simulate import ChipModel, report
-from romachip.perf.timing import l_unit_cycles
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec, load_tech
 from romachip.workload import LoraConfig

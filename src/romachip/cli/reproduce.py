@@ -40,7 +40,7 @@ def reproduce(
     for col in ("figure", "unit", "paper", "model", "error", "kind"):
         t.add_column(col, justify="right" if col in ("paper", "model", "error") else "left")
     for f in result.figures:
-        bad = f.kind == "calibration" and abs(f.rel_error) > TOLERANCE
+        bad = f.kind == "calibrated" and abs(f.rel_error) > TOLERANCE
         err = f"[red]{f.rel_error:+.1%}[/]" if bad else f"{f.rel_error:+.1%}"
         t.add_row(f.name, f.unit, f"{f.paper:,.4g}", f"{f.model:,.4g}", err, f.kind)
     console.print(t)

@@ -22,7 +22,8 @@ from romachip.perf.event_kernel import Schedule, Simulator
 from romachip.perf.mapping import PlacementView
 from romachip.perf.phase import PhaseRun
 from romachip.perf.physics import chip_physics
-from romachip.perf.timing import ChipRates, PhaseBuilder
+from romachip.perf.rates import ChipRates
+from romachip.perf.timing import PhaseBuilder
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import PRECISION_BYTES, ChipSpec
 from romachip.spec.model import ModelSpec
@@ -171,16 +172,15 @@ class ChipModel:
         H-Units, and a batch's attention waits for its own Q/K/V and for the previous batch's K/V.
 
         With one unit group the layers are identical, and once the batches' pipeline is in its pattern
-        every further layer adds the same cycles and events: the phase is composed from a two-layer and a
-        three-layer simulation of every batch (tests check it against the whole, cycle for cycle, short
-        and long prompts). `every_layer=True`, or several unit groups, simulates every layer."""
+        every further layer adds the same cycles and events: the phase is composed from a one-layer and a
+        two-layer simulation of every batch (tests check it against the whole, cycle for cycle, short and
+        long prompts). `every_layer=True`, or several unit groups, simulates every layer."""
         layers = self.spec.num_layers
-        if every_layer or self.view.groups > 1 or layers < 4:
+        if every_layer or self.view.groups > 1 or layers < 3:
             return self._run(self._prefill_batches(self.spec, tokens))
-        runs = []
-        for n in (2, 3):
-            runs.append(self._run(self._prefill_batches(self.spec.model_copy(update={"num_layers": n}), tokens)))
-        return runs[0].extend(runs[1], layers - 2)
+        two = self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens)
+        one = [_drop_layer(ops, 1) for ops in two]
+        return self._run(one).extend(self._run(two), layers - 1)
 
     def _prefill_batches(self, spec: ModelSpec, tokens: int) -> list[list[Op]]:
         batch = self.prefill_token_batch(tokens)
@@ -213,11 +213,8 @@ class ChipModel:
         layers = self.spec.num_layers
         if every_layer or self.view.groups > 1 or layers < 3:
             return self._run([decode_ops(self.spec, context, **self._graph_kwargs())])
-        runs = []
-        for n in (1, 2):
-            spec = self.spec.model_copy(update={"num_layers": n})
-            runs.append(self._run([decode_ops(spec, context, **self._graph_kwargs())]))
-        return runs[0].extend(runs[1], layers - 1)
+        two = decode_ops(self.spec.model_copy(update={"num_layers": 2}), context, **self._graph_kwargs())
+        return self._run([_drop_layer(two, 1)]).extend(self._run([two]), layers - 1)
 
     def schedules(self, prompt_tokens: int, generate_tokens: int) -> dict[str, Schedule]:
         """Whole-phase schedules of a request (prefill, first and last decode step), e.g. for a trace."""
@@ -233,6 +230,11 @@ class ChipModel:
         if sig not in self._decode_cache:
             self._decode_cache[sig] = self.decode(context)
         return self._decode_cache[sig].cycles
+
+
+def _drop_layer(ops: list[Op], layer: int) -> list[Op]:
+    """The graph without one block's ops (a block's ops depend on nothing but its index)."""
+    return [op for op in ops if op.layer != layer]
 
 
 def _logits_op(op: Op) -> bool:

@@ -1,8 +1,10 @@
 """The figures of ROMA.md that the model can produce, beside the paper's, and the model's predictions.
 
 Every model number here comes from the timing, energy and area models and the presets; the paper's
-numbers appear only as the reference column. A figure is a *calibration* when a preset parameter was
-set to reproduce it (the parameter is named), otherwise a *check* or a *prediction*.
+numbers appear only as the reference column. A figure is *calibrated* when a preset parameter was set
+to reproduce it (the parameter is named), *derived-from-calibrated* when it is arithmetic on calibrated
+figures (energy per token = calibrated power / calibrated throughput; die area = the sum of fitted
+shares), and *predicted* otherwise (the prediction tables, with their sensitivity to the assumptions).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 from romachip.baselines import CALIBRATION_CONTEXT, baseline, load_devices
 from romachip.capacity import max_context_tokens
-from romachip.perf.area import l_unit_study, macro_model
+from romachip.perf.area import l_unit_study, rom_macro_model
 from romachip.perf.simulate import ChipModel
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
@@ -34,7 +36,7 @@ class Figure:
     unit: str
     paper: float
     model: float
-    kind: str  # calibration (fitted), check (follows from other fits), reported-inferred
+    kind: str  # calibrated, derived-from-calibrated, predicted
     fitted_by: str  # the preset parameter set from this figure ("" when none)
 
     @property
@@ -73,38 +75,39 @@ def calibration_figures(cm: ChipModel) -> list[Figure]:
     area = cm.area
     shares = area.shares()
     figs = [
-        Figure("decode, empty KV cache", "tok/s", 31.8e3, clock / d0.cycles, "calibration", "noc.link_width_bits"),
-        Figure("decode, 1K tokens in KV", "tok/s", 24.6e3, clock / d1k.cycles, "calibration",
+        Figure("decode, empty KV cache", "tok/s", 31.8e3, clock / d0.cycles, "calibrated", "noc.link_width_bits"),
+        Figure("decode, 1K tokens in KV", "tok/s", 24.6e3, clock / d1k.cycles, "calibrated",
                "h_unit.attention_macs_per_cycle"),
-        Figure("TTFT, 256-token prompt", "ms", 5.6, cm.prefill(256).cycles / clock * 1e3, "calibration",
+        Figure("TTFT, 256-token prompt", "ms", 5.6, cm.prefill(256).cycles / clock * 1e3, "calibrated",
                "l_unit.macs_per_cycle_by_weight_bits[4]"),
-        Figure("power (decode, empty KV)", "W", 33.1, e0.power_w, "calibration", "energy.router_pj_per_bit"),
-        Figure("energy per token (33.1 W / 31.8K) [I]", "mJ", 33.1 / 31.8e3 * 1e3, e0.total_mj, "check", ""),
-        Figure("die area", "mm²", 503.7, area.total_mm2, "check", ""),
-        Figure("L-Unit share", "%", 73.2, 100 * shares["l_units"], "calibration", "floorplan.l_unit_utilization"),
-        Figure("H-Unit share", "%", 16.6, 100 * shares["h_units"], "calibration", "sram_macro (8192 rows)"),
-        Figure("vector-unit share", "%", 1.4, 100 * shares["vector_units"], "calibration", "vector_lane_area_um2"),
-        Figure("NoC + control share (100 − itemised)", "%", 8.8, 100 * shares["noc_and_control"], "calibration",
+        Figure("power (decode, empty KV)", "W", 33.1, e0.power_w, "calibrated", "energy.router_pj_per_bit"),
+        Figure("energy per token (33.1 W / 31.8K) [I]", "mJ", 33.1 / 31.8e3 * 1e3, e0.total_mj,
+               "derived-from-calibrated", "power / decode rate"),
+        Figure("die area", "mm²", 503.7, area.total_mm2, "derived-from-calibrated", "sum of the four shares"),
+        Figure("L-Unit share", "%", 73.2, 100 * shares["l_units"], "calibrated", "floorplan.l_unit_utilization"),
+        Figure("H-Unit share", "%", 16.6, 100 * shares["h_units"], "calibrated", "sram_macro (8192 rows)"),
+        Figure("vector-unit share", "%", 1.4, 100 * shares["vector_units"], "calibrated", "vector_lane_area_um2"),
+        Figure("NoC + control share (100 − itemised)", "%", 8.8, 100 * shares["noc_and_control"], "calibrated",
                "router_area_um2_per_link_bit"),
     ]  # fmt: skip
     paper_lunit = {"sram": (59.7, 36.7), "rom": (19.2, 26.0), "brom": (11.4, 22.5), "fused": (6.9, 6.8)}
     fits = {"sram": "sram_macro (fit)", "rom": "l_unit_study", "brom": "brom_area_factor", "fused": "fused_logic_share"}
     for v in l_unit_study(chip, tech):
         a, p = paper_lunit[v.kind]
-        figs.append(Figure(f"L-Unit area, {v.kind}", "k µm²", a, v.area_um2 / 1e3, "calibration", fits[v.kind]))
-        figs.append(Figure(f"L-Unit power, {v.kind}", "mW", p, v.power_mw, "calibration", f"energy.{v.kind} read"))
-    rom = macro_model(tech.rom_macro)
+        figs.append(Figure(f"L-Unit area, {v.kind}", "k µm²", a, v.area_um2 / 1e3, "calibrated", fits[v.kind]))
+        figs.append(Figure(f"L-Unit power, {v.kind}", "mW", p, v.power_mw, "calibrated", f"energy.{v.kind} read"))
+    rom = rom_macro_model(tech)
     for rows, dens in sorted(tech.rom_macro.mbit_per_mm2_by_rows.items()):
-        kind = "reported" if rows == 8192 else "reported-inferred"
-        figs.append(Figure(f"ROM macro density, {rows}x64", "Mbit/mm²", dens, rom.density_mbit_per_mm2(rows), kind,
-                           "macro model (2 constants, fit)"))  # fmt: skip
+        src = "reported" if rows == 8192 else "read off a figure"
+        figs.append(Figure(f"ROM macro density, {rows}x64 ({src})", "Mbit/mm²", dens, rom.density_mbit_per_mm2(rows),
+                           "calibrated", "macro model (2 constants, fit)"))  # fmt: skip
     spec = cm.spec
     for dev in load_devices():
         if dev.measured_tokens_per_s is None:
             continue
         b = baseline(dev, spec, cm.fmt, CALIBRATION_CONTEXT)
         figs.append(Figure(f"{dev.name} decode (256-token input)", "tok/s", dev.measured_tokens_per_s,
-                           b.tokens_per_s, "calibration", f"efficiency {b.efficiency:.3f}"))  # fmt: skip
+                           b.tokens_per_s, "calibrated", f"efficiency {b.efficiency:.3f}"))  # fmt: skip
     return figs
 
 

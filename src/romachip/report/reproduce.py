@@ -31,8 +31,10 @@ from romachip.report.figures import (  # noqa: E402
     max_context_table,
     rank_sweep,
 )
+from romachip.report.sensitivity import STEP, sensitivity  # noqa: E402
 
-TOLERANCE = 0.05  # every calibration figure must land within 5%
+TOLERANCE = 0.05  # every calibrated figure must land within 5%
+SENSITIVITY_CONTEXT = 4096  # a context no figure of the paper fixes
 STEPS = 2 * len(PROMPTS) + 4  # progress ticks: prefills of both setups, then figures, sweeps, plots, files
 
 
@@ -45,7 +47,7 @@ class ReproduceResult:
 
     @property
     def worst_calibration_error(self) -> float:
-        return max(abs(f.rel_error) for f in self.figures if f.kind == "calibration")
+        return max(abs(f.rel_error) for f in self.figures if f.kind == "calibrated")
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
@@ -70,7 +72,14 @@ def reproduce(out_dir: str | Path, progress: Callable[[], None] | None = None) -
     runs = {SETUP_3B.label: decode_and_ttft(cm3, tick), SETUP_8B.label: decode_and_ttft(chip_model(SETUP_8B), tick)}
     figures = calibration_figures(cm3)
     tick()
+    base, rows = sensitivity(cm3, SENSITIVITY_CONTEXT)
     predictions = {
+        "sensitivity": {
+            "setup": SETUP_3B.label,
+            "context": SENSITIVITY_CONTEXT,
+            "at_preset": base,
+            "rows": [asdict(r) for r in rows],
+        },
         "decode_and_ttft": runs,
         "max_context_tokens": {
             SETUP_3B.label: max_context_table(SETUP_3B),
@@ -100,20 +109,22 @@ def render_markdown(figures: list[Figure], predictions: dict) -> str:
         "# ROMA reproduced by romachip",
         "",
         "4-bit Llama-3.2-3B with rank-16 FP8 LoRA on all projections, INT8 KV cache, on the `roma` preset "
-        "(src/romachip/spec/presets/roma.yaml, tech n7.yaml). *calibration*: a preset parameter was set "
-        "from this figure (named); *check*: follows from the fitted parameters without being fitted; "
-        f"*reported-inferred*: read off a figure. Calibration figures must land within {TOLERANCE:.0%}.",
+        "(src/romachip/spec/presets/roma.yaml, tech n7.yaml). *calibrated*: a preset parameter was set "
+        "from this figure (named); *derived-from-calibrated*: arithmetic on calibrated figures (named), so "
+        "no test of the model; *predicted*: everything under Predictions, with the assumptions it depends "
+        f"on most in the sensitivity table. Calibrated figures must land within {TOLERANCE:.0%}.",
         "",
         "| figure | unit | paper | model | error | kind | fitted parameter |",
         "|---|---|---:|---:|---:|---|---|",
     ]
     for f in figures:
-        ok = "" if f.kind != "calibration" or abs(f.rel_error) <= TOLERANCE else " ✗"
+        ok = "" if f.kind != "calibrated" or abs(f.rel_error) <= TOLERANCE else " ✗"
         lines.append(
             f"| {f.name} | {f.unit} | {_fmt(f.paper)} | {_fmt(f.model)} | {f.rel_error:+.1%}{ok} | {f.kind} | "
             f"{f.fitted_by} |"
         )
     lines += ["", "## Predictions (no figure of the paper fixes these)", ""]
+    lines += _sensitivity_lines(predictions["sensitivity"])
     for label, run in predictions["decode_and_ttft"].items():
         limit = predictions["max_context_tokens"][label][16][SRAM_MB[-1]]
         lines += [
@@ -160,6 +171,29 @@ def render_markdown(figures: list[Figure], predictions: dict) -> str:
     return "\n".join(lines)
 
 
+def _sensitivity_lines(sens: dict) -> list[str]:
+    """The one-at-a-time table, rows ordered by their largest effect on any of the three predictions."""
+    base = sens["at_preset"]
+    lines = [
+        f"### Sensitivity ({sens['setup']}, rank-16 LoRA, decode at {sens['context']:,} tokens of context)",
+        "",
+        f"At the preset: {base['tokens_per_s']:,.0f} tok/s, {base['mj_per_token']:.3f} mJ/token, "
+        f"{base['area_mm2']:.1f} mm². Each uncalibrated assumption moved alone by -{STEP:.0%} / +{STEP:.0%}; "
+        "% change of each prediction:",
+        "",
+        "| assumption | preset value | tok/s | mJ/token | mm² |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    rows = sorted(sens["rows"], key=lambda r: -max(abs(x) for pair in r["change_pct"].values() for x in pair))
+    for r in rows:
+        cells = [
+            f"{lo:+.1f} / {hi:+.1f}"
+            for lo, hi in (r["change_pct"][k] for k in ("tokens_per_s", "mj_per_token", "area_mm2"))
+        ]
+        lines.append(f"| {r['what']} (`{r['spec']}.{r['field']}`) | {r['value']:.4g} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
     files = []
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -188,7 +222,7 @@ def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
     files.append(out / "max_context_vs_sram.png")
     _save_plot(fig, files[-1])
     fig, ax = plt.subplots(figsize=(7, 5))
-    cal = [f for f in figures if f.kind == "calibration"]
+    cal = [f for f in figures if f.kind == "calibrated"]
     ax.barh([f.name for f in cal], [100 * f.rel_error for f in cal])
     ax.axvline(-100 * TOLERANCE, color="r", ls="--")
     ax.axvline(100 * TOLERANCE, color="r", ls="--")

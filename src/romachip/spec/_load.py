@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import TypeVar
@@ -23,17 +24,30 @@ def load_yaml_model(cls: type[T], name_or_path: str | Path, folder: str, kind: s
     """Load a shipped preset by name, or a YAML file by path, into `cls`."""
     key = str(name_or_path)
     if key in preset_names(folder):
-        text = (resources.files("romachip.spec") / folder / f"{key}.yaml").read_text()
-        where = f"{kind} preset {key!r}"
-    else:
-        path = Path(key)
-        if not path.is_file():
-            raise SpecError(f"unknown {kind} {key!r}: not a preset ({', '.join(preset_names(folder))}) nor a YAML file")
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise SpecError(f"cannot read {kind} file {path}: {exc.strerror}") from None
-        where = f"{kind} file {path}"
+        return _load_preset(cls, key, folder, kind)
+    return _load_file(cls, key, folder, kind)
+
+
+@lru_cache(maxsize=64)
+def _load_preset(cls: type[T], key: str, folder: str, kind: str) -> T:
+    """A shipped preset, parsed once per process (the models are frozen, so sharing one is safe; a sweep
+    builds thousands of ChipModels from the same technology)."""
+    text = (resources.files("romachip.spec") / folder / f"{key}.yaml").read_text()
+    return _parse(cls, text, f"{kind} preset {key!r}")
+
+
+def _load_file(cls: type[T], key: str, folder: str, kind: str) -> T:
+    path = Path(key)
+    if not path.is_file():
+        raise SpecError(f"unknown {kind} {key!r}: not a preset ({', '.join(preset_names(folder))}) nor a YAML file")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"cannot read {kind} file {path}: {exc.strerror}") from None
+    return _parse(cls, text, f"{kind} file {path}")
+
+
+def _parse(cls: type[T], text: str, where: str) -> T:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
