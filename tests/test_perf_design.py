@@ -210,3 +210,20 @@ def test_design_point_is_the_chip_models_numbers_and_keeps_its_shape(roma, small
     tiny = replace_in(roma, "h_unit.sram.macros", 1)  # 64 KiB per H-Unit: a 64K context cannot fit
     q = design_point(tiny, small.spec, fmt=G128, lora=small.lora, contexts=(0, 65536))
     assert not q.fits and q.reasons and math.isnan(q.ttft_ms) and q.decode_tokens_per_s == {}
+
+
+def test_fit_and_simulate_report_the_host_bandwidth_a_rate_needs(capsys):
+    import json
+
+    args = ["--model", "llama-3.2-1b", "--storage-policy", "off_chip_all", "--json"]
+    assert main(["fit", *args, "--tokens-per-s", "1000"]) == 0
+    host = json.loads(capsys.readouterr().out)["host_link"]
+    assert main(["simulate", *args, "--prompt", "8", "--generate", "3"]) == 0
+    sim = json.loads(capsys.readouterr().out)
+    # the same bytes per token both ways: the LM head's table + its input, an embedding row, 8 bytes of ids
+    assert host["bytes_per_token"] == sim["host_bytes_per_token"] > 100e6
+    assert host["bandwidth_needed_bytes_per_s"] == 1000 * host["bytes_per_token"]
+    assert sim["host_bandwidth_needed_bytes_per_s"] == pytest.approx(
+        sim["host_bytes_per_token"] * sim["decode_tokens_per_s"]
+    )
+    assert main(["fit", *args, "--tokens-per-s", "-1"]) == 2

@@ -58,7 +58,7 @@ def request_adapter(
 
 
 def adapter_ops_table(ops: list[BankOp], used: str | None) -> Table:
-    """What loading the adapters did to the chip's SRAM (timing model: all H-Units writing in parallel)."""
+    """What loading the adapters did to the chip's SRAM (over the host link, all H-Units writing in parallel)."""
     t = Table(title=f"adapters in H-Unit SRAM (this request: {used or 'none, the base model'})")
     for col in ("adapter", "SRAM written", "load time", "load energy", "max context after"):
         t.add_column(col, justify="left" if col == "adapter" else "right")
@@ -137,8 +137,8 @@ def _table(r: dict[str, Any]) -> Table:
         ("scale", _range([r["scale_min"], r["scale_max"]], "{:.6g}"), scaling),
         ("max context", f"{r['max_context_tokens_before']:,} -> {r['max_context_tokens_after']:,} tokens",
          f"without -> with this adapter; limited by {r['context_limit']}"),
-        ("load time", f"{r['load_s'] * 1e6:.3g} µs", f"{r['load_cycles']:,} cycles, all H-Units writing in parallel"),
-        ("load energy", f"{r['load_energy_j'] * 1e6:.3g} µJ", "bits written x SRAM write energy"),
+        ("load time", f"{r['load_s'] * 1e6:.3g} µs", f"{r['load_cycles']:,} cycles over the host link"),
+        ("load energy", f"{r['load_energy_j'] * 1e6:.3g} µJ", "bits x (host link + SRAM write) energy"),
         ("storage error", f"{r['delta_w_rel_error']:.2e}",
          f"||dW_stored - dW|| / ||dW||; worst module {r['worst_module_rel_error']:.2e}"),
     ]  # fmt: skip

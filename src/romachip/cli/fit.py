@@ -8,8 +8,10 @@ from rich.table import Table
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_LORA, DEFAULT_STRATEGY, CapacityReport, plan
 from romachip.cli.app import app, console, print_json
 from romachip.errors import CapacityError
+from romachip.perf.design import host_bytes_per_token
 from romachip.quant.formats import WeightFormat
-from romachip.spec import load_chip, load_model_spec
+from romachip.spec import ChipSpec, ModelSpec, load_chip, load_model_spec
+from romachip.spec.tech import load_host_link
 from romachip.tensor_bits import DEFAULT_POLICY
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
@@ -74,6 +76,20 @@ def _summary_table(r: CapacityReport) -> Table:
     return t
 
 
+def _host_link(chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, policy: str, tokens_per_s: float | None) -> dict:
+    """What the host link carries per decoded token and, at `tokens_per_s`, the bandwidth that needs."""
+    if tokens_per_s is not None and tokens_per_s <= 0:
+        raise CapacityError(f"--tokens-per-s must be > 0, got {tokens_per_s}")
+    link = load_host_link(chip.host_link)
+    per_token = host_bytes_per_token(chip, spec, fmt=fmt, policy=policy)
+    return {
+        "name": link.name,
+        "bandwidth_bytes_per_s": link.bandwidth_bytes_per_s,
+        "bytes_per_token": per_token,
+        "bandwidth_needed_bytes_per_s": per_token * tokens_per_s if tokens_per_s is not None else None,
+    }
+
+
 def _breakdown_table(r: CapacityReport) -> Table:
     t = Table(title="where the bytes go (MiB; total also in bytes)")
     for col in ("kind", "memory", "tensors", "codes", "scales", "zeros", "total", "total B"):
@@ -116,10 +132,14 @@ def fit(
         "off_chip_all (embedding and LM head on the host). See docs/capacity.md.",
     ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
+    tokens_per_s: float = typer.Option(
+        None, "--tokens-per-s", help="Decode rate to size the host link for (off-chip tables and token ids)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Check that a model, its LoRA adapters and a KV context fit a chip's ROM and SRAM, and find the
-    longest context that fits. Sizes are exact (codes, scales, zeros) and allocated per unit."""
+    longest context that fits. Sizes are exact (codes, scales, zeros) and allocated per unit. With
+    `--tokens-per-s`, also the host-link bandwidth that decode rate needs."""
     chip_spec = load_chip(chip)
     spec = load_model_spec(model)
     if sram_mb is not None and sram_mb < 0:
@@ -137,10 +157,17 @@ def fit(
     report = plan(
         chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=storage_policy, strategy=strategy, sram_bytes=sram_bytes
     )
+    host = _host_link(chip_spec, spec, fmt, storage_policy, tokens_per_s)
     if as_json:
-        print_json(report.to_dict())
+        print_json(report.to_dict() | {"host_link": host})
         return
     console.print(_summary_table(report))
     console.print(_breakdown_table(report))
+    need = host["bandwidth_needed_bytes_per_s"]
+    line = f"host link {host['name']}: {host['bytes_per_token']:,.0f} B per decoded token"
+    if need is not None:
+        have = host["bandwidth_bytes_per_s"] / 1e9
+        line += f"; {tokens_per_s:,.0f} tok/s need {need / 1e9:,.3g} GB/s of its {have:,.3g}"
+    console.print(line, highlight=False)
     for reason in report.reasons:
         console.print(f"- {reason}", highlight=False)

@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 from romachip.capacity import plan
 from romachip.compile import Placement, compile_placement
+from romachip.graph import OpKind, decode_ops
 from romachip.perf.energy import Event
 from romachip.perf.simulate import ChipModel
 from romachip.quant.formats import WeightFormat
-from romachip.spec.chip import ChipSpec
+from romachip.spec.chip import PRECISION_BYTES, ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.spec.tech import TechSpec
+from romachip.spec.tech import TechSpec, load_host_link
 from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
@@ -110,3 +111,18 @@ def design_point(
         voltage_v=cm.physics.op.voltage_v,
         host_bandwidth_needed_bytes_per_s=host_bytes * rates[contexts[0]],
     )
+
+
+def host_bytes_per_token(chip: ChipSpec, spec: ModelSpec, *, fmt: WeightFormat, policy: StoragePolicy | str) -> float:
+    """Bytes one decode step moves over the host link, as the timing model counts them: token ids, an
+    off-chip embedding row, an off-chip LM head's table and its input (perf/timing.py)."""
+    host = load_host_link(chip.host_link)
+    pol = StoragePolicy.parse(policy)
+    act = int(PRECISION_BYTES[chip.precision.activation])
+    total = float(host.token_io_bytes)
+    for op in decode_ops(spec, 0, fmt=fmt, policy=pol, activation_bytes=act):
+        if op.weight_off_chip and op.kind == OpKind.EMBEDDING:
+            total += op.weight_bits_read / 8
+        elif op.weight_off_chip and op.kind == OpKind.LM_HEAD:
+            total += op.weight_bits_read / 8 + op.activation_bytes_in
+    return total

@@ -21,6 +21,7 @@ TRACK_NAMES = {
     "noc.down": "NoC links: vector row -> matrix units",
     "noc.up": "NoC links: matrix units -> vector row",
     "noc.row": "NoC links: along the vector row",
+    "host": "host link",
 }
 
 

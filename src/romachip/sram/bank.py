@@ -31,11 +31,12 @@ import numpy as np
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_STRATEGY, context_limit
 from romachip.compile import Placement, compile_placement, with_workload
 from romachip.errors import AdapterError, CapacityError
+from romachip.perf.physics import operating_point
 from romachip.quant.formats import WeightFormat
 from romachip.rom import RomImage
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
-from romachip.spec.tech import load_tech
+from romachip.spec.tech import load_host_link, load_tech
 from romachip.sram.peft_import import PeftAdapter, read_peft_adapter
 from romachip.sram.storage import AdapterView, StoredAdapter, check_precision, module_bytes, store_adapter
 from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
@@ -117,7 +118,10 @@ class AdapterBank:
         sram = chip.h_unit.sram
         self._word_bytes = sram.macro_cols * sram.bits_per_cell // 8
         self._write_bits_per_cycle = sram.macro_cols * sram.macros * sram.bits_per_cell  # [assumption] = read width
-        self._write_pj_per_bit = load_tech(chip.tech).energy.sram_write_pj_per_bit
+        tech = load_tech(chip.tech)
+        # at the chip's operating voltage (perf/physics.py: the table holds at nominal, energy ~ V^2)
+        self._write_pj_per_bit = tech.energy.sram_write_pj_per_bit * operating_point(chip, tech).dynamic_energy_scale
+        self._host = load_host_link(chip.host_link)  # adapters arrive over the host link
         self._resident: dict[str, PreparedAdapter] = {}
         self._context_cache: dict[tuple, int] = {}  # context_for by extra adapter; emptied when residents change
 
@@ -307,11 +311,15 @@ class AdapterBank:
         return FitVerdict(fits, nbytes, before, max_ctx, limit, message)
 
     def write_cost(self, prepared: PreparedAdapter) -> tuple[int, int, float, float]:
-        """(bytes, cycles, seconds, joules) to write a prepared adapter into the H-Units: every unit writes
-        its share one word per macro per cycle in parallel, so the unit with the largest share sets the time."""
+        """(bytes, cycles, seconds, joules) to load a prepared adapter: its bytes cross the host link (latency
+        + bytes / bandwidth, pJ/bit) while every H-Unit writes its share, one word per macro per cycle in
+        parallel; the slower of the two sets the time (the writes keep up with the link as it streams)."""
         nbytes = prepared.stored.nbytes
-        cycles = int(math.ceil(int(prepared.unit_bytes.max()) * 8 / self._write_bits_per_cycle))
-        return nbytes, cycles, cycles / self.chip.clock_hz, nbytes * 8 * self._write_pj_per_bit * 1e-12
+        write_cycles = int(math.ceil(int(prepared.unit_bytes.max()) * 8 / self._write_bits_per_cycle))
+        host_s = self._host.latency_s + nbytes / self._host.bandwidth_bytes_per_s
+        cycles = max(write_cycles, int(math.ceil(host_s * self.chip.clock_hz)))
+        joules = nbytes * 8 * (self._write_pj_per_bit + self._host.energy_pj_per_bit) * 1e-12
+        return nbytes, cycles, cycles / self.chip.clock_hz, joules
 
     def _op(self, op: str, name: str, *, written: PreparedAdapter | None, freed: int) -> BankOp:
         self._context_cache.clear()  # every op changes the residents
