@@ -6,7 +6,8 @@ Run `python -m romachip.spec.reference > docs/config-reference.md`; a test check
 from __future__ import annotations
 
 import re
-from typing import get_args
+from types import UnionType
+from typing import Union, get_args, get_origin
 
 from pydantic import BaseModel
 
@@ -25,7 +26,8 @@ def _type_name(annotation: object) -> str:
 
 def _nested_model(annotation: object) -> type[BaseModel] | None:
     """The pydantic model of a field typed `Model` or `Model | None` (expanded in the reference)."""
-    args = [a for a in get_args(annotation) if a is not type(None)] or [annotation]
+    union = get_origin(annotation) in (Union, UnionType)
+    args = [a for a in get_args(annotation) if a is not type(None)] if union else [annotation]
     if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
         return args[0]
     return None
