@@ -37,7 +37,9 @@ def test_rows_have_status_metrics_and_the_base(done):
     base = next(r for r in rows if r["base"])
     assert (base["axis:clock_hz"], base["axis:noc.link_width_bits"]) == (500e6, 4096)
     slow = by_axes[(250e6, 4096)]
-    assert slow["tokens_per_s"] == pytest.approx(base["tokens_per_s"] / 2)  # the same cycles at half the clock
+    # half the clock is not half the speed (issue 8): in a 4 ns cycle a flit crosses more units (hops_per_cycle
+    # follows wire delay) and the host link's 100 ns are fewer cycles, so a step takes fewer cycles
+    assert base["tokens_per_s"] / 2 < slow["tokens_per_s"] < base["tokens_per_s"]
     for r in rows:
         assert r["tokens_per_j"] == pytest.approx(1e3 / r["mj_per_token"])
         assert r["tokens_per_s@256"] == r["tokens_per_s"] and r["tokens_per_s@0"] > r["tokens_per_s"]
