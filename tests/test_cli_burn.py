@@ -88,7 +88,7 @@ def test_human_summary(tmp_path, capsys, checkpoint):
     assert code == 0, err
     assert "burned tiny-llama" in stdout and "uint2 g64 sym" in stdout and "wall time" in stdout
     img = RomImage.open(out)
-    assert img.fmt == WeightFormat(2, 64, symmetric=True) and img.manifest["placement"]["strategy"] == "layer_groups"
+    assert img.fmt == WeightFormat(2, 64, symmetric=True) and img.manifest.placement.strategy == "layer_groups"
     assert (img.model().weights["model.layers.0.mlp.up_proj.weight"].zeros == 2).all()  # 2**(bits-1), not stored
 
 
@@ -116,12 +116,12 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
     out = tmp_path / "tiny.rom"
     assert run(capsys, "burn", str(checkpoint), "-o", str(out), "--group-size", "32", "--json")[0] == 0
     img = RomImage.open(out)
-    u = next(u for u in img.manifest["units"] if u["used_bits"])
+    u = next(u for u in img.manifest.units if u.used_bits)
     data = bytearray(out.read_bytes())
-    data[img.payload_start + u["payload_offset"] + 3] ^= 0x10
+    data[img.payload_start + u.payload_offset + 3] ^= 0x10
     out.write_bytes(bytes(data))
     code, _, err = run(capsys, "inspect", str(out))
-    assert code == 2 and f"L-Unit {u['index']}" in err and "checksum mismatch" in err
+    assert code == 2 and f"L-Unit {u.index}" in err and "checksum mismatch" in err
 
 
 @pytest.mark.parametrize(

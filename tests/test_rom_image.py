@@ -109,20 +109,20 @@ def test_round_trip_on_roma_untied_layer_groups(tmp_path):
     qm = make_model(WeightFormat(4, 32), tied=False, seed=3)
     img = burn(qm, ROMA, tmp_path / "m.rom", strategy="layer_groups", chip_preset="roma")
     assert_same(qm, img.model())
-    assert img.manifest["chip"]["preset"] == "roma" and img.chip == ROMA
+    assert img.manifest.chip.preset == "roma" and img.chip == ROMA
 
 
 def test_off_chip_tables_go_to_the_host_region(tmp_path):
     qm = make_model(WeightFormat(4, 32), tied=False, seed=4)
     img = burn(qm, tiny_chip(), tmp_path / "m.rom", policy="off_chip")
-    where = {t["name"]: t["location"] for t in img.manifest["tensors"]}
+    where = {t.name: t.location for t in img.manifest.tensors}
     assert where["model.embed_tokens.weight"] == "host" and where["lm_head.weight"] == "rom"
-    assert img.manifest["host"]["payload_bytes"] > 0
+    assert img.manifest.host.payload_bytes > 0
     assert "model.embed_tokens.weight" not in {t.name for t in img.placement.tensors}
     assert_same(qm, img.model())
     path = tmp_path / "m.rom"
     bad = bytearray(path.read_bytes())
-    bad[img.payload_start + img.manifest["host"]["payload_offset"] + 7] ^= 0x80
+    bad[img.payload_start + img.manifest.host.payload_offset + 7] ^= 0x80
     path.write_bytes(bytes(bad))
     with pytest.raises(RomImageError, match=r"mismatch in the host region: .*tensor\(s\) model.embed_tokens.weight;"):
         RomImage.open(path)
@@ -149,10 +149,10 @@ def test_payload_bytes_are_the_b_rom_encoding_of_the_packed_codes(tmp_path):
     path = tmp_path / "m.rom"
     write_image(path, qm, tiny_chip())
     img = RomImage.open(path)
-    t = next(t for t in img.manifest["tensors"] if t["name"] == "model.layers.1.mlp.down_proj.weight")
+    t = next(t for t in img.manifest.tensors if t.name == "model.layers.1.mlp.down_proj.weight")
     i = 0
-    u, r0, r1, off = (t["tiles"][k][i] for k in ("unit", "row_start", "row_stop", "rom_offset_bits"))
-    q = qm.weights[t["name"]]
+    u, r0, r1, off = (t.tiles.column(k)[i] for k in ("unit", "row_start", "row_stop", "rom_offset_bits"))
+    q = qm.weights[t.name]
     codes = pack_uint(q.codes[r0:r1], 4)
     rom = img.unit_rom(u)
     assert np.array_equal(rom[off // 8 : off // 8 + codes.size], codes)
@@ -170,7 +170,7 @@ def test_placement_read_back_equals_the_compiled_one(tmp_path):
     assert np.array_equal(got.kv_bytes_per_token, want.kv_bytes_per_token)
     for k in ("kv_ring", "kv_rank", "kv_layer_ring"):  # the KV rule is rebuilt from the tiles alone
         assert np.array_equal(getattr(got, k), getattr(want, k)), k
-    assert got.kv_layout == want.kv_layout == img.manifest["placement"]["kv_layout"]
+    assert got.kv_layout == want.kv_layout == img.manifest.placement.kv_layout
 
 
 def test_memory_map_is_read_only(tmp_path):
@@ -181,7 +181,7 @@ def test_memory_map_is_read_only(tmp_path):
 
 
 def _unit_tensors(img: RomImage, unit: int) -> set[str]:
-    return {t["name"] for t in img.manifest["tensors"] if unit in t["tiles"]["unit"]}
+    return {t.name for t in img.manifest.tensors if unit in t.tiles.unit}
 
 
 def test_a_flipped_bit_anywhere_in_a_unit_names_the_unit_and_its_tensor(tmp_path):
@@ -191,8 +191,8 @@ def test_a_flipped_bit_anywhere_in_a_unit_names_the_unit_and_its_tensor(tmp_path
     img = RomImage.open(path)
     rng = np.random.default_rng(5)
     for unit in range(6):
-        start = img.payload_start + img.manifest["units"][unit]["payload_offset"]
-        used = img.manifest["units"][unit]["used_bits"] // 8
+        start = img.payload_start + img.manifest.units[unit].payload_offset
+        used = img.manifest.units[unit].used_bits // 8
         pos = start + int(rng.integers(0, used))
         bad = bytearray(good)
         bad[pos] ^= 1 << int(rng.integers(0, 8))
@@ -218,8 +218,8 @@ def test_truncation_names_the_units_cut_off(tmp_path):
     burn(make_model(WeightFormat(4, 32)), tiny_chip(), path)
     data = path.read_bytes()
     img = RomImage.open(path)
-    last = img.manifest["units"][-1]
-    path.write_bytes(data[: img.payload_start + last["payload_offset"] + 10])
+    last = img.manifest.units[-1]
+    path.write_bytes(data[: img.payload_start + last.payload_offset + 10])
     with pytest.raises(RomImageError, match=r"truncated: .* L-Unit 5 cut off \(tensors model\."):
         RomImage.open(path)
     path.write_bytes(data[:200])

@@ -110,10 +110,7 @@ def inspect(
     t0 = time.perf_counter()
     img = RomImage.open(image)
     summary = {**img.summary(), "checksums": "ok", "verify_s": round(time.perf_counter() - t0, 3)}
-    kinds: dict[str, int] = {}
-    for t in img.manifest["tensors"]:
-        kinds[t["kind"]] = kinds.get(t["kind"], 0) + 1
-    summary["tensors_by_kind"] = kinds
+    summary["tensors_by_kind"] = img.tensors_by_kind()
     if as_json:
         print_json(summary)
         return
@@ -127,10 +124,9 @@ def inspect(
             value = ", ".join(f"{k} {v}" for k, v in value.items())
         table.add_row(key, str(value))
     console.print(table)
-    m = img.manifest
+    spec, placement = img.spec, img.manifest.placement
     console.print(
-        f"model {m['model']['name']}: {m['model']['num_layers']} layers, hidden {m['model']['hidden_size']}, "
-        f"vocab {m['model']['vocab_size']}; {m['placement']['tiles']:,} tiles on "
-        f"{m['placement']['matrix_units']} L-Units; checksums verified",
+        f"model {spec.name}: {spec.num_layers} layers, hidden {spec.hidden_size}, vocab {spec.vocab_size}; "
+        f"{placement.tiles:,} tiles on {placement.matrix_units} L-Units; checksums verified",
         highlight=False,
     )

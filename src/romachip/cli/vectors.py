@@ -50,7 +50,7 @@ def write(
     """Run the golden engine on a prompt and write every selected unit's vectors (docs/vectors.md)."""
     rom = RomImage.open(image)
     layer_ids = parse_selection(layers, rom.spec.num_layers, "--layers")
-    unit_ids = parse_selection(units, len(rom.manifest["units"]), "--units")
+    unit_ids = parse_selection(units, len(rom.manifest.units), "--units")
     with progress_bar() as bar:
         task = bar.add_task("vectors", total=None)
 

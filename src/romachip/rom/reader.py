@@ -28,6 +28,7 @@ from romachip.rom.layout import (
     format_from_json,
     unpack_header,
 )
+from romachip.rom.manifest import Manifest
 from romachip.spec.chip import ChipSpec
 from romachip.spec.model import ModelSpec
 
@@ -49,7 +50,7 @@ def _malformed(where: str) -> Iterator[None]:
 class RomImage:
     """A ROM image opened read-only. `open` validates the header, sizes and every checksum."""
 
-    def __init__(self, path: Path, data: np.memmap, manifest: dict[str, Any], payload_start: int) -> None:
+    def __init__(self, path: Path, data: np.memmap, manifest: Manifest, payload_start: int) -> None:
         self.path = path
         self._data = data
         self.manifest = manifest
@@ -78,13 +79,17 @@ class RomImage:
         if zlib.crc32(text) != crc:
             raise RomImageError(f"{where}: the manifest is corrupted (CRC-32 mismatch); burn the image again")
         try:
-            manifest = json.loads(text)
+            raw = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RomImageError(f"{where}: the manifest is not valid JSON ({exc})") from None
+        try:
+            manifest = Manifest.model_validate(raw)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            at = ".".join(str(p) for p in first["loc"]) or "the manifest"
+            raise RomImageError(f"{where}: malformed manifest ({at}: {first['msg']}); burn the image again") from None
         image = cls(path, data, manifest, HEADER_BYTES + mlen)
         with _malformed(where):
-            if not isinstance(manifest, dict):
-                raise TypeError("the manifest is not a JSON object")
             image._check_structure(size)
             if verify:
                 image.verify()
@@ -96,16 +101,12 @@ class RomImage:
 
     def _check_structure(self, size: int) -> None:
         m = self.manifest
-        try:
-            units, host, payload = m["units"], m["host"], int(m["payload_bytes"])
-            m["tensors"], m["encoding"]["word_bits"]  # noqa: B018  (presence check)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RomImageError(f"{self._where()}: the manifest lacks a required field ({exc})") from None
+        units, host, payload = m.units, m.host, m.payload_bytes
         expected = self.payload_start + payload
         if size < expected:
-            cut = [u["index"] for u in units if self.payload_start + u["payload_offset"] + u["payload_bytes"] > size]
-            host_end = self.payload_start + host["payload_offset"] + host["payload_bytes"]
-            host_cut = host["payload_bytes"] > 0 and host_end > size
+            cut = [u.index for u in units if self.payload_start + u.payload_offset + u.payload_bytes > size]
+            host_end = self.payload_start + host.payload_offset + host.payload_bytes
+            host_cut = host.payload_bytes > 0 and host_end > size
             raise RomImageError(
                 f"{self._where()}: truncated: the file has {size} bytes, header + payload need {expected}; "
                 f"{_units_text(cut)} cut off{' and the host region' if host_cut else ''} (tensors "
@@ -118,21 +119,20 @@ class RomImage:
             )
         offset = 0
         for k, u in enumerate(units):
-            if u["index"] != k or u["payload_offset"] != offset or u["payload_bytes"] % ALIGN_BYTES:
+            if u.index != k or u.payload_offset != offset or u.payload_bytes % ALIGN_BYTES:
                 raise RomImageError(f"{self._where()}: unit table is inconsistent at L-Unit {k} (holes or overlap)")
-            offset += u["payload_bytes"]
-        if host["payload_offset"] != offset or offset + host["payload_bytes"] != payload:
+            offset += u.payload_bytes
+        if host.payload_offset != offset or offset + host.payload_bytes != payload:
             raise RomImageError(f"{self._where()}: the host region does not end the payload (holes or overlap)")
 
     def verify(self) -> None:
         """Check every unit's CRC-32 (and the host region's); name the unit and the tensors whose tiles
         no longer match their own CRC-32."""
         bad = []
-        for u in self.manifest["units"]:
-            if zlib.crc32(self.unit_payload(u["index"])) != u["crc32"]:
-                bad.append(u["index"])
-        host = self.manifest["host"]
-        host_bad = zlib.crc32(self.host_payload()) != host["crc32"]
+        for u in self.manifest.units:
+            if zlib.crc32(self.unit_payload(u.index)) != u.crc32:
+                bad.append(u.index)
+        host_bad = zlib.crc32(self.host_payload()) != self.manifest.host.crc32
         if not bad and not host_bad:
             return
         hit = self._tiles_failing(bad, host_bad)
@@ -145,52 +145,52 @@ class RomImage:
     def _tiles_failing(self, units: list[int], host_bad: bool) -> list[str]:
         bad_units = set(units)
         hit = []
-        for t in self.manifest["tensors"]:
-            tiles = t["tiles"]
-            for i, u in enumerate(tiles["unit"]):
+        for t in self.manifest.tensors:
+            tiles = t.tiles
+            for i, u in enumerate(tiles.unit):
                 if u in bad_units or (u == HOST_UNIT and host_bad):
-                    off, span = tiles["rom_offset_bits"][i] // 8, tiles["rom_span_bits"][i] // 8
+                    off, span = tiles.rom_offset_bits[i] // 8, tiles.rom_span_bits[i] // 8
                     region = self.host_payload() if u == HOST_UNIT else self.unit_payload(u)
-                    if zlib.crc32(region[off : off + span]) != tiles["crc32"][i]:
-                        hit.append(t["name"])
+                    if zlib.crc32(region[off : off + span]) != tiles.crc32[i]:
+                        hit.append(t.name)
                         break
         return hit
 
     def _tensors_of(self, units: list[int]) -> list[str]:
         s = set(units)
-        return [t["name"] for t in self.manifest["tensors"] if s.intersection(t["tiles"]["unit"])]
+        return [t.name for t in self.manifest.tensors if s.intersection(t.tiles.unit)]
 
     # -- raw access -------------------------------------------------------------------------------
     def unit_payload(self, unit: int) -> np.ndarray:
         """The encoded bytes of one L-Unit's ROM as stored (a read-only view of the memory map)."""
-        u = self.manifest["units"][unit]
-        start = self.payload_start + u["payload_offset"]
-        return self._data[start : start + u["payload_bytes"]]
+        u = self.manifest.units[unit]
+        start = self.payload_start + u.payload_offset
+        return self._data[start : start + u.payload_bytes]
 
     def host_payload(self) -> np.ndarray:
-        h = self.manifest["host"]
-        start = self.payload_start + h["payload_offset"]
-        return self._data[start : start + h["payload_bytes"]]
+        h = self.manifest.host
+        start = self.payload_start + h.payload_offset
+        return self._data[start : start + h.payload_bytes]
 
     def unit_rom(self, unit: int) -> np.ndarray:
         """The plain ROM bytes of one L-Unit (B-ROM decoded): word w is bytes [w*8, (w+1)*8) for 64-bit words."""
         enc = np.asarray(self.unit_payload(unit))
-        if self.manifest["encoding"]["rom"] == "brom4":
-            return decode_words(enc, self.manifest["encoding"]["word_bits"])
+        if self.manifest.encoding.rom == "brom4":
+            return decode_words(enc, self.manifest.encoding.word_bits)
         return enc.copy()
 
     # -- typed views ------------------------------------------------------------------------------
-    @cached_property
+    @property
     def spec(self) -> ModelSpec:
-        return _validate(ModelSpec, self.manifest["model"], self._where())
+        return self.manifest.model
 
-    @cached_property
+    @property
     def chip(self) -> ChipSpec:
-        return _validate(ChipSpec, self.manifest["chip"]["spec"], self._where())
+        return self.manifest.chip.spec
 
     @cached_property
     def fmt(self) -> WeightFormat:
-        fmt = format_from_json(self.manifest["weight_format"], self._where())
+        fmt = format_from_json(self.manifest.weight_format, self._where())
         if fmt is None:
             raise RomImageError(f"{self._where()}: the model's weight format cannot be an FP16 vector")
         return fmt
@@ -198,10 +198,8 @@ class RomImage:
     @cached_property
     def entries(self) -> list[TensorEntry]:
         return [
-            TensorEntry(
-                t["name"], tuple(t["shape"]), format_from_json(t["format"], self._where()), t["layer"], t["kind"]
-            )
-            for t in self.manifest["tensors"]
+            TensorEntry(t.name, tuple(t.shape), format_from_json(t.format, self._where()), t.layer, t.kind)
+            for t in self.manifest.tensors
         ]
 
     @cached_property
@@ -211,12 +209,12 @@ class RomImage:
             return self._placement()
 
     def _placement(self) -> Placement:
-        rom = [(e, t) for e, t in zip(self.entries, self.manifest["tensors"], strict=True) if t["location"] == "rom"]
+        rom = [(e, t) for e, t in zip(self.entries, self.manifest.tensors, strict=True) if t.location == "rom"]
         cols: dict[str, list[int]] = {k: [] for k in (*TILE_KEYS, "tensor")}
         for ti, (_, t) in enumerate(rom):
             for k in TILE_KEYS:
-                cols[k] += t["tiles"][k]
-            cols["tensor"] += [ti] * len(t["tiles"]["unit"])
+                cols[k] += t.tiles.column(k)
+            cols["tensor"] += [ti] * len(t.tiles.unit)
         tiles = {k: np.asarray(v, dtype=np.int64) for k, v in cols.items() if k != "crc32"}
         order = np.lexsort((tiles["rom_offset_bits"], tiles["unit"]))
         tiles = {k: v[order] for k, v in tiles.items()}
@@ -225,8 +223,8 @@ class RomImage:
                 self.chip,
                 [e for e, _ in rom],
                 tiles,
-                strategy=self.manifest["placement"]["strategy"],
-                policy=self.manifest["storage_policy"],
+                strategy=self.manifest.placement.strategy,
+                policy=self.manifest.storage_policy,
                 spec=self.spec,
             )
             placement.require_rom_fit()
@@ -241,17 +239,17 @@ class RomImage:
             return self._model()
 
     def _model(self) -> QuantizedModel:
-        word_bits = self.manifest["encoding"]["word_bits"]
-        units = self.manifest["units"]
-        parts = [self.unit_rom(u["index"]) for u in units] + [np.asarray(self.host_payload())]
+        word_bits = self.manifest.encoding.word_bits
+        units = self.manifest.units
+        parts = [self.unit_rom(u.index) for u in units] + [np.asarray(self.host_payload())]
         starts = np.cumsum([0] + [p.size for p in parts])
-        region_start = {u["index"]: int(starts[k]) for k, u in enumerate(units)}
+        region_start = {u.index: int(starts[k]) for k, u in enumerate(units)}
         region_start[HOST_UNIT] = int(starts[-2])
         plain = np.concatenate(parts)
         weights: dict[str, QuantizedTensor] = {}
         floats: dict[str, np.ndarray] = {}
-        for e, t in zip(self.entries, self.manifest["tensors"], strict=True):
-            tiles = {k: np.asarray(v, dtype=np.int64) for k, v in t["tiles"].items()}
+        for e, t in zip(self.entries, self.manifest.tensors, strict=True):
+            tiles = {k: np.asarray(t.tiles.column(k), dtype=np.int64) for k in TILE_KEYS}
             tiles["rom_offset_bits"] = tiles["rom_offset_bits"] + 8 * np.array(
                 [region_start[int(u)] for u in tiles["unit"]], dtype=np.int64
             )
@@ -260,40 +258,47 @@ class RomImage:
                 floats[e.name] = b["values"].astype(np.float32).reshape(-1)
             else:
                 weights[e.name] = QuantizedTensor(codes=b["codes"], scales=b["scales"], zeros=b["zeros"], fmt=e.fmt)
-        tok = self.manifest.get("tokenizer") or {}
+        m = self.manifest
         return QuantizedModel(
             spec=self.spec,
             fmt=self.fmt,
             weights=weights,
             floats=floats,
-            tokenizer_json=tok.get("json"),
-            chat_template=tok.get("chat_template"),
-            source=self.manifest.get("source", ""),
-            metadata=dict(self.manifest.get("metadata") or {}),
+            tokenizer_json=m.tokenizer.tokenizer_json,
+            chat_template=m.tokenizer.chat_template,
+            source=m.source,
+            metadata=dict(m.metadata),
         )
 
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {
             "path": str(self.path),
-            "version": m["version"],
-            "model": m["model"]["name"],
-            "chip": m["chip"]["preset"],
-            "weight_format": m["weight_format"]["describe"],
-            "storage_policy": m["storage_policy"],
-            "strategy": m["placement"]["strategy"],
-            "tensors": len(m["tensors"]),
-            "tiles": m["placement"]["tiles"],
-            "units": len(m["units"]),
-            "file_bytes": self.payload_start + m["payload_bytes"],
+            "version": m.version,
+            "model": m.model.name,
+            "chip": m.chip.preset,
+            "weight_format": m.weight_format["describe"],
+            "storage_policy": m.storage_policy,
+            "strategy": m.placement.strategy,
+            "tensors": len(m.tensors),
+            "tiles": m.placement.tiles,
+            "units": len(m.units),
+            "file_bytes": self.payload_start + m.payload_bytes,
             "header_bytes": self.payload_start,
-            "payload_bytes": m["payload_bytes"],
-            "rom_bytes_used": sum(u["used_bits"] for u in m["units"]) // 8,
-            "rom_bytes_available": m["placement"]["unit_rom_bits"] // 8 * len(m["units"]),
-            "host_bytes": m["host"]["payload_bytes"],
-            "has_tokenizer": bool((m.get("tokenizer") or {}).get("json")),
-            "has_chat_template": bool((m.get("tokenizer") or {}).get("chat_template")),
+            "payload_bytes": m.payload_bytes,
+            "rom_bytes_used": sum(u.used_bits for u in m.units) // 8,
+            "rom_bytes_available": m.placement.unit_rom_bits // 8 * len(m.units),
+            "host_bytes": m.host.payload_bytes,
+            "has_tokenizer": bool(m.tokenizer.tokenizer_json),
+            "has_chat_template": bool(m.tokenizer.chat_template),
         }
+
+    def tensors_by_kind(self) -> dict[str, int]:
+        """How many tensors of each kind the image holds (ROM and host)."""
+        kinds: dict[str, int] = {}
+        for t in self.manifest.tensors:
+            kinds[t.kind] = kinds.get(t.kind, 0) + 1
+        return kinds
 
 
 def _alloc(e: TensorEntry) -> dict[str, np.ndarray]:
@@ -345,13 +350,6 @@ def _read_tensor(
     if e.fmt.zero_bits:
         buf["zeros"][:] = values(z_off, t["zero_bits"], e.fmt.zero_bits).reshape(out_f, g)
     return buf
-
-
-def _validate(cls, data: Any, where: str):
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        raise RomImageError(f"{where}: invalid {cls.__name__} in the manifest: {exc.errors()[0]['msg']}") from None
 
 
 def _units_text(units: list[int]) -> str:

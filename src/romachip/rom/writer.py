@@ -31,6 +31,16 @@ from romachip.rom.layout import (
     format_to_json,
     pack_header,
 )
+from romachip.rom.manifest import (
+    ChipRecord,
+    EncodingRecord,
+    HostRecord,
+    Manifest,
+    PlacementRecord,
+    TensorRecord,
+    TokenizerRecord,
+    UnitRecord,
+)
 from romachip.spec.chip import ChipSpec
 from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
 
@@ -204,7 +214,7 @@ def build_manifest(
     crcs: np.ndarray,
     host: tuple[np.ndarray, list[dict[str, Any]]],
     num_groups: int | None,
-) -> dict[str, Any]:
+) -> Manifest:
     word_bits, align_bits = rom_alignment(chip)
     t = placement.tiles
     tensors = []
@@ -218,31 +228,30 @@ def build_manifest(
     for h in host_entries:
         tensors.append(_tensor_json(h["entry"], "host", {k: [h["tile"][k]] for k in TILE_KEYS}))
     rom_bytes = sum(u["payload_bytes"] for u in units)
-    return {
-        "format": "romachip-rom-image",
-        "version": FORMAT_VERSION,
-        "model": qmodel.spec.model_dump(mode="json"),
-        "weight_format": format_to_json(qmodel.fmt),
-        "storage_policy": placement.policy,
-        "chip": {"preset": chip_preset, "spec": chip.model_dump(mode="json")},
-        "placement": {**placement.summary(), "num_groups": num_groups},
-        "encoding": {
-            "rom": "brom4" if chip.l_unit.rom.brom else "plain",
-            "word_bits": word_bits,
-            "rows_per_group": chip.l_unit.rom.brom_rows_per_group if chip.l_unit.rom.brom else 1,
-            "align_bits": align_bits,
-            "bit_order": "lsb-first",
-            "unit_align_bytes": ALIGN_BYTES,
-            "norm_dtype": "fp16",
-        },
-        "tokenizer": {"json": qmodel.tokenizer_json, "chat_template": qmodel.chat_template},
-        "source": qmodel.source,
-        "metadata": dict(qmodel.metadata),
-        "units": units,
-        "host": {"payload_offset": rom_bytes, "payload_bytes": int(host_raw.size), "crc32": zlib.crc32(host_raw)},
-        "payload_bytes": rom_bytes + int(host_raw.size),
-        "tensors": tensors,
-    }
+    return Manifest(
+        version=FORMAT_VERSION,
+        model=qmodel.spec,
+        weight_format=format_to_json(qmodel.fmt),
+        storage_policy=placement.policy,
+        chip=ChipRecord(preset=chip_preset, spec=chip),
+        placement=PlacementRecord(**placement.summary(), num_groups=num_groups),
+        encoding=EncodingRecord(
+            rom="brom4" if chip.l_unit.rom.brom else "plain",
+            word_bits=word_bits,
+            rows_per_group=chip.l_unit.rom.brom_rows_per_group if chip.l_unit.rom.brom else 1,
+            align_bits=align_bits,
+            bit_order="lsb-first",
+            unit_align_bytes=ALIGN_BYTES,
+            norm_dtype="fp16",
+        ),
+        tokenizer=TokenizerRecord(tokenizer_json=qmodel.tokenizer_json, chat_template=qmodel.chat_template),
+        source=qmodel.source,
+        metadata=dict(qmodel.metadata),
+        units=[UnitRecord(**u) for u in units],
+        host=HostRecord(payload_offset=rom_bytes, payload_bytes=int(host_raw.size), crc32=zlib.crc32(host_raw)),
+        payload_bytes=rom_bytes + int(host_raw.size),
+        tensors=[TensorRecord.model_validate(t) for t in tensors],
+    )
 
 
 def _bytes_by_kind(placement: Placement, host_entries: list[dict[str, Any]], payload_bytes: int) -> dict[str, int]:
@@ -291,17 +300,17 @@ def write_image(
     word_bits, align_bits = rom_alignment(chip)
     host = _host_region(qmodel, off_chip_names(qmodel, policy), word_bits, align_bits)
     manifest = build_manifest(qmodel, chip, chip_preset or chip.name, placement, units, crcs, host, num_groups)
-    text = json.dumps(manifest, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json.dumps(manifest.to_json_dict(), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     text += b" " * (align_up(HEADER_BYTES + len(text)) - HEADER_BYTES - len(text))
     header = pack_header(zlib.crc32(text), len(text))
     _atomic_write(path, [header, text, *payloads, host[0]])
-    size = HEADER_BYTES + len(text) + manifest["payload_bytes"]
+    size = HEADER_BYTES + len(text) + manifest.payload_bytes
     return WriteReport(
         path=path,
         file_bytes=size,
         header_bytes=HEADER_BYTES + len(text),
-        payload_bytes=manifest["payload_bytes"],
-        bytes_by_kind=_bytes_by_kind(placement, host[1], manifest["payload_bytes"]),
+        payload_bytes=manifest.payload_bytes,
+        bytes_by_kind=_bytes_by_kind(placement, host[1], manifest.payload_bytes),
         units=placement.units,
         tiles=placement.num_tiles,
     )

@@ -31,7 +31,7 @@ class MacroDump:
 
 def unit_words(image: RomImage, unit: int) -> np.ndarray:
     """The unit's stored words (uint64, logical order), exactly the bytes of its payload region."""
-    word_bits = image.manifest["encoding"]["word_bits"]
+    word_bits = image.manifest.encoding.word_bits
     if word_bits % 8 or word_bits > 64:
         raise VectorsError(f"vectors support ROM words of whole bytes up to 64 bits, the image has {word_bits}")
     raw = np.asarray(image.unit_payload(unit))

@@ -93,7 +93,7 @@ def write_vectors(
     if steps < 0:
         raise VectorsError(f"--tokens must be >= 0, got {steps}")
     spec = image.spec
-    for what, chosen, limit in (("layers", layers, spec.num_layers), ("units", units, len(image.manifest["units"]))):
+    for what, chosen, limit in (("layers", layers, spec.num_layers), ("units", units, len(image.manifest.units))):
         bad = [v for v in chosen if not 0 <= v < limit]
         if not chosen or bad:
             raise VectorsError(f"{what} {bad or chosen}: the image has {limit} {what} (0..{limit - 1})")
@@ -165,7 +165,7 @@ def _adapter(image: RomImage, adapter: str | Path | None, engine: Engine, contex
 
 
 def _dump_rom(store: VectorStore, image: RomImage, unit: int, progress: Progress | None, total: int) -> dict:
-    word_bits = image.manifest["encoding"]["word_bits"]
+    word_bits = image.manifest.encoding.word_bits
     files = []
     for m in macro_dumps(image, unit):
         rel = f"rom/u{unit:03d}/m{m.macro:04d}.hex"
@@ -173,15 +173,15 @@ def _dump_rom(store: VectorStore, image: RomImage, unit: int, progress: Progress
         files.append({"macro": m.macro, "path": rel, "rows": int(m.rows.size)})
     if progress:
         progress("rom", len(store.files), total)
-    u = image.manifest["units"][unit]
+    u = image.manifest.units[unit]
     tiles = [
         {"shape": list(e.shape), **t.__dict__}
         for e in image.placement.tensors
         for t in unit_tiles(image.placement, unit, e.name)
     ]
     return {
-        "unit": unit, "mesh_row": u["mesh_row"], "mesh_col": u["mesh_col"],
-        "rom_words": u["payload_bytes"] * 8 // word_bits, "region_crc32": u["crc32"], "rom_files": files,
+        "unit": unit, "mesh_row": u.mesh_row, "mesh_col": u.mesh_col,
+        "rom_words": u.payload_bytes * 8 // word_bits, "region_crc32": u.crc32, "rom_files": files,
         "tiles": tiles,
     }  # fmt: skip
 
@@ -226,13 +226,13 @@ def _manifest(image, engine, prompt_ids, recorded, units, layers, adapter, store
         "written_by": f"romachip {__version__}",
         "image": {
             "path": str(image.path.resolve()), "file": image.path.name, "sha256": image_sha256(image),
-            "model": m["model"]["name"], "weight_format": m["weight_format"]["describe"],
-            "storage_policy": m["storage_policy"], "encoding": m["encoding"],
+            "model": m.model.name, "weight_format": m.weight_format["describe"],
+            "storage_policy": m.storage_policy, "encoding": m.encoding.model_dump(mode="json"),
         },
         "chip": {
-            "preset": m["chip"]["preset"], "word_bits": m["encoding"]["word_bits"], "macros": rom.macros,
+            "preset": m.chip.preset, "word_bits": m.encoding.word_bits, "macros": rom.macros,
             "macro_rows": rom.macro_rows, "word_interleave": rom.word_interleave,
-            "matrix_units": len(m["units"]),
+            "matrix_units": len(m.units),
         },
         "run": {
             "prompt_ids": list(map(int, prompt_ids)), "decode_steps": len(recorded) - 1,
