@@ -212,8 +212,10 @@ def test_eight_concurrent_clients_get_their_solo_replies(world) -> None:
 def test_runtime_load_and_unload_show_in_models(world) -> None:
     client, server = world["client"], world["server"]
     http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30)
+    base_before = _complete(client).choices[0].model_extra["token_ids"]
     r = http.post("/v1/load_lora_adapter", json={"lora_name": "gamma", "lora_path": "gamma"})
     assert r.status_code == 200, r.text
+    assert _complete(client).choices[0].model_extra["token_ids"] == base_before  # whatever else is resident
     assert r.json()["sram"]["sram_bytes_written"] > 0
     card = client.models.retrieve("gamma")
     assert card.model_extra["parent"] == BASE and card.model_extra["rank"] == 8
