@@ -46,7 +46,7 @@ from romachip.errors import FormatError
 from romachip.names import EMBED_NAME, HEAD_NAME, layer_of
 from romachip.names import projection_name as linear_name
 from romachip.placement import (  # re-exported: the data types live in placement.py
-    _TILE_COLUMNS,
+    TILE_COLUMNS,
     Placement,
     TensorEntry,
     Tile,
@@ -143,7 +143,7 @@ def place_tensors(
     num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
     word_bits, align_bits = rom_alignment(chip)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in _TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
     rotation: dict[tuple[int, int, int], int] = {}
     for ti, t in enumerate(tensors):
         units = unit_sets[ti]

@@ -31,7 +31,7 @@ from romachip.errors import CapacityError
 from romachip.quant.formats import WeightFormat
 from romachip.spec.model import ModelSpec
 from romachip.tensor_bits import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
-from romachip.workload import LoraConfig
+from romachip.workload import LoraConfig, kv_vector_bytes
 
 
 class OpKind(StrEnum):
@@ -120,7 +120,7 @@ class _Ctx:
     def kv_entry_bytes(self, tokens: int) -> int:
         """Bytes of K (or V) for `tokens` tokens of one layer."""
         s = self.spec
-        return tokens * s.num_kv_heads * (s.head_dim * self.kv_bytes + self.kv_scale_bytes)
+        return tokens * s.num_kv_heads * kv_vector_bytes(s.head_dim, self.kv_bytes, self.kv_scale_bytes)
 
 
 def _elementwise(name: str, kind: OpKind, layer: int | None, ctx: _Ctx, elements: int, tokens: int) -> Op:

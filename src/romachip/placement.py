@@ -96,7 +96,8 @@ class Tile:
         return self.code_bits + self.scale_bits + self.zero_bits
 
 
-_TILE_COLUMNS = (
+#: The columns of a Placement's tile table (one int64 array each).
+TILE_COLUMNS = (
     "unit",
     "tensor",
     "row_start",
@@ -123,7 +124,7 @@ class Placement:
     unit_mesh_row: np.ndarray  # [units] mesh row of each matrix unit
     unit_mesh_col: np.ndarray  # [units]
     tensors: list[TensorEntry]
-    tiles: dict[str, np.ndarray]  # one array per name in _TILE_COLUMNS; `tensor` indexes `tensors`
+    tiles: dict[str, np.ndarray]  # one array per name in TILE_COLUMNS; `tensor` indexes `tensors`
     kv_bytes_per_token: np.ndarray  # [units] KV bytes each H-Unit stores per token it holds (K and V, its layers)
     lora_bytes: np.ndarray  # [units] LoRA A/B bytes each H-Unit stores
     vector_mesh_row: np.ndarray  # [vector units]
@@ -151,7 +152,7 @@ class Placement:
         return len(self.tiles["unit"])
 
     def tile(self, i: int) -> Tile:
-        c = {k: int(self.tiles[k][i]) for k in _TILE_COLUMNS}
+        c = {k: int(self.tiles[k][i]) for k in TILE_COLUMNS}
         u = c.pop("unit")
         name = self.tensors[c.pop("tensor")].name
         return Tile(u, int(self.unit_mesh_row[u]), int(self.unit_mesh_col[u]), name, **c)

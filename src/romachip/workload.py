@@ -34,6 +34,12 @@ KV_DTYPE_BYTES = {d: int(PRECISION_BYTES[d]) for d in ("int8", "fp16")}
 KV_SCALE_BYTES_PER_VECTOR = {"int8": 4, "fp16": 0}
 
 
+def kv_vector_bytes(head_dim: int, element_bytes: int, scale_bytes: int) -> int:
+    """Bytes of one cached K or V head vector of one token: its elements and its scale (the one formula the
+    capacity planner, the Placement's KV rule and the op graph size the KV cache with)."""
+    return head_dim * element_bytes + scale_bytes
+
+
 @dataclass(frozen=True)
 class LoraConfig:
     """LoRA adapters on `targets` of every layer: A is [rank, in], B is [out, rank]; rank 0 = no adapter."""
@@ -110,7 +116,7 @@ class KvConfig:
 
     def vector_bytes(self, head_dim: int) -> int:
         """Bytes of one cached K or V head vector of one token: its elements and its scale."""
-        return head_dim * self.bytes_per_element + self.scale_bytes_per_vector
+        return kv_vector_bytes(head_dim, self.bytes_per_element, self.scale_bytes_per_vector)
 
     def token_bytes(self, *, layers: int, kv_heads: int, head_dim: int) -> int:
         """KV bytes one token adds over `layers` layers: K and V of every KV head (the single definition)."""

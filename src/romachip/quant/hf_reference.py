@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from romachip.names import HEAD_NAME
 from romachip.quant.tensor import QuantizedModel
 from romachip.spec.model import ModelSpec
 
@@ -54,7 +55,7 @@ def llama_from_tensors(spec: ModelSpec, tensors: dict[str, np.ndarray], *, atten
     # A copy, so that changing the model's weights (GPTQ does) never writes into the caller's arrays.
     state = {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in tensors.items()}
     if spec.tie_word_embeddings:
-        state.pop("lm_head.weight", None)
+        state.pop(HEAD_NAME, None)
     model.load_state_dict(state, strict=False, assign=True)
     if spec.tie_word_embeddings:
         model.tie_weights()
