@@ -154,6 +154,18 @@ def test_a_flipped_rom_bit_is_named_by_macro_file_and_row(made, tmp_path) -> Non
     assert "--image" in r.mismatch.message()
 
 
+def test_another_image_is_refused(made, tmp_path) -> None:
+    _, image, _, plain, _, _ = made
+    other = tmp_path / "other.rom"
+    data = bytearray(image.path.read_bytes())
+    data[-1] ^= 1  # the last payload byte: the header and manifest still read
+    other.write_bytes(bytes(data))
+    with pytest.raises(VectorsError, match="not the image these vectors were written from"):
+        check_vectors(plain, image=other)
+    with pytest.raises(VectorsError, match="does not exist"):
+        check_vectors(plain, image=tmp_path / "missing.rom")
+
+
 def test_rom_files_hold_the_units_stored_words_at_their_macro_rows(made) -> None:
     _, image, _, plain, _, _ = made
     m = _manifest(plain)

@@ -3,11 +3,11 @@ inputs and memory contents with the checker's own implementation (vectors/refere
 the engine) and report the first word that differs, by file and word.
 
 What is checked, in order: the ROM macro files against the image they came from (word by word when the
-image is at hand — `image=` or the path the manifest records, and its SHA-256 must match — else each
-file's CRC-32 from the manifest); then every op in manifest order, its expected files against the
-reference's results. Inputs (the `x` rows a unit receives) are taken as given; every file an op lists
-under `expected`, and the KV words a `kv_write` stores, are checked. An RTL team writes its simulator's
-outputs over the expected files and runs this.
+image is at hand — `image=`, the path the manifest records, or the image's file name beside the folder;
+its SHA-256 must match — else each file's CRC-32 from the manifest); then every op in manifest order,
+its expected files against the reference's results. Inputs (the `x` rows a unit receives) are taken as
+given; every file an op lists under `expected`, and the KV words a `kv_write` stores, are checked. An
+RTL team writes its simulator's outputs over the expected files and runs this.
 """
 
 from __future__ import annotations
@@ -169,11 +169,15 @@ def _image_words(vf: _Folder, image: str | Path | None):
     from romachip.vectors.write import image_sha256
 
     info = vf.manifest["image"]
-    path = Path(image) if image is not None else Path(info["path"])
-    if not path.exists():
-        if image is not None:
+    if image is not None:
+        path = Path(image)
+        if not path.exists():
             raise VectorsError(f"image {path} does not exist")
-        return None
+    else:  # where it was written from, else beside or inside the folder (moved together)
+        candidates = [Path(info["path"]), vf.root.parent / info["file"], vf.root / info["file"]]
+        path = next((c for c in candidates if c.is_file()), None)
+        if path is None:
+            return None
     try:
         img = RomImage.open(path, verify=False)
     except RomachipError as exc:
