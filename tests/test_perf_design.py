@@ -149,13 +149,24 @@ def test_vector_row_at_the_edge_moves_bits_over_the_real_floorplan(roma):
     assert e_mid < e_edge < 1.31 * e_mid  # the old formula's nodes = cols x (1 + 2 x 16) gave +31% and more
 
 
-def test_prefill_batches_fit_the_vector_sram_and_attention_shows(small):
-    spec = small.spec
-    # two batches in flight, each with its score tile (32 heads x keys x 2 bytes) and activations
-    per_token = spec.num_heads * 4096 * 2
-    per_token += (2 * spec.hidden_size + 2 * spec.intermediate_size + spec.q_size + 2 * spec.kv_size) * 2
-    assert small.prefill_token_batch(4096) == min(32, 16 * 2**20 // (2 * per_token))
-    assert small.prefill_token_batch(64 * 1024) < 32
+def test_prefill_batches_fit_the_vector_and_h_unit_sram_and_attention_shows(small):
+    spec, pl = small.spec, small.placement
+
+    def by_hand(tokens):
+        # vector SRAM: two batches in flight, each with its score tile (32 heads x keys x 2 bytes) + activations
+        per_token = spec.num_heads * tokens * 2
+        per_token += (2 * spec.hidden_size + 2 * spec.intermediate_size + spec.q_size + 2 * spec.kv_size) * 2
+        vector = 16 * 2**20 // (2 * per_token)
+        # H-Unit SRAM beside the adapters and the KV cache: the busiest unit's scores over the keys it holds
+        held = pl.kv_tokens(tokens)
+        free = (small.chip.h_unit.sram.bytes - pl.lora_bytes - held * pl.kv_bytes_per_token)[pl.kv_ring >= 0].min()
+        h_unit = max(1, int(free) // (32 * int(held.max()) * 2))
+        return vector, h_unit
+
+    assert by_hand(2048)[0] > 32 and small.prefill_token_batch(2048) == 32  # the L-Unit's own batch
+    assert by_hand(8192) == (14, 282) and small.prefill_token_batch(8192) == 14  # the vector SRAM binds
+    vector, h_unit = by_hand(16384)  # near the maximum context (16,640) the KV cache fills the H-Units
+    assert h_unit < vector and small.prefill_token_batch(16384) == h_unit
     with pytest.raises(CapacityError, match="vector-unit SRAM"):
         small.prefill_token_batch(10**7)
     # causal attention is O(P^2) and a batch's attention waits for its own Q/K/V: TTFT grows faster than P

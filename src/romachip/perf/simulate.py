@@ -149,14 +149,16 @@ class ChipModel:
         return self.energy_model.phase(run.events, time_s=time_s, area_by_unit_mm2=self.area.by_unit_mm2)
 
     def prefill_token_batch(self, tokens: int) -> int:
-        """Tokens per prefill batch: the L-Unit's `prefill_token_batch`, fewer when two batches in flight
-        (one attending, one projecting) would not fit the vector-unit SRAM with the longest batch's score
-        tile (queries x heads x keys at the partial precision) and its activations."""
-        s, p = self.spec, self.chip.precision
-        per_token = s.num_heads * tokens * PRECISION_BYTES[p.partial]
-        per_token += (2 * s.hidden_size + 2 * s.intermediate_size + s.q_size + 2 * s.kv_size) * PRECISION_BYTES[
-            p.activation
-        ]
+        """Tokens per prefill batch: the L-Unit's `prefill_token_batch`, fewer when the batch would not fit
+        - the vector-unit SRAM, which holds two batches in flight (one attending, one projecting), each with
+          its score tile (queries x heads x keys at the partial precision) and its activations, or
+        - the H-Unit SRAM left beside the adapters and the prompt's KV cache, where the attending batch's
+          scores over the unit's own keys wait for their probabilities (queries x heads x keys held); at
+          least one token (with less room a unit would take its keys in chunks, which is not modelled)."""
+        s, p, pl = self.spec, self.chip.precision, self.placement
+        partial, act = PRECISION_BYTES[p.partial], PRECISION_BYTES[p.activation]
+        per_token = s.num_heads * tokens * partial
+        per_token += (2 * s.hidden_size + 2 * s.intermediate_size + s.q_size + 2 * s.kv_size) * act
         fits = int(self.chip.vector_sram_bytes // (BATCHES_IN_FLIGHT * per_token))
         if fits < 1:
             raise CapacityError(
@@ -164,7 +166,12 @@ class ChipModel:
                 "prefill token (scores over every key and activations, two batches in flight) and the chip has "
                 f"{self.chip.vector_sram_bytes:,} B; use a shorter prompt or more vector SRAM"
             )
-        return min(self.chip.l_unit.prefill_token_batch, fits)
+        held = pl.kv_tokens(tokens)
+        holders = pl.kv_ring >= 0
+        if holders.any():
+            free = int((self.chip.h_unit.sram.bytes - pl.lora_bytes - held * pl.kv_bytes_per_token)[holders].min())
+            fits = min(fits, max(1, free // (s.num_heads * int(held[holders].max()) * partial)))
+        return min(self.chip.l_unit.prefill_token_batch, int(fits))
 
     def prefill(self, tokens: int, *, every_layer: bool = False) -> PhaseRun:
         """Prefill of a fresh prompt of `tokens` tokens, in hardware token batches (`prefill_token_batch`)
