@@ -243,7 +243,7 @@ def test_bad_magic_and_version(tmp_path):
     path.write_bytes(data[:8] + struct.pack("<I", 2) + data[12:])
     with pytest.raises(RomImageError, match="version 2 is not supported .* newer romachip"):
         RomImage.open(path)
-    with pytest.raises(RomImageError, match="cannot open"):
+    with pytest.raises(RomImageError, match="missing.rom does not exist"):
         RomImage.open(tmp_path / "missing.rom")
 
 

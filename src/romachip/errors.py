@@ -44,3 +44,7 @@ class VectorsError(RomachipError):
 
 class SweepError(RomachipError):
     """A sweep spec, its results folder or its executor is invalid (unknown path, mixed results, no scheduler)."""
+
+
+class PathError(RomachipError):
+    """An input path is missing, unreadable or not a regular file, or an output path cannot be written."""

@@ -10,7 +10,7 @@ from rich.table import Table
 
 from romachip.capacity import DEFAULT_STRATEGY
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
-from romachip.errors import CheckpointError
+from romachip.paths import output_file, read_text
 from romachip.quant.formats import WeightFormat
 from romachip.rom import RomImage
 from romachip.rom.pipeline import burn_checkpoint
@@ -26,12 +26,7 @@ def _mib(n: int) -> str:
 
 
 def _read_calibration(path: Path | None) -> str | None:
-    if path is None:
-        return None
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"cannot read calibration text {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    return None if path is None else read_text(path, what="calibration text")
 
 
 @app.command()
@@ -58,6 +53,7 @@ def burn(
     """Quantize a checkpoint into the chip's weight format and burn it into a ROM image: every tile in
     its L-Unit's ROM, B-ROM encoded, with a CRC-32 per unit (format: docs/rom-format.md). A model that
     does not fit the chip is refused with the capacity planner's breakdown, before anything is written."""
+    output_file(output, what="ROM image")
     chip_spec = load_chip(chip)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
     calibration_text = _read_calibration(None if calibration is None else Path(calibration))

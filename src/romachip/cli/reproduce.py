@@ -6,6 +6,7 @@ import typer
 from rich.table import Table
 
 from romachip.cli.app import app, console, print_json, progress_bar
+from romachip.paths import output_dir
 from romachip.report.reproduce import STEPS, TOLERANCE
 from romachip.report.reproduce import reproduce as run_reproduce
 
@@ -19,6 +20,7 @@ def reproduce(
     area and its shares, the L-Unit comparison, ROM macro densities, the CPU and GPU comparison), each
     beside the paper's number with the relative error, and the predictions the paper does not pin
     (decode and TTFT up to 4K, the 2-bit 8B model, max context vs SRAM, LoRA rank)."""
+    output_dir(out, what="report folder")
     with progress_bar() as bar:
         task = bar.add_task("reproducing ROMA", total=STEPS)
         result = run_reproduce(out, progress=lambda: bar.advance(task))

@@ -15,6 +15,7 @@ from romachip.engine.generate import Engine, Generation
 from romachip.engine.perplexity import engine_perplexity
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
+from romachip.paths import read_text
 from romachip.rom import RomImage
 from romachip.sram.storage import AdapterView
 from romachip.workload import KvConfig
@@ -136,11 +137,7 @@ def eval_(
     (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
     if window < 2:
         raise GenerationError(f"--window must be at least 2 tokens, got {window}")
-    text_path = Path(text)
-    try:
-        content = text_path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GenerationError(f"cannot read text file {text}: {getattr(exc, 'strerror', None) or exc}") from None
+    content = read_text(text, what="text file")
     rom, engine = _open_engine(image, activation, kv)
     ids = np.array(engine.tokenizer.encode(content, add_special_tokens=False).ids, dtype=np.int64)
     lora, _, engine.bank = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
@@ -167,7 +164,7 @@ def eval_(
     if as_json:
         print_json(out)
         return
-    table = Table(title=f"perplexity of {text_path.name} ({count} predicted tokens, windows of {window})")
+    table = Table(title=f"perplexity of {Path(text).name} ({count} predicted tokens, windows of {window})")
     table.add_column("model")
     table.add_column("perplexity", justify="right")
     table.add_row(f"ROM image ({rom.fmt.describe()}, act {engine.activation}, KV {engine.kv})", f"{ppl:.3f}")

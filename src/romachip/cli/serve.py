@@ -11,6 +11,7 @@ import typer
 from romachip.cli.adapters import parse_adapter_options
 from romachip.cli.app import app, err_console, print_json
 from romachip.errors import RomachipError
+from romachip.paths import read_text
 from romachip.serve.config import DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS, DEFAULT_RESERVED_CONTEXT, ServeConfig
 
 ADAPTER_HELP = "An adapter resident from the start, NAME=DIR (a PEFT LoRA folder); repeatable."
@@ -29,12 +30,7 @@ def _api_key(key: str | None, key_file: str | None) -> str | None:
     if key and key_file:
         raise RomachipError("give --api-key or --api-key-file, not both")
     if key_file:
-        try:
-            key = Path(key_file).read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RomachipError(
-                f"cannot read --api-key-file {key_file}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
+        key = read_text(key_file, what="--api-key-file", max_bytes=64 * 1024).strip()
         if not key:
             raise RomachipError(f"--api-key-file {key_file} is empty")
     return key or None

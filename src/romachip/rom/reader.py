@@ -14,7 +14,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from romachip.compile import Placement, TensorEntry, assemble_placement
-from romachip.errors import RomachipError, RomImageError
+from romachip.errors import PathError, RomachipError, RomImageError
+from romachip.paths import input_file
 from romachip.placement import segment_offsets
 from romachip.quant.formats import WeightFormat
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
@@ -62,6 +63,10 @@ class RomImage:
         file, a corrupted manifest, or (verify=True) a unit whose checksum fails, naming unit and tensors."""
         path = Path(path)
         where = f"ROM image {path}"
+        try:
+            input_file(path, what="ROM image")
+        except PathError as exc:
+            raise RomImageError(str(exc)) from None
         try:
             size = path.stat().st_size
             with path.open("rb") as f:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -10,9 +11,13 @@ from typing import TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from romachip.errors import SpecError
+from romachip.errors import PathError, SpecError
+from romachip.paths import read_text
 
 T = TypeVar("T", bound=BaseModel)
+
+#: A chip or tech YAML is a page of numbers; anything larger is not a spec (and is not read whole).
+MAX_SPEC_BYTES = 1 * 2**20
 
 
 def preset_names(folder: str) -> list[str]:
@@ -38,12 +43,12 @@ def _load_preset(cls: type[T], key: str, folder: str, kind: str) -> T:
 
 def _load_file(cls: type[T], key: str, folder: str, kind: str) -> T:
     path = Path(key)
-    if not path.is_file():
+    if not path.exists() and path.suffix not in (".yaml", ".yml") and os.sep not in key:
         raise SpecError(f"unknown {kind} {key!r}: not a preset ({', '.join(preset_names(folder))}) nor a YAML file")
     try:
-        text = path.read_text()
-    except OSError as exc:
-        raise SpecError(f"cannot read {kind} file {path}: {exc.strerror}") from None
+        text = read_text(path, what=f"{kind} file", max_bytes=MAX_SPEC_BYTES)
+    except PathError as exc:
+        raise SpecError(str(exc)) from None
     return _parse(cls, text, f"{kind} file {path}")
 
 
