@@ -129,7 +129,7 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
     [
         (["--bits", "3"], "runs 3-bit weights on no unit"),
         (["--quantizer", "gptq"], "GPTQ quantizer needs calibration text"),
-        (["--quantizer", "gptq", "--calibration", "/nonexistent.txt"], "cannot read calibration text"),
+        (["--quantizer", "gptq", "--calibration", "/nonexistent.txt"], "/nonexistent.txt does not exist"),
         (["--quantizer", "gptq", "--calibration", __file__], "needs the checkpoint's tokenizer"),
         (["--storage-policy", "dram"], "dram"),
         (["--strategy", "diagonal"], "strategy 'diagonal'"),

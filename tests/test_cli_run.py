@@ -91,8 +91,8 @@ def test_eval_perplexity_matches_the_engine_logits(image, capsys, tmp_path) -> N
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["run", "missing.rom", "--prompt", "w1"], "cannot open ROM image"),
-        (["eval", "IMAGE", "--text", "missing.txt"], "cannot read text file"),
+        (["run", "missing.rom", "--prompt", "w1"], "ROM image missing.rom does not exist"),
+        (["eval", "IMAGE", "--text", "missing.txt"], "text file missing.txt does not exist"),
         (["eval", "IMAGE", "--text", "TEXT", "--window", "1"], "--window must be at least 2"),
         (["eval", "IMAGE", "--text", "TEXT"], "at least 2 are needed"),
         (["run", "IMAGE", "--prompt", "w1", "--activation", "fp4"], "activation precision"),

@@ -64,7 +64,7 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+def atomic_open(path: str | Path, mode: str = "wb", *, what: str = "file") -> Iterator[IO]:
     """Open a temporary file beside `path` for writing ('w' or 'wb'); publish it on a clean exit.
     OS failures (a missing or read-only folder, a full disk) raise PathError naming the path and cause."""
     path = Path(path)
@@ -72,7 +72,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
         try:
             fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         except OSError as exc:
-            raise write_error(path, exc) from None
+            raise write_error(path, exc, what) from None
         try:
             with os.fdopen(fd, mode) as f:
                 yield f
@@ -82,7 +82,7 @@ def atomic_open(path: str | Path, mode: str = "wb") -> Iterator[IO]:
             os.replace(tmp, path)
         except OSError as exc:
             Path(tmp).unlink(missing_ok=True)
-            raise write_error(path, exc) from None
+            raise write_error(path, exc, what) from None
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise

@@ -128,5 +128,9 @@ def output_dir(path: str | Path, *, what: str = "output folder") -> Path:
 
 def write_error(path: Path, exc: OSError, what: str = "file") -> PathError:
     """The PathError for a failed write (disk full, permission lost mid-way), naming the real cause."""
-    cause = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    cause = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        cause += " (the disk is full)"
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.EROFS, errno.EPERM):
+        cause += " (check that the folder exists and is writable)"
     return PathError(f"cannot write {what} {path}: {cause}")

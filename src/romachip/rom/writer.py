@@ -15,7 +15,7 @@ import numpy as np
 
 from romachip.atomic import atomic_open
 from romachip.compile import Placement, TensorEntry, model_tensors, place_tensors, rom_alignment
-from romachip.errors import FormatError, RomImageError
+from romachip.errors import FormatError, PathError, RomImageError
 from romachip.names import EMBED_NAME, HEAD_NAME, layer_of
 from romachip.placement import segment_offsets, tile_span_bits
 from romachip.quant.tensor import QuantizedModel
@@ -332,10 +332,8 @@ def _check_placement(placement: Placement, entries: list[TensorEntry], chip: Chi
 def _atomic_write(path: Path, chunks: list[bytes | np.ndarray]) -> None:
     """Write the image atomically; I/O failures become RomImageError naming the file."""
     try:
-        with atomic_open(path, "wb") as f:
+        with atomic_open(path, "wb", what="ROM image") as f:
             for chunk in chunks:
                 f.write(chunk.tobytes() if isinstance(chunk, np.ndarray) else chunk)
-    except OSError as exc:
-        raise RomImageError(
-            f"cannot write ROM image {path}: {exc.strerror or exc} (check that the directory exists and is writable)"
-        ) from None
+    except PathError as exc:
+        raise RomImageError(str(exc)) from None
