@@ -142,6 +142,8 @@ def test_show_prints_the_front_writes_plots_and_exports_chips_that_simulate(tmp_
     (doc,) = json.loads(capsys.readouterr().out)
     assert doc["feasible"] == 4 and doc["constraints"] == "area_mm2 <= base"  # the base is a design too
     front = doc["front"]
+    assert doc["base"]["vs_base"]["tokens_per_j"] == 1.0
+    assert front[0]["vs_base"]["tokens_per_j"] == pytest.approx(front[0]["tokens_per_j"] / doc["base"]["tokens_per_j"])
     # 500 MHz beats 250 MHz at every link width on tokens/s at the same area; the 2 x 2 grid's front holds
     # exactly the 500 MHz designs unless a slower one wins on tokens/J
     assert {r["axes"]["clock_hz"] for r in front} >= {500e6}

@@ -132,6 +132,13 @@ def run(
         console.print(f"[dim]next: romachip sweep show {out}[/]", highlight=False)
 
 
+def _vs_base(r: dict, base: dict | None, metric: str) -> float | None:
+    """r's metric over the base design's (None when either is missing)."""
+    if base is None or base.get(metric) in (None, 0) or r.get(metric) is None:
+        return None
+    return r[metric] / base[metric]
+
+
 def _front_table(a: WorkloadAnswer, axes: list[str], metrics: list[str], title: str, rows: list[dict]) -> Table:
     t = Table(title=title)
     t.add_column("#", justify="right")
@@ -139,10 +146,13 @@ def _front_table(a: WorkloadAnswer, axes: list[str], metrics: list[str], title: 
         t.add_column(short_path(p), justify="right")
     for m in metrics:
         t.add_column(m, justify="right", style="bold")
+    t.add_column(f"{metrics[0]} / base", justify="right")
     t.add_column("key", style="dim")
 
     def cells(r: dict) -> list[str]:
-        return [*(fmt_value(r.get(f"axis:{p}")) for p in axes), *(fmt_value(r.get(m)) for m in metrics), r["key"][:8]]
+        ratio = _vs_base(r, a.base, metrics[0])
+        return [*(fmt_value(r.get(f"axis:{p}")) for p in axes), *(fmt_value(r.get(m)) for m in metrics),
+                "-" if ratio is None else f"{ratio:.3f}x", r["key"][:8]]  # fmt: skip
 
     if a.base is not None and a.base.get("status") == "ok":
         t.add_row("base", *cells(a.base), style="cyan")
@@ -151,9 +161,10 @@ def _front_table(a: WorkloadAnswer, axes: list[str], metrics: list[str], title: 
     return t
 
 
-def _json_row(r: dict, axes: list[str], metrics: list[str]) -> dict:
+def _json_row(r: dict, axes: list[str], metrics: list[str], base: dict | None) -> dict:
     d = {"key": r["key"], "axes": {p: r.get(f"axis:{p}") for p in axes}}
     d.update({m: r.get(m) for m in metrics})
+    d["vs_base"] = {m: _vs_base(r, base, m) for m in metrics}
     d["tied"] = json.loads(r["tied"]) if r.get("tied") else {}
     d["decode_bound"] = json.loads(r["decode_bound"]) if r.get("decode_bound") else {}
     d["decode_utilization"] = json.loads(r["decode_utilization"]) if r.get("decode_utilization") else {}
@@ -183,7 +194,10 @@ def show(
         except ValueError as exc:
             raise SweepError(str(exc)) from None
     axes = results.axes()
-    metrics = list(dict.fromkeys([o.metric for o in spec.objectives] + ["tokens_per_j", "tokens_per_s", "area_mm2"]))
+    lead = [rank_by] if rank_by else []
+    metrics = list(
+        dict.fromkeys([*lead, *(o.metric for o in spec.objectives), "tokens_per_j", "tokens_per_s", "area_mm2"])
+    )
     out_json = []
     for a in analyse(results, workload):
         listed = rank(a.feasible, rank_by)[:top] if rank_by else a.front[:top]
@@ -195,9 +209,9 @@ def show(
             "feasible": len(a.feasible),
             "constraints": cons,
             "objectives": [{"metric": o.metric, "goal": o.direction} for o in spec.objectives],
-            "base": _json_row(a.base, axes, metrics) if a.base and a.base["status"] == "ok" else None,
+            "base": _json_row(a.base, axes, metrics, a.base) if a.base and a.base["status"] == "ok" else None,
             "front_size": len(a.front),
-            ("ranked_by_" + rank_by) if rank_by else "front": [_json_row(r, axes, metrics) for r in listed],
+            ("ranked_by_" + rank_by) if rank_by else "front": [_json_row(r, axes, metrics, a.base) for r in listed],
         }
         if not no_plots:
             folder = Path(plots) if plots else results.folder / "plots"
