@@ -43,6 +43,8 @@ def test_rows_have_status_metrics_and_the_base(done):
     for r in rows:
         assert r["tokens_per_j"] == pytest.approx(1e3 / r["mj_per_token"])
         assert r["tokens_per_s@256"] == r["tokens_per_s"] and r["tokens_per_s@0"] > r["tokens_per_s"]
+        parts = json.loads(r["decode_energy_mj"])
+        assert sum(parts.values()) == pytest.approx(r["mj_per_token"], rel=1e-5) and "l_units.rom_read" in parts
 
 
 def test_resume_after_an_interruption_recomputes_nothing_done(tmp_path, done):

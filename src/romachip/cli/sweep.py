@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -52,6 +53,10 @@ sweep_app = typer.Typer(
     "`romachip sweep show DIR` prints and plots its answer.",
 )
 app.add_typer(sweep_app, name="sweep")
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 class _PlainProgress:
@@ -114,6 +119,7 @@ def run(
             highlight=False,
         )
         options = {"executor": executor, "resume": resume, "max_points": max_points, "batch_size": batch}
+        signal.signal(signal.SIGTERM, _stop)  # `kill` stops like Ctrl-C: the finished points are flushed
         try:
             if err_console.is_terminal:
                 with progress_bar("points") as bar:
@@ -168,6 +174,7 @@ def _json_row(r: dict, axes: list[str], metrics: list[str], base: dict | None) -
     d["tied"] = json.loads(r["tied"]) if r.get("tied") else {}
     d["decode_bound"] = json.loads(r["decode_bound"]) if r.get("decode_bound") else {}
     d["decode_utilization"] = json.loads(r["decode_utilization"]) if r.get("decode_utilization") else {}
+    d["decode_energy_mj"] = json.loads(r["decode_energy_mj"]) if r.get("decode_energy_mj") else {}
     return d
 
 

@@ -127,6 +127,8 @@ def _measure(chip: ChipSpec, tech: TechSpec, work: _Workload) -> tuple[str, str,
             out["power_w"] = energy.power_w
             out["decode_bound"] = json.dumps({k: round(v, 4) for k, v in run.bound_shares().items()})
             out["decode_utilization"] = json.dumps({k: round(v, 4) for k, v in sorted(run.utilization().items())})
+            parts = sorted(energy.parts_mj.items(), key=lambda kv: -kv[1])
+            out["decode_energy_mj"] = json.dumps({f"{u}.{k}": round(v, 6) for (u, k), v in parts})
     for p in work.prompts:
         out[f"ttft_ms@{p}"] = model.prefill(p).cycles / chip.clock_hz * 1e3
     out["tokens_per_s"] = out[f"tokens_per_s@{work.context}"]

@@ -27,7 +27,7 @@ from romachip.errors import SweepError
 MANIFEST = "sweep.json"
 PARTS = "parts"
 TEXT_COLUMNS = ("key", "workload", "status", "reason", "tied", "chip_json", "tech_json", "decode_bound",
-                "decode_utilization")  # fmt: skip
+                "decode_utilization", "decode_energy_mj")  # fmt: skip
 _PART = re.compile(r"^part-(\d+)\.parquet$")
 
 
