@@ -37,5 +37,5 @@ class ServeConfig:
     reserved_context: int | None = None  # None: DEFAULT_RESERVED_CONTEXT, or less if the chip holds less
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     lora_precision: str | None = None
-    public_paths: frozenset[str] = field(default_factory=lambda: frozenset({"/health"}))  # exact paths, no key
-    public_prefixes: tuple[str, ...] = ()  # e.g. ("/static/",): every path under them needs no key
+    public_paths: frozenset[str] = field(default_factory=lambda: frozenset({"/health", "/"}))  # exact paths, no key
+    public_prefixes: tuple[str, ...] = ("/static/",)  # every path under them needs no key (the page's files)
