@@ -6,16 +6,23 @@ session. The test run saves screenshots at 1280x800 and 390x844 and prints the f
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import socket
+import threading
 import time
 from pathlib import Path
 
 import pytest
+from dse_helpers import write_spec
 from serve_helpers import RunningServer, peft_adapter, real_tokenizer, tiny_image
 
 from romachip.cli.main import main
+from romachip.dse import LocalExecutor, SweepPlan, load_results, load_sweep_spec, run_sweep
+from romachip.dse.answer import analyse
 from romachip.serve import ServeConfig
+from romachip.serve.sweep_page import create_sweep_app
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -59,6 +66,9 @@ def browser(world, tmp_path_factory):  # noqa: ANN001, ANN201
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    downloads = tmp_path_factory.mktemp("downloads")  # the sweep page's export downloads a file
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})  # fmt: skip
     for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--disable-dev-shm-usage", "--window-size=1280,800",
@@ -66,6 +76,7 @@ def browser(world, tmp_path_factory):  # noqa: ANN001, ANN201
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(DRIVER))
     driver.set_page_load_timeout(WAIT_S)
+    driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
     driver.get(world["server"].url + "/")
     yield driver
     driver.quit()
@@ -189,3 +200,56 @@ def test_an_over_long_prompt_is_refused_in_words(world, browser) -> None:
     _send(browser, PROMPT, model="tiny", temperature="0", seed="0", max_tokens="4")
     _wait(browser, lambda d: len(_by_css(d, "#messages li.assistant[data-state=done]")) == 2)
     assert _visible_error(browser) == "" and time.monotonic() - started < WAIT_S
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):  # noqa: ANN001, ANN201
+    """The dse tests' small sweep (4 designs of llama-3.2-1b on roma) and its page on a loopback port."""
+    import uvicorn
+
+    tmp = tmp_path_factory.mktemp("sweep")
+    with LocalExecutor(1) as ex:
+        run_sweep(SweepPlan(*load_sweep_spec(write_spec(tmp))), tmp / "R", executor=ex)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(create_sweep_app(tmp / "R"), log_level="warning"))
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield {"folder": tmp / "R", "url": f"http://127.0.0.1:{sock.getsockname()[1]}"}
+    server.should_exit = True
+    thread.join(10.0)
+    sock.close()
+
+
+def test_the_sweep_page_draws_the_front_and_exports_a_design_simulate_runs(sweep, browser, shots, capsys) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select
+
+    (answer,) = analyse(load_results(sweep["folder"]))
+    browser.get(sweep["url"] + "/sweep")
+    circles = _wait(browser, lambda d: _by_css(d, "#plot circle"))
+    assert len(circles) == len(answer.feasible)
+    front = {c.get_attribute("data-key") for c in _by_css(browser, "#plot circle.front")}
+    assert front == {r["key"] for r in answer.front}
+    Select(_by_css(browser, "#x-metric")[0]).select_by_value("area_mm2")
+    Select(_by_css(browser, "#y-metric")[0]).select_by_value("tokens_per_s")
+    best = max(answer.front, key=lambda r: r["tokens_per_s"])
+    point = _by_css(browser, f'#plot circle[data-key="{best["key"]}"]')[0]
+    assert "area_mm2" in point.get_attribute("aria-label") and "tokens_per_s" in point.get_attribute("aria-label")
+    ActionChains(browser).move_to_element(point).perform()  # hover: the design and its numbers
+    _wait(browser, lambda d: best["key"][:10] in _by_css(d, "#design-title")[0].text)
+    names, values = _by_css(browser, "#design dt"), _by_css(browser, "#design dd")
+    shown = {n.text: v.text for n, v in zip(names, values, strict=True)}
+    assert shown["clock_hz"] in {"2.500e+8", "5.000e+8"} and "tokens_per_j" in shown
+    point.click()
+    _by_css(browser, "#export")[0].click()
+    exported = _wait(browser, lambda d: _by_css(d, "#exported")[0].text)
+    path = exported.split("written to ", 1)[1].split(":", 1)[0]
+    _screenshot(browser, shots / "sweep-1280x800.png", 1280, 800)
+    assert main(["simulate", "--chip", path, "--model", "llama-3.2-1b", "--prompt", "256", "--generate", "1",
+                 "--json"]) == 0  # fmt: skip
+    sim = json.loads(capsys.readouterr().out)
+    assert sim["decode_tokens_per_s_first"] == pytest.approx(best["tokens_per_s"], rel=1e-12)

@@ -188,11 +188,18 @@ def show(
     no_plots: bool = typer.Option(False, "--no-plots", help="Write no plots."),
     export: str = typer.Option(None, "--export", help="Write every front design as a chip YAML into this folder."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    serve: bool = typer.Option(False, "--serve", help="Serve the front as an interactive page at /sweep instead."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --serve: the address to listen on."),
+    port: int = typer.Option(8001, "--port", help="With --serve: the port to listen on."),
 ) -> None:
     """Print a sweep's Pareto front per workload (feasible designs that no other beats on every
     objective), or rank every feasible design by one metric (--rank); write the plots (Pareto scatter,
     parallel coordinates of the front, one-axis sensitivity) and, with --export, each front design as a
-    chip YAML that `romachip simulate --chip FILE` runs unchanged."""
+    chip YAML that `romachip simulate --chip FILE` runs unchanged. --serve instead serves the front as a
+    page: hover a point for its design, pick two metrics for the axes, export a design as chip YAML."""
+    if serve:
+        _serve_page(results_dir, host, port, as_json)
+        return
     results = load_results(results_dir)
     spec = results.spec
     if rank_by is not None:
@@ -241,3 +248,18 @@ def show(
                     console.print(f"[dim]{key}: {', '.join(doc[key])}[/]", highlight=False)
     if as_json:
         print_json(out_json)
+
+
+def _serve_page(results_dir: str, host: str, port: int, as_json: bool) -> None:
+    """The sweep page (romachip.serve.sweep_page) under uvicorn until Ctrl-C."""
+    import uvicorn
+
+    from romachip.serve.sweep_page import create_sweep_app
+
+    web = create_sweep_app(results_dir)  # reads the folder now: a bad one fails before listening
+    url = f"http://{host}:{port}/sweep"
+    if as_json:
+        print_json({"url": url, "results": results_dir})
+    else:
+        err_console.print(f"[bold]romachip sweep show[/] {results_dir} on {url} (Ctrl-C stops)")
+    uvicorn.Server(uvicorn.Config(web, host=host, port=port, log_level="warning", access_log=False)).run()
