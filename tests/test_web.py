@@ -138,6 +138,8 @@ def _send(driver, prompt: str, *, model: str, temperature: str, seed: str, max_t
 def test_the_page_asks_for_the_key_once_and_lists_the_models(world, browser) -> None:
     _wait(browser, lambda d: _by_css(d, "#keyform")[0].is_displayed())
     assert "API key" in _visible_error(browser)
+    _by_css(browser, "#apikey")[0].send_keys("sk-wrong\n")  # a wrong key is said so, and asked for again
+    _wait(browser, lambda d: "Incorrect API key" in _visible_error(d) and _by_css(d, "#keyform")[0].is_displayed())
     _by_css(browser, "#apikey")[0].send_keys(KEY + "\n")
     _wait(browser, lambda d: len(_by_css(d, "#model option")) == 2)
     assert [o.get_attribute("value") for o in _by_css(browser, "#model option")] == ["tiny", "alpha"]
