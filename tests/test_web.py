@@ -83,9 +83,12 @@ def browser(world, tmp_path_factory):  # noqa: ANN001, ANN201
 
 
 def _wait(driver, what, timeout_s: float = WAIT_S):  # noqa: ANN001, ANN202
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda d: what(d))
+    # the page redraws lists after each change: an element read mid-redraw is read again
+    wait = WebDriverWait(driver, timeout_s, poll_frequency=0.05, ignored_exceptions=[StaleElementReferenceException])
+    return wait.until(lambda d: what(d))
 
 
 def _by_css(driver, css: str):  # noqa: ANN001, ANN202
@@ -100,12 +103,11 @@ def _visible_error(driver) -> str:  # noqa: ANN001
 
 
 def _sram(driver) -> dict[str, int]:  # noqa: ANN001
-    """Bytes per segment of the SRAM bar, as drawn (adapter segments by their label)."""
-    out: dict[str, int] = {}
-    for span in _by_css(driver, "#sram-bar span"):
-        kind = span.get_attribute("data-kind")
-        out[kind] = out.get(kind, 0) + int(span.get_attribute("data-bytes"))
-    return out
+    """Bytes per kind of segment of the SRAM bar, as drawn (read in one script: the bar may be redrawn)."""
+    return driver.execute_script(
+        "const out = {}; for (const s of document.querySelectorAll('#sram-bar span'))"
+        " out[s.dataset.kind] = (out[s.dataset.kind] || 0) + Number(s.dataset.bytes); return out;"
+    )
 
 
 def _screenshot(driver, path: Path, width: int, height: int) -> None:  # noqa: ANN001
