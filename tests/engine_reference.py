@@ -72,8 +72,10 @@ def seq(values: list[float]) -> float:
 
 
 class Reference:
-    def __init__(self, qmodel, activation: str, kv: str) -> None:
+    def __init__(self, qmodel, activation: str, kv: str, kv_shares: tuple[int, ...] | int = 1) -> None:
         self.m, self.spec, self.act, self.kvmode = qmodel, qmodel.spec, activation, kv
+        layers = qmodel.spec.num_layers
+        self.kv_shares = (kv_shares,) * layers if isinstance(kv_shares, int) else tuple(kv_shares)
         self.tensors = {}
         for name, t in qmodel.weights.items():
             g = t.fmt.group_len(t.shape[1])
@@ -172,22 +174,31 @@ class Reference:
         e = flog2(m)
         return [round(math.ldexp(x, 14 - e)) for x in h], math.ldexp(1.0, e - 14)
 
-    def attend(self, q: list[float], keys: list[tuple], values: list[tuple]) -> list[float]:
-        """One head, one query over the visible keys (list of (ints, scale))."""
+    def attend(self, q: list[float], keys: list[tuple], values: list[tuple], shares: int) -> list[float]:
+        """One head, one query over the visible keys 0..t (lists of (ints, scale)), the keys dealt over
+        `shares` H-Units round robin; each unit's partials, then the vector units' combine in unit order."""
         qi, sq = self.kv_form(q, "fp16")  # the query is always in the fp16 form
         c = 1.0 / math.sqrt(len(q))
         scores = [f32(((float(sum(a * b for a, b in zip(qi, ki, strict=True))) * sq) * sk) * c) for ki, sk in keys]
-        top = max(scores)
-        e = [f32(exp64(s - top)) for s in scores]
-        z = seq(e)
-        omega = [ej * sv for ej, (_, sv) in zip(e, values, strict=True)]
-        f = flog2(max(omega))
-        p = [round(math.ldexp(w, 21 - f)) for w in omega]
-        out = []
-        for dim in range(len(q)):
-            acc = sum(pj * vi[dim] for pj, (vi, _) in zip(p, values, strict=True))
-            out.append(f32(math.ldexp(float(acc), f - 21) / z))
-        return out
+        partials = []  # (m_u, Z_u, O_u) of every unit holding a visible key, in unit order
+        for u in range(shares):
+            held = [j for j in range(len(keys)) if j % shares == u]
+            if not held:
+                continue
+            top = max(scores[j] for j in held)
+            e = {j: f32(exp64(scores[j] - top)) for j in held}
+            z = seq([e[j] for j in held])
+            omega = {j: e[j] * values[j][1] for j in held}
+            f = flog2(max(omega.values()))
+            p = {j: round(math.ldexp(omega[j], 21 - f)) for j in held}
+            o = [math.ldexp(float(sum(p[j] * values[j][0][dim] for j in held)), f - 21) for dim in range(len(q))]
+            partials.append((top, z, o))
+        m = max(top for top, _, _ in partials)
+        alpha = [f32(exp64(top - m)) for top, _, _ in partials]
+        z = seq([a * zu for a, (_, zu, _) in zip(alpha, partials, strict=True)])
+        return [
+            f32(seq([a * ou[dim] for a, (_, _, ou) in zip(alpha, partials, strict=True)]) / z) for dim in range(len(q))
+        ]
 
     def lora(self, x: list[float], a: np.ndarray, b: np.ndarray, scale: float) -> list[float]:
         u = [f32(seq([float(a[k, i]) * x[i] for i in range(len(x))])) for k in range(a.shape[0])]
@@ -221,7 +232,7 @@ class Reference:
                 for head in range(spec.num_heads):
                     qh = self.rope(q[head * d : (head + 1) * d], pos)
                     kvh = head // rep
-                    att += self.attend(qh, [kk[kvh] for kk in ks], [vv[kvh] for vv in vs])
+                    att += self.attend(qh, [kk[kvh] for kk in ks], [vv[kvh] for vv in vs], self.kv_shares[layer])
                 outs.append(att)
             new = []
             for x, att in zip(xs, outs, strict=True):

@@ -11,6 +11,7 @@ from engine_reference import Reference
 from romachip.engine.generate import Engine
 from romachip.engine.kernels import native_available
 from romachip.engine.model import decode_one_token, prefill
+from romachip.engine.tap import OpKind, Recorder
 
 MODES = [("int8", "int8"), ("bf16", "fp16"), ("bf16", "int8"), ("int8", "fp16")]
 
@@ -41,8 +42,12 @@ KERNELS = ["numpy"] + (["native"] if native_available() else [])
 @pytest.mark.parametrize("activation,kv", MODES)
 def test_logits_equal_the_reference_bit_for_bit(tiny, activation: str, kv: str, kernel: str) -> None:
     ids = np.random.default_rng(7).integers(0, 41, 9).tolist()
-    expected = Reference(tiny.quantized, activation, kv).logits(ids)
-    got = Engine(tiny.quantized, activation=activation, kv=kv, kernel=kernel).logits(ids)
+    engine = Engine(
+        tiny.quantized, activation=activation, kv=kv, kernel=kernel
+    )  # attention split over the chip's KV rings
+    assert engine.kv_shares == (256,) * 2  # a spread placement on roma: every layer on all 256 units
+    expected = Reference(tiny.quantized, activation, kv, engine.kv_shares).logits(ids)
+    got = engine.logits(ids)
     assert got.dtype == np.float32 and got.shape == (9, 41)
     np.testing.assert_array_equal(_bits(got), _bits(expected))
     # the reference is not vacuous: it differs from the float model by a quantization-sized amount
@@ -54,17 +59,37 @@ def test_lora_path_equals_the_reference_bit_for_bit(tiny) -> None:
     rng = np.random.default_rng(11)
     adapter = _adapter(tiny.quantized.spec, rng)
     ids = rng.integers(0, 41, 7).tolist()
-    expected = Reference(tiny.quantized, "bf16", "int8").logits(ids, adapter)
     engine = Engine(tiny.quantized)
+    expected = Reference(tiny.quantized, "bf16", "int8", engine.kv_shares).logits(ids, adapter)
     got = engine.logits(ids, adapter)
     np.testing.assert_array_equal(_bits(got), _bits(expected))
     assert np.abs(got - engine.logits(ids)).max() > 1e-3  # the adapter changes the output
 
 
-@pytest.mark.parametrize("activation,kv", MODES[:2])
-def test_decode_equals_prefill_bit_for_bit(tiny, activation: str, kv: str) -> None:
+@pytest.mark.parametrize("shares", [3, (1, 4)])
+def test_split_attention_with_several_keys_per_unit_equals_the_reference(tiny, shares) -> None:  # noqa: ANN001
+    ids = np.random.default_rng(8).integers(0, 41, 11).tolist()
+    expected = Reference(tiny.quantized, "bf16", "fp16", shares).logits(ids)
+    engine = Engine(tiny.quantized, activation="bf16", kv="fp16", kv_shares=shares)
+    split, split_att = _logits_and_attention(engine, ids)
+    np.testing.assert_array_equal(_bits(split), _bits(expected))
+    # not vacuous: the first split layer's attention differs from the global softmax by roundings
+    _, global_att = _logits_and_attention(Engine(tiny.quantized, activation="bf16", kv="fp16", kv_shares=1), ids)
+    first = next(i for i, n in enumerate(engine.kv_shares) if n > 1)
+    a, b = split_att[first], global_att[first]
+    assert 0 < np.abs(a - b).max() < 1e-5 * np.abs(b).max()
+
+
+def _logits_and_attention(engine: Engine, ids: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    rec = Recorder()
+    logits = engine.logits(ids, observer=rec)
+    return logits, [e.arrays["y"] for e in rec.of(OpKind.ATTENTION)]
+
+
+@pytest.mark.parametrize("activation,kv,shares", [(*MODES[0], 256), (*MODES[1], 3)])
+def test_decode_equals_prefill_bit_for_bit(tiny, activation: str, kv: str, shares: int) -> None:
     ids = np.random.default_rng(5).integers(0, 41, 10)
-    engine = Engine(tiny.quantized, activation=activation, kv=kv)
+    engine = Engine(tiny.quantized, activation=activation, kv=kv, kv_shares=shares)
     whole = engine.logits(ids)
     cache = engine.new_cache(10)
     rows = list(prefill(engine.net, ids[:4], cache, mode=activation, all_logits=True))

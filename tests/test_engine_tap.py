@@ -8,7 +8,7 @@ import pytest
 from engine_models import TINY_CONFIGS, make_tiny
 from engine_reference import Reference
 
-from romachip.engine import kernels, kv, model
+from romachip.engine import attention, kernels, model
 from romachip.engine.detmath import seq_sum
 from romachip.engine.generate import Engine
 from romachip.engine.kernels import linear, linear_parts
@@ -67,8 +67,23 @@ def test_an_observer_changes_no_bit_and_sees_the_contracts_steps(tiny) -> None:
     np.testing.assert_array_equal(att.arrays["y"], linears["model.layers.1.self_attn.o_proj"].arrays["x"])
     np.testing.assert_array_equal(_bits(linears["lm_head"].arrays["y"]), _bits(plain))
     assert linears["lm_head"].layer == NO_LAYER
-    share = [e for e in rec.of(OpKind.ATTENTION_SHARE) if e.layer == 0][0]
-    assert share.arrays["scores"].shape[:2] == (6, spec.num_heads) and share.unit == 0
+    shares = [e for e in rec.of(OpKind.ATTENTION_SHARE) if e.layer == 0]
+    assert [e.unit for e in shares] == list(range(6))  # 6 keys on 6 of the ring's 256 units, one each
+    assert shares[0].arrays["scores"].shape[:2] == (6, spec.num_heads) and shares[0].extra["shares"] == 6
+    # the vector units' combine, redone from the reported partials, gives the reported output
+    z, o = _combine(shares)
+    (att0,) = [e for e in rec.of(OpKind.ATTENTION) if e.layer == 0]
+    np.testing.assert_array_equal(_bits((o / z[..., None]).astype(np.float32).reshape(6, -1)), _bits(att0.arrays["y"]))
+
+
+def _combine(shares: list) -> tuple[np.ndarray, np.ndarray]:
+    """Z and O of docs/numerics.md from the ATTENTION_SHARE events (units with no visible key left out)."""
+    z_terms, o_terms = [], []
+    for e in shares:
+        held = np.isfinite(e.arrays["max"])  # [tokens, heads]: the unit holds a key visible to the row
+        z_terms.append(np.where(held, e.arrays["rescale"] * e.arrays["sum"], -0.0))  # -0: the identity of +
+        o_terms.append(np.where(held[..., None], e.arrays["rescale"][..., None] * e.arrays["partial"], -0.0))
+    return seq_sum(np.stack(z_terms), 0), seq_sum(np.stack(o_terms), 0)
 
 
 def test_the_lora_path_is_reported(tiny) -> None:
@@ -87,7 +102,7 @@ def test_no_observer_builds_no_event(tiny, monkeypatch) -> None:
     def refuse(*args, **kwargs) -> None:  # noqa: ANN002, ANN003
         raise AssertionError("an event was built without an observer")
 
-    for module in (kernels, kv, model):
+    for module in (kernels, attention, model):
         monkeypatch.setattr(module, "TapEvent", refuse)
     Engine(tiny.quantized).logits([1, 2, 3, 4])
     with pytest.raises(AssertionError):

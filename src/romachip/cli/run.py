@@ -26,7 +26,8 @@ ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters re
 
 def _open_engine(image: str | Path, activation: str | None, kv: str | None) -> tuple[RomImage, Engine]:
     rom = RomImage.open(image)
-    return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip)
+    # the image's own placement: attention splits the keys over its KV rings as the chip does
+    return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement)
 
 
 class _Streamer:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from romachip.compile import Placement
 from romachip.engine.kernels import HARDWARE_ACTIVATION_MODES, kernel_threads
 from romachip.engine.kv import HARDWARE_KV_MODES, MAX_CONTEXT_TOKENS, KVCache
 from romachip.engine.model import Adapter, EngineModel, prefill
@@ -55,6 +56,10 @@ class Engine:
                 (`exact=False` is the older spelling of `float_mode=True`, still accepted.)
     chip:       the chip the engine's default precisions come from (default: the `roma` preset).
     bank:       the adapter bank that decides the KV context (see `bank`; default: an empty bank of `chip`).
+    kv_shares:  per layer (or one int for all), over how many H-Units attention splits the keys
+                (docs/numerics.md, "Attention"); None (default) takes each layer's KV ring from
+                `placement`; 1 is the global softmax.
+    placement:  the Placement the model runs on (a ROM image's `RomImage.placement`); None takes the bank's.
     threads:    threads while the engine computes, the native kernel's and torch's (default 1: on a shared
                 CPU idle-waiting thread teams cost more than they give); None leaves torch's setting and
                 gives the native kernel as many. The thread count never changes a result: every product is
@@ -77,6 +82,8 @@ class Engine:
         float_mode: bool = False,
         chip: ChipSpec | None = None,
         threads: int | None = 1,
+        kv_shares: int | Sequence[int] | None = None,
+        placement: Placement | None = None,
         exact: bool | None = None,
         kernel: str | None = None,
         bank: AdapterBank | None = None,
@@ -100,17 +107,29 @@ class Engine:
         self.float_mode = float_mode
         self.activation = "fp32" if float_mode else activation
         self.kv = "fp32" if float_mode else kv
-        self.net = EngineModel(model, float_mode=float_mode, kernel=kernel)
         self._tokenizer = None
         self._bank: AdapterBank | None = None
         if bank is not None:
             self.bank = bank
+        self.kv_shares = self._layer_kv_shares(kv_shares, placement)
+        self.net = EngineModel(model, float_mode=float_mode, kernel=kernel, kv_shares=self.kv_shares)
 
     @property
     def tokenizer(self):  # noqa: ANN201
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model)
         return self._tokenizer
+
+    def _layer_kv_shares(self, kv_shares: int | Sequence[int] | None, placement: Placement | None) -> tuple[int, ...]:
+        layers = self.model.spec.num_layers
+        if self.float_mode:
+            return (1,) * layers  # the float mode keeps one float32 softmax (it is not the chip's arithmetic)
+        if kv_shares is None:  # the KV rings of the placement the bank (the one placement) holds
+            kv_shares = layer_kv_ring_sizes(placement if placement is not None else self.bank.placement)
+        shares = (kv_shares,) * layers if isinstance(kv_shares, int) else tuple(int(n) for n in kv_shares)
+        if len(shares) != layers or min(shares) < 1:
+            raise GenerationError(f"kv_shares must be one count >= 1 per layer ({layers} layers), got {kv_shares}")
+        return shares
 
     @property
     def exact(self) -> bool:
@@ -133,6 +152,7 @@ class Engine:
             "chip": self.chip.name,
             "threads": self.threads,
             "kernel": self.net.kernel,
+            "kv_shares": sorted(set(self.kv_shares)),
         }
 
     @property
@@ -197,7 +217,7 @@ class Engine:
         self.check_adapter(adapter)
         ids = np.asarray(token_ids, dtype=np.int64)
         cache = self.new_cache(ids.size, adapter)
-        with scoped_threads(self.threads):
+        with self.compute_threads():
             return prefill(
                 self.net, ids, cache, mode=self.activation, adapter=adapter, all_logits=True, observer=observer
             )
@@ -251,6 +271,18 @@ class Engine:
             stopped_on_eos=session.stopped_on_eos,
             options=self.options(),
         )
+
+
+def layer_kv_ring_sizes(placement: Placement) -> tuple[int, ...]:
+    """Per layer, the H-Units of the KV ring that caches it (placement.py's token_round_robin rule)."""
+    sizes = placement.kv_ring_units
+    out = []
+    for layer, ring in enumerate(placement.kv_layer_ring.tolist()):
+        members = np.flatnonzero(placement.kv_ring == ring)
+        if ring < 0 or not members.size:
+            raise GenerationError(f"layer {layer} has no KV ring in the placement: it holds none of its weights")
+        out.append(int(sizes[members[0]]))
+    return tuple(out)
 
 
 def generate(

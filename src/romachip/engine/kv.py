@@ -1,18 +1,15 @@
-"""The KV cache in the H-Unit SRAM and the attention arithmetic (docs/numerics.md, "Attention").
+"""The KV cache in the H-Unit SRAM (docs/numerics.md, "KV cache"); attention.py computes over it.
 
 Keys and values are held in the form the attention MACs read: integer vectors (as float64, exact) and one
-scale per (token, KV head). Both products of attention are then exact integer matmuls on BLAS; softmax
-and normalisation are the contract's float steps in their fixed order.
+scale per (token, KV head).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import torch
 
-from romachip.engine.detmath import exp64, flog2, pow2, seq_sum, to_fp16
+from romachip.engine.detmath import to_fp16
 from romachip.engine.kernels import align_blocks, quantize_int8_rows
-from romachip.engine.tap import Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 
 #: the KV precisions the H-Units store; "fp32" exists only in the float mode
@@ -20,8 +17,6 @@ HARDWARE_KV_MODES = ("int8", "fp16")
 KV_MODES = (*HARDWARE_KV_MODES, "fp32")
 MAX_CONTEXT_TOKENS = 1 << 15  # the PV product stays exact in binary64 below this (docs/numerics.md)
 KV_WINDOW_BITS = 14  # fp16 vectors aligned to 2^(E-14): |vi| <= 2^15
-P_BITS = 21  # softmax weights are put on a 2^-21 grid relative to the row's largest
-_QUERY_CHUNK = 256  # query rows per attention pass (bounds the [heads, rows, keys] float64 temporaries)
 
 
 def encode_vectors(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -63,73 +58,3 @@ class KVCache:
             return
         self.k[layer, :, start:end], self.k_scale[layer, :, start:end] = encode_vectors(kt, self.mode)
         self.v[layer, :, start:end], self.v_scale[layer, :, start:end] = encode_vectors(vt, self.mode)
-
-
-def attention(cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None = None) -> np.ndarray:
-    """Causal attention of q [tokens, heads, d] (after RoPE) at positions start.. over the cached keys.
-
-    Returns float32 [tokens, heads * d]. The cache must already hold this layer's keys up to the last query.
-    An observer gets one ATTENTION_SHARE event per H-Unit share and query chunk, then one ATTENTION event.
-    """
-    tokens, heads, d = q.shape
-    parts = [
-        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, observer)
-        for i in range(0, tokens, _QUERY_CHUNK)
-    ]
-    out = np.concatenate(parts, axis=0).reshape(tokens, heads * d)
-    if observer is not None:
-        observer(TapEvent(OpKind.ATTENTION, layer, f"model.layers.{layer}.self_attn", {"q": q, "y": out}))
-    return out
-
-
-def _per_head(a: np.ndarray, rep: int, tokens: int) -> np.ndarray:
-    """[kvh, rep * tokens, ...] (row = r * tokens + t) -> [tokens, heads, ...] with head = kv * rep + r."""
-    kvh = a.shape[0]
-    return np.moveaxis(a.reshape(kvh, rep, tokens, *a.shape[2:]), 2, 0).reshape(tokens, kvh * rep, *a.shape[2:])
-
-
-def _attention_rows(cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None) -> np.ndarray:
-    tokens, heads, d = q.shape
-    kvh = cache.k.shape[1]
-    rep = heads // kvh
-    keys = start + tokens
-    # queries grouped by the KV head they read: [kvh, rep * tokens, d], row = r * tokens + t
-    qg = q.reshape(tokens, kvh, rep, d).transpose(1, 2, 0, 3).reshape(kvh, rep * tokens, d)
-    hidden = None
-    if tokens > 1:  # a single query (decode) sees every cached key
-        positions = np.tile(np.arange(start, start + tokens), rep)
-        hidden = np.arange(keys)[None, :] > positions[:, None]  # [rep * tokens, keys]
-    k = cache.k[layer, :, :keys]
-    v = cache.v[layer, :, :keys]
-    c = 1.0 / np.sqrt(np.float64(d))
-    if cache.mode == "fp32":
-        s = (torch.from_numpy(np.ascontiguousarray(qg)) @ torch.from_numpy(k).transpose(1, 2)).numpy()
-        s = s * np.float32(c)
-    else:
-        qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
-        kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
-        dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
-        s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)
-    if hidden is not None:
-        s = np.where(hidden[None], -np.inf, s)
-    m = np.max(s, axis=-1, keepdims=True)
-    e = exp64(s.astype(np.float64) - m).astype(np.float32)  # hidden keys: exp(-inf) = 0
-    z = seq_sum(e.astype(np.float64), axis=-1)[..., None]
-    if cache.mode == "fp32":
-        acc = (torch.from_numpy(e) @ torch.from_numpy(v)).numpy().astype(np.float64)
-        out = (acc / z).astype(np.float32)
-    else:
-        w = e.astype(np.float64) * cache.v_scale[layer, :, None, :keys]
-        f = flog2(np.max(w, axis=-1, keepdims=True))
-        p = np.rint(w * pow2(P_BITS - f))
-        acc = torch.bmm(torch.from_numpy(p), torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64))).numpy()
-        partial = acc * pow2(f - P_BITS)
-        out = (partial / z).astype(np.float32)
-        if observer is not None:
-            arrays = {"key_positions": np.arange(keys), "scores": s, "max": m[..., 0], "exp": e, "sum": z[..., 0],
-                      "weights": p, "exponent": f[..., 0], "partial": partial}  # fmt: skip
-            arrays = {k: v if k == "key_positions" else _per_head(v, rep, tokens) for k, v in arrays.items()}
-            arrays["query_positions"] = np.arange(start, start + tokens)
-            observer(TapEvent(OpKind.ATTENTION_SHARE, layer, f"model.layers.{layer}.self_attn", arrays, unit=0))
-    # back to [tokens, heads, d] with head = kv * rep + r
-    return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)

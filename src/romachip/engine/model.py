@@ -11,9 +11,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from romachip.engine.attention import attention
 from romachip.engine.detmath import exp64, pow_f32, seq_sum, sincos64
 from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel, linear, lora_parts
-from romachip.engine.kv import KVCache, attention
+from romachip.engine.kv import KVCache
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError, ModelConfigError
 from romachip.names import (
@@ -79,11 +80,16 @@ def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
 class EngineModel:
     """A QuantizedModel prepared for the engine: fused integer layouts, norms, RoPE tables."""
 
-    def __init__(self, model: QuantizedModel, *, float_mode: bool = False, kernel: str | None = None) -> None:
+    def __init__(
+        self, model: QuantizedModel, *, float_mode: bool = False, kernel: str | None = None,
+        kv_shares: tuple[int, ...] | None = None,
+    ) -> None:  # fmt: skip
         self.spec = spec = model.spec
         self.source = model
         self.float_mode = float_mode
         self.kernel = kernel = check_kernel(kernel) if kernel is not None else default_kernel()
+        # per layer, the H-Units its keys are dealt over (the KV ring of the placement); 1: a global softmax
+        self.kv_shares = kv_shares if kv_shares is not None else (1,) * spec.num_layers
         w = model.weights
         self.embed = _require(w, EMBED_NAME)
         self.layers: list[dict[str, PreparedLinear]] = []
@@ -187,7 +193,7 @@ class EngineModel:
         q = self._rope(i, "q", q.reshape(n, spec.num_heads, d), start, observer)
         k = self._rope(i, "k", k.reshape(n, spec.num_kv_heads, d), start, observer)
         cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
-        att = attention(cache, i, q, start, observer)
+        att = attention(cache, i, q, start, observer, shares=self.kv_shares[i])
         (o,) = self._proj(i, "o", att, mode, adapter, observer)
         return o
 

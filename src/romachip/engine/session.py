@@ -87,7 +87,7 @@ class Session:
             raise GenerationError(f"the session is finished ({why}); start a new one")
         engine = self.engine
         t0 = time.perf_counter()
-        with scoped_threads(engine.threads):
+        with engine.compute_threads():
             if not self.tokens:
                 ids = np.asarray(self.prompt_ids, dtype=np.int64)
                 logits = prefill(engine.net, ids, self.cache, mode=engine.activation, adapter=self.adapter,

@@ -64,7 +64,7 @@ class Backend:
     def load(self) -> None:
         c = self.config
         image = RomImage.open(c.image)
-        engine = Engine(image.model(), chip=image.chip, threads=c.threads)
+        engine = Engine(image.model(), chip=image.chip, threads=c.threads, placement=image.placement)
         engine.tokenizer  # noqa: B018 (parse it now, not during the first request)
         reserve = c.reserved_context
         if reserve is None:  # the default, but never more than the chip holds with no adapter at all

@@ -98,7 +98,7 @@ def write_vectors(
         if not chosen or bad:
             raise VectorsError(f"{what} {bad or chosen}: the image has {limit} {what} (0..{limit - 1})")
     qmodel = image.model()
-    engine = Engine(qmodel, activation=activation, kv=kv, chip=image.chip)
+    engine = Engine(qmodel, activation=activation, kv=kv, chip=image.chip, placement=image.placement)
     if isinstance(prompt, str):
         prompt_ids = encode_prompt(qmodel, engine.tokenizer, prompt, chat=chat)
     else:
