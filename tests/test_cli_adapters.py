@@ -51,9 +51,9 @@ def test_check_table_and_fp16(files, capsys):
     assert "fits" in out and "2,544 B fp16" in out and "alpha/sqrt(r) (rsLoRA)" in out
 
 
-def test_check_refusals_exit_2(files, capsys):
+def test_does_not_fit_exits_1_and_refusals_exit_2(files, capsys):
     args = ["adapters", "check", str(files / "tiny.rom"), str(files / "ad")]
-    assert main([*args, "--context", "100"]) == 2
+    assert main([*args, "--context", "100"]) == 1  # a verdict: does not fit
     assert "a 100-token KV cache does not fit even before adapter" in capsys.readouterr().err
     assert main([*args, "--precision", "int8"]) == 2
     assert main(["adapters", "check", str(files / "tiny.rom"), str(files / "missing")]) == 2

@@ -123,7 +123,7 @@ def test_fit_max_context_is_what_the_engine_accepts(capsys, tmp_path, rank):
     chip_path = _tiny_chip_yaml(tmp_path)
     code, out, _ = run(
         capsys, "--chip", str(chip_path), "--model", str(tmp_path / "model"), "--bits", "4", "--group-size", "32",
-        "--lora-rank", str(rank), "--json",
+        "--lora-rank", str(rank), "--context", "1", "--json",
     )  # fmt: skip
     assert code == 0
     d = json.loads(out)
@@ -155,3 +155,19 @@ def test_kv_scale_bytes_default_by_dtype_and_override(capsys):
     static = json.loads(run(capsys, *base, "--kv-scale-bytes", "0")[1])  # e.g. static per-layer INT8 scales
     assert static["kv_bytes_per_token"] == 2 * 28 * 8 * 128 == 57_344
     assert static["max_context_tokens"] == 1_179_648 // 57_344 * 256 == 5_120  # 20 tokens per H-Unit
+
+
+def test_does_not_fit_is_a_verdict_exit_1_and_fits_exit_0(capsys):
+    code, out, _ = run(capsys, "--model", "llama-3-8b", "--bits", "4", "--json")
+    assert code == 1 and json.loads(out)["fits"] is False  # 8B at 4 bits overflows roma's ROM
+    code, out, _ = run(capsys, "--model", "llama-3.2-3b", "--bits", "4", "--json")
+    assert code == 0 and json.loads(out)["fits"] is True
+    assert main(["fit", "--model", "llama-3-8b", "--bits", "4"]) == 1
+    assert "- ROM: the fullest L-Unit needs" in capsys.readouterr().out  # the table, then the reasons
+
+
+def test_version_prints_the_package_version(capsys):
+    from romachip import __version__
+
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"romachip {__version__}"

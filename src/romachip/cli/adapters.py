@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from romachip.capacity import DEFAULT_KV
-from romachip.cli.app import app, console, print_json
+from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, err_console, print_json
 from romachip.errors import AdapterError, CapacityError
 from romachip.rom import RomImage
 from romachip.sram.bank import AdapterBank, BankOp
@@ -165,7 +165,7 @@ def check(
 ) -> None:
     """Check a PEFT LoRA adapter against a ROM image: does it fit the H-Unit SRAM next to the KV context,
     how many bytes, which rank, targets and scaling, how long it takes to load, and its storage error.
-    Exits 2 with the budget when it does not fit."""
+    Exit status: 0 when it fits, 1 when it does not (with the budget), 2 for bad input."""
     image = RomImage.open(image_path)
     if sram_mb is not None and sram_mb < 0:
         raise CapacityError(f"--sram-mb must be >= 0 MiB, got {sram_mb}")
@@ -179,4 +179,5 @@ def check(
         for note in report["notes"]:
             console.print(f"- {note}", highlight=False)
     if not report["fits"]:
-        raise CapacityError(report["message"])
+        err_console.print(f"[bold]does not fit:[/] {report['message']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_DOES_NOT_FIT)

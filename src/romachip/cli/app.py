@@ -30,6 +30,29 @@ app = typer.Typer(
     rich_markup_mode="markdown",  # reflows the wrapped docstrings into paragraphs
 )
 
+#: Exit status of a check whose answer is "no" (`fit`, `adapters check`: does not fit): a verdict, not an
+#: error. Bad input exits 2 (cli/main.py), as click does for usage errors.
+EXIT_DOES_NOT_FIT = 1
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from romachip import __version__
+
+        typer.echo(f"romachip {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print romachip's version and exit."
+    ),
+) -> None:
+    """ROMA in software: burn LLaMA models into a ROM image, plug in LoRA adapters, run the chip
+    bit-accurately, and measure what the silicon would do."""
+
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_LORA, DEFAULT_STRATEGY, CapacityReport, plan
-from romachip.cli.app import app, console, print_json
+from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, print_json
 from romachip.errors import CapacityError
 from romachip.perf.design import host_bytes_per_token
 from romachip.quant.formats import WeightFormat
@@ -139,7 +139,9 @@ def fit(
 ) -> None:
     """Check that a model, its LoRA adapters and a KV context fit a chip's ROM and SRAM, and find the
     longest context that fits. Sizes are exact (codes, scales, zeros) and allocated per unit. With
-    `--tokens-per-s`, also the host-link bandwidth that decode rate needs."""
+    `--tokens-per-s`, also the host-link bandwidth that decode rate needs.
+
+    Exit status: 0 when it fits, 1 when it does not (a verdict, with the reasons), 2 for bad input."""
     chip_spec = load_chip(chip)
     spec = load_model_spec(model)
     if sram_mb is not None and sram_mb < 0:
@@ -160,6 +162,7 @@ def fit(
     host = _host_link(chip_spec, spec, fmt, storage_policy, tokens_per_s)
     if as_json:
         print_json(report.to_dict() | {"host_link": host})
+        _exit_with_verdict(report.fits)
         return
     console.print(_summary_table(report))
     console.print(_breakdown_table(report))
@@ -171,3 +174,9 @@ def fit(
     console.print(line, highlight=False)
     for reason in report.reasons:
         console.print(f"- {reason}", highlight=False)
+    _exit_with_verdict(report.fits)
+
+
+def _exit_with_verdict(fits: bool) -> None:
+    if not fits:
+        raise typer.Exit(EXIT_DOES_NOT_FIT)
