@@ -309,7 +309,7 @@ def plan(
         placement = with_workload(placement, kv=kv, lora=lora)
     sram_unit = (chip.h_sram_bytes if sram_bytes is None else int(sram_bytes)) // chip.matrix_units
     word_bytes = chip.h_unit.sram.macro_cols * chip.h_unit.sram.bits_per_cell // 8
-    lora_u = -(-lora_unit_bytes(placement, lora) // word_bytes) * word_bytes
+    lora_u = -(-placement.lora_bytes // word_bytes) * word_bytes  # with_workload/compile dealt `lora`'s shares
     limit = ContextLimit(*_reorder(context_limit(chip, spec, fmt, sram_unit, lora_u, placement)))
     return CapacityReport(
         chip=chip.name, model=spec.name, weight_format=fmt.describe(), policy=pol.value, strategy=strategy,

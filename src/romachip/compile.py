@@ -31,7 +31,7 @@ tile's B-ROM encoding is a byte range of its own. Padding bits are counted apart
 bits, so totals agree with `WeightFormat.storage_bits` and the capacity planner.
 
 KV cache: split by token position, round robin over the units that hold a layer's tiles (placement.py's
-`token_round_robin`; `_kv_layout` derives the rings, also for a tile table read back from a ROM image).
+`token_round_robin`; `_kv_rings` derives the rings, also for a tile table read back from a ROM image).
 """
 
 from __future__ import annotations
@@ -201,29 +201,46 @@ def with_workload(placement: Placement, *, kv: KvConfig, lora: LoraConfig | None
     """The same tiles with the KV rule of another KV cache and the shares of other adapters (no tile moves;
     not a compilation): what a bank or an engine running another KV dtype reads from an image's placement."""
     n = placement.units
-    kv_rule = _kv_layout(placement.tensors, placement.tiles, kv, placement.head_dim, n)
-    kv_bytes, kv_ring, kv_rank, kv_layer_ring = kv_rule
+    key = (placement.tiles["unit"], placement.tiles["tensor"])
+    cached = placement._rings_cache
+    if cached is None or not all(a is b for a, b in zip(cached[0], key, strict=True)):
+        cached = (key, _kv_rings(placement.tensors, placement.tiles, n))  # the rings depend on the tiles only
+    kv_bytes, kv_ring, kv_rank, kv_layer_ring = _kv_layout(placement.tensors, kv, placement.head_dim, cached[1])
     out = replace(
         placement, kv_bytes_per_token=kv_bytes, kv_ring=kv_ring, kv_rank=kv_rank, kv_layer_ring=kv_layer_ring,
         lora_bytes=np.zeros(n, dtype=np.int64),
     )  # fmt: skip
+    out._units_cache, out._rings_cache = placement._units_cache, cached  # the same tiles: these still hold
     if lora is not None and lora.enabled:
         out.lora_bytes = out.lora_unit_bytes(out.uniform_ranks(lora), lora.dtype)
     return out
 
 
 def _kv_layout(
-    tensors: list[TensorEntry], tiles: dict[str, np.ndarray], kv: KvConfig, head_dim: int, n: int
+    tensors: list[TensorEntry], kv: KvConfig, head_dim: int, rings: tuple[np.ndarray, np.ndarray, np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The token_round_robin KV rule (placement.py): (bytes per held token, ring, rank per unit; ring per
-    layer). A layer's ring is the set of units holding its weight tiles; layers whose unit sets overlap
-    share one ring (the union), so every unit is in at most one ring and holds the same tokens for all
-    the ring's layers. Per token a layer costs K and V of every KV head (+ a scale per head vector)."""
-    layers = max((t.layer for t in tensors), default=-1) + 1
+    layer), from the rings `_kv_rings` found. Per token a layer costs K and V of every KV head (+ a scale
+    per head vector)."""
+    ring, rank, layer_ring = rings
+    layers = len(layer_ring)
     token_bytes = np.zeros(max(layers, 1), dtype=np.int64)
     for t in tensors:
         if t.layer >= 0 and t.module in ("k_proj", "v_proj"):  # K or V of every KV head: whole head vectors
             token_bytes[t.layer] += -(-t.shape[0] // head_dim) * kv.vector_bytes(head_dim)
+    per_ring = np.bincount(layer_ring[layer_ring >= 0], weights=token_bytes[:layers][layer_ring >= 0])
+    per_ring = np.concatenate((per_ring.astype(np.int64), [0]))  # exact: whole bytes far below 2**53
+    per_token = np.where(ring >= 0, per_ring[np.where(ring >= 0, ring, len(per_ring) - 1)], 0).astype(np.int64)
+    return per_token, ring, rank, layer_ring
+
+
+def _kv_rings(
+    tensors: list[TensorEntry], tiles: dict[str, np.ndarray], n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ring, rank per unit; ring per layer) of the token_round_robin KV rule. A layer's ring is the set of
+    units holding its weight tiles; layers whose unit sets overlap share one ring (the union), so every
+    unit is in at most one ring and holds the same tokens for all the ring's layers."""
+    layers = max((t.layer for t in tensors), default=-1) + 1
     tile_layer = np.array([t.layer for t in tensors] + [-1], dtype=np.int64)[tiles["tensor"]]
     label = np.full(n, -1, dtype=np.int64)
     for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
@@ -242,12 +259,10 @@ def _kv_layout(
     ring = np.where(label >= 0, np.searchsorted(labels, label), -1)
     layer_ring = np.where(layer_label >= 0, np.searchsorted(labels, layer_label), -1)
     rank = np.zeros(n, dtype=np.int64)
-    per_token = np.zeros(n, dtype=np.int64)
     for r in range(len(labels)):
         members = np.flatnonzero(ring == r)
         rank[members] = np.arange(len(members))
-        per_token[members] = token_bytes[:layers][layer_ring == r].sum()
-    return per_token, ring.astype(np.int64), rank, layer_ring.astype(np.int64)
+    return ring.astype(np.int64), rank, layer_ring.astype(np.int64)
 
 
 def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

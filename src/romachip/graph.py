@@ -24,6 +24,7 @@ are computed unless `all_logits` (perplexity) asks for every position.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
@@ -32,6 +33,8 @@ from romachip.quant.formats import WeightFormat
 from romachip.spec.model import ModelSpec
 from romachip.tensor_bits import DEFAULT_POLICY, NORM_WEIGHT_BITS, StoragePolicy
 from romachip.workload import LoraConfig, kv_vector_bytes
+
+GRAPH_CACHE_SIZE = 256  # graphs kept per process (a sweep reuses a few per model)
 
 
 class OpKind(StrEnum):
@@ -274,13 +277,20 @@ def prefill_ops(
         spec, tokens, past_tokens, fmt, lora or LoraConfig(rank=0), policy,
         kv_bytes_per_element, kv_scale_bytes_per_vector, activation_bytes,
     )  # fmt: skip
+    return list(_graph(ctx, all_logits))
+
+
+@functools.lru_cache(maxsize=GRAPH_CACHE_SIZE)
+def _graph(ctx: _Ctx, all_logits: bool) -> tuple[Op, ...]:
+    """The ops of one graph, built once per model shape, workload and token counts (the ops are frozen; a
+    design-space sweep asks for the same few graphs on every chip it tries)."""
     ops = [_embedding(ctx)]
-    for layer in range(spec.num_layers):
+    for layer in range(ctx.spec.num_layers):
         ops += _layer(layer, ctx)
-    logits_tokens = tokens if all_logits else 1
+    logits_tokens = ctx.tokens if all_logits else 1
     ops.append(_norm("final_norm", None, ctx, logits_tokens))
     ops.append(_lm_head(ctx, logits_tokens))
-    return ops
+    return tuple(ops)
 
 
 def decode_ops(

@@ -139,6 +139,9 @@ class Placement:
     head_dim: int = 1  # the model's head dimension (a KV vector's elements; 1 when placed without a spec)
     kv_layout: str = KV_TOKEN_ROUND_ROBIN  # how the rings split the KV cache (module docstring)
     _by_name: dict[str, int] = field(default_factory=dict, repr=False)
+    _units_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    _rings_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # compile.with_workload
+    _views: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # perf.mapping.PlacementView.of
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
@@ -228,22 +231,47 @@ class Placement:
         out = np.zeros(self.units, dtype=np.int64)
         cfg = LoraConfig(rank=0, dtype=dtype)
         e, t = cfg.bytes_per_element, self.tiles
+        rank = np.array([ranks.get(x.name.removesuffix(".weight"), 0) if x.layer >= 0 else 0 for x in self.tensors])
+        if not rank.any():
+            return out
+        tile_rank = rank.astype(np.int64)[t["tensor"]]
+        np.add.at(out, t["unit"], (t["row_stop"] - t["row_start"]) * tile_rank * e)  # B rows beside their base rows
+        first_unit, members_of = self._tensor_units()
+        a_units: list[np.ndarray] = []
+        a_bytes: list[int] = []
         next_unit: dict[tuple[int, ...], int] = {}
-        for entry in self.tensors:
-            r = ranks.get(entry.name.removesuffix(".weight"), 0)
-            if entry.layer < 0 or r == 0:
-                continue
-            idx = self.tile_indices(tensor=entry.name)
-            units, rows = t["unit"][idx], t["row_stop"][idx] - t["row_start"][idx]
-            np.add.at(out, units, rows * r * e)  # B rows beside their base rows
-            out[units[np.argmin(t["row_start"][idx])]] += cfg.scale_bytes_per_matrix
-            members = tuple(np.unique(units).tolist())
+        for i in np.flatnonzero(rank):
+            r, members = int(rank[i]), members_of[i]
+            out[first_unit[i]] += cfg.scale_bytes_per_matrix
             start = next_unit.get(members, 0)
-            a_units = np.asarray(members)[(start + np.arange(r)) % len(members)]
-            np.add.at(out, a_units, entry.shape[1] * e)  # A rows, round-robin
-            out[a_units[0]] += cfg.scale_bytes_per_matrix
+            units = [members[(start + k) % len(members)] for k in range(r)]
+            a_units.append(units)  # A rows, round-robin
+            a_bytes.append(self.tensors[i].shape[1] * e)
+            out[units[0]] += cfg.scale_bytes_per_matrix
             next_unit[members] = (start + r) % len(members)
+        a_bytes_each = np.repeat(np.asarray(a_bytes, dtype=np.int64), [len(u) for u in a_units])
+        np.add.at(out, np.concatenate(a_units).astype(np.int64), a_bytes_each)
         return out
+
+    def _tensor_units(self) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+        """(the unit holding each tensor's first row, the sorted units holding each tensor): derived from the
+        tile table once per placement (the adapters' rule reads it for every tensor of every adapter)."""
+        key = tuple(self.tiles[k] for k in ("unit", "tensor", "row_start"))
+        cached = self._units_cache
+        if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
+            return cached[1]
+        t, n = self.tiles, len(self.tensors)
+        held = np.zeros((n, self.units), dtype=bool)  # tensor x unit: does the unit hold a tile of it
+        held[t["tensor"], t["unit"]] = True
+        members = [tuple(np.flatnonzero(row).tolist()) for row in held]
+        first_row = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first_row, t["tensor"], t["row_start"])
+        at_first = np.flatnonzero(t["row_start"] == first_row[t["tensor"]])
+        present, first = np.unique(t["tensor"][at_first], return_index=True)  # ties: the first in table order
+        first_unit = np.full(n, -1, dtype=np.int64)
+        first_unit[present] = t["unit"][at_first[first]]
+        self._units_cache = (key, (first_unit, members))
+        return first_unit, members
 
     def uniform_ranks(self, lora: LoraConfig) -> dict[str, int]:
         """Module name -> rank of a LoraConfig (one rank on its targets of every layer)."""

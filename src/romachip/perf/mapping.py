@@ -55,6 +55,16 @@ class MeshView:
 class PlacementView:
     """Per-tensor busiest-unit work and unit groups, computed once from a Placement (vectorised)."""
 
+    @classmethod
+    def of(cls, chip: ChipSpec, placement: Placement) -> PlacementView:
+        """The view of `placement` on `chip`, kept on the placement by what the view reads of the chip (the
+        L-Unit ROM and the mesh): chips that differ only in physics share it."""
+        key = (chip.l_unit.rom.model_dump_json(), chip.mesh.model_dump_json())
+        views = placement._views
+        if key not in views or views[key][0] is not placement.tiles:
+            views[key] = (placement.tiles, cls(chip, placement))
+        return views[key][1]
+
     def __init__(self, chip: ChipSpec, placement: Placement) -> None:
         self.chip = chip
         self.placement = placement
@@ -67,6 +77,7 @@ class PlacementView:
         self.groups = int(group_of_unit.max()) + 1 if len(group_of_unit) else 1
         self.group_units = np.bincount(group_of_unit, minlength=self.groups)
         self.tensors: dict[str, TensorWork] = {}
+        members = placement._tensor_units()[1]
         order = np.argsort(t["tensor"], kind="stable")
         bounds = np.searchsorted(t["tensor"][order], np.arange(len(placement.tensors) + 1))
         for ti, entry in enumerate(placement.tensors):
@@ -80,7 +91,7 @@ class PlacementView:
                 in_features=entry.shape[1],
                 weight_bits=entry.fmt.bits if entry.fmt is not None else 16,
                 group=int(group_of_unit[t["unit"][idx[0]]]),
-                units=len(np.unique(t["unit"][idx])),
+                units=len(members[ti]),
                 rows_max=int(np.bincount(t["unit"][idx], weights=rows[idx]).max()),
                 rom_rows_max=int(np.bincount(t["unit"][idx], weights=macro_rows[idx]).max()),
                 bits_total=bits,

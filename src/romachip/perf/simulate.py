@@ -109,7 +109,7 @@ class ChipModel:
             chip, spec, fmt, strategy=strategy, policy=self.policy, lora=self.lora, kv=self.kv
         )
         self.placement.require_rom_fit()
-        self.view = PlacementView(chip, self.placement)
+        self.view = PlacementView.of(chip, self.placement)
         self.area: AreaReport = chip_area(chip, self.tech)
         self.physics = chip_physics(chip, self.tech, self.area.matrix_unit_pitch_mm)
         self.rates = ChipRates.of(chip, self.physics, self.host)
