@@ -50,11 +50,15 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
     r = json.loads(stdout)
     assert r["fits"] is True and r["file_bytes"] == out.stat().st_size
     assert r["header_bytes"] + r["payload_bytes"] == r["file_bytes"]
-    # ROM bytes by hand: 2 layers x (64*64*2 + 32*64*2 + 96*64*3) weights + embedding and LM head 120*64 each
-    weights = 2 * (64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3) + 2 * 120 * 64
-    groups = 2 * (64 * 2 * 2 + 32 * 2 * 2 + 96 * 2 * 2 + 64 * 3) + 2 * 120 * 2
-    assert r["bytes_by_kind"]["code"] == weights * 4 // 8
-    assert r["bytes_by_kind"]["scale"] == groups * 2 and r["bytes_by_kind"]["zero"] == groups * 4 // 8
+    # ROM bytes by hand: 2 layers x (64*64*2 + 32*64*2 + 96*64*3) 4-bit weights, and the embedding and LM head
+    # (120*64 each) at 8 bits: the default policy keeps the tables at 8 bits when they fit
+    assert r["storage_policy"] == "rom_int8" and r["notes"] == []
+    weights = 2 * (64 * 64 * 2 + 32 * 64 * 2 + 96 * 64 * 3)
+    groups = 2 * (64 * 2 * 2 + 32 * 2 * 2 + 96 * 2 * 2 + 64 * 3)
+    tables, table_groups = 2 * 120 * 64, 2 * 120 * 2
+    assert r["bytes_by_kind"]["code"] == weights * 4 // 8 + tables
+    assert r["bytes_by_kind"]["scale"] == (groups + table_groups) * 2
+    assert r["bytes_by_kind"]["zero"] == groups * 4 // 8 + table_groups
     assert r["bytes_by_kind"]["norm"] == (2 * 2 + 1) * 64 * 2
     assert set(r["wall_s"]) == {"load_s", "quantize_s", "write_s", "verify_s", "total_s"}
 
@@ -64,7 +68,7 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
         tensors.update(load_file(f))
     model = RomImage.open(out).model()
     for name in ("model.layers.1.mlp.down_proj.weight", "lm_head.weight", "model.embed_tokens.weight"):
-        want = quantize_rtn(tensors[name].astype(np.float32), WeightFormat(4, 32))
+        want = quantize_rtn(tensors[name].astype(np.float32), WeightFormat(4 if "layers" in name else 8, 32))
         assert np.array_equal(model.weights[name].codes, want.codes)
         assert np.array_equal(model.weights[name].scales, want.scales)
         assert np.array_equal(model.weights[name].zeros, want.zeros)

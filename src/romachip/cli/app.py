@@ -76,9 +76,10 @@ class _RateColumn(ProgressColumn):
 
 def progress_bar(rate_unit: str | None = None) -> Progress:
     """The progress bar of long commands, on stderr so that --json stdout stays one document. With a
-    `rate_unit` (e.g. "points") it also shows done/total, the rate per second and the time remaining."""
+    `rate_unit` (e.g. "points") it also shows done/total and the rate per second. The time remaining is
+    always shown (GPTQ's ETA, a fine-tuning run's)."""
     columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
     if rate_unit is not None:
         columns[2:2] = [MofNCompleteColumn(), _RateColumn(rate_unit)]
-        columns.append(TimeRemainingColumn())
+    columns += [TextColumn("eta"), TimeRemainingColumn()]
     return Progress(*columns, console=err_console, transient=True)

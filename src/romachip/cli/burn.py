@@ -8,14 +8,14 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from romachip.capacity import DEFAULT_STRATEGY
+from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.paths import output_file, read_text
 from romachip.quant.formats import WeightFormat
+from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS
 from romachip.rom import RomImage
 from romachip.rom.pipeline import burn_checkpoint
 from romachip.spec import load_chip
-from romachip.tensor_bits import DEFAULT_POLICY
 
 DEFAULT_FMT = WeightFormat()
 MIB = 2**20
@@ -39,14 +39,26 @@ def burn(
         DEFAULT_FMT.group_size, "--group-size", help="Weights per quantization group along the input; 0 = a row."
     ),
     symmetric: bool = typer.Option(DEFAULT_FMT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
-    quantizer: str = typer.Option("rtn", "--quantizer", help="rtn (round to nearest) or gptq (needs --calibration)."),
+    quantizer: str = typer.Option(
+        "rtn",
+        "--quantizer",
+        help="rtn (round to nearest), rtn-search (each group's scale/zero searched for the least "
+        "norm-weighted error; no data needed, docs/quantization.md), or gptq (needs --calibration; minutes).",
+    ),
     calibration: str = typer.Option(None, "--calibration", help="UTF-8 text file for GPTQ calibration."),
+    calibration_tokens: int = typer.Option(
+        CALIBRATION_SEQUENCES * CALIBRATION_TOKENS,
+        "--calibration-tokens",
+        help=f"GPTQ's calibration budget in tokens, taken as windows of {CALIBRATION_TOKENS} spread over the "
+        "text; GPTQ's time grows with it (the progress bar shows the ETA).",
+    ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
     storage_policy: str = typer.Option(
-        DEFAULT_POLICY.value,
+        AUTO_POLICY,
         "--storage-policy",
-        help="Where the embedding table and LM head go: rom_weight, rom_int8, off_chip, off_chip_all "
-        "(off-chip tables are written to the image's host region).",
+        help="Where the embedding table and LM head go: auto (rom_int8 when it fits, else rom_weight, said in "
+        "the output), rom_weight, rom_int8, off_chip, off_chip_all (off-chip tables are written to the image's "
+        "host region).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of tables."),
 ) -> None:
@@ -68,9 +80,12 @@ def burn(
 
         report = burn_checkpoint(
             checkpoint, output, chip_spec, chip_preset=chip, fmt=fmt, quantizer=quantizer,
-            calibration_text=calibration_text, strategy=strategy, policy=storage_policy, progress=progress,
+            calibration_text=calibration_text, calibration_tokens=calibration_tokens, strategy=strategy,
+            policy=storage_policy, progress=progress,
         )  # fmt: skip
     result = report.to_dict()
+    for note in result["notes"]:
+        err_console.print(f"[cyan]note:[/] {note}", highlight=False, soft_wrap=True)
     for warning in result["warnings"]:
         err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     if as_json:

@@ -8,17 +8,17 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from romachip.capacity import DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY, CapacityReport, auto_policy, plan
 from romachip.compile import compile_placement
-from romachip.errors import CapacityError
+from romachip.errors import CapacityError, FormatError
 from romachip.quant.checkpoint import load_checkpoint
 from romachip.quant.formats import WeightFormat
-from romachip.quant.quantize import quantize_checkpoint
+from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, quantize_checkpoint
 from romachip.rom.layout import FORMAT_VERSION
 from romachip.rom.reader import RomImage
 from romachip.rom.writer import write_image
 from romachip.spec.chip import ChipSpec
-from romachip.tensor_bits import DEFAULT_POLICY, StoragePolicy
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import KvConfig, LoraConfig
 
 #: (stage, done, total) for the stages "load", "quantize", "burn"; total 0 while unknown.
@@ -53,10 +53,12 @@ class BurnReport:
     tiles: int
     wall_s: dict[str, float]  # load_s, quantize_s, write_s, verify_s, total_s
     warnings: tuple[str, ...]  # known ways a burn succeeds yet gives an unusable model
+    notes: tuple[str, ...] = ()  # choices the default made that the user should know (the auto policy's)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["warnings"] = list(self.warnings)
+        d["notes"] = list(self.notes)
         return d
 
 
@@ -92,17 +94,24 @@ def burn_checkpoint(
     fmt: WeightFormat = WeightFormat(),  # noqa: B008  (frozen)
     quantizer: str = "rtn",
     calibration_text: str | None = None,
+    calibration_tokens: int = CALIBRATION_SEQUENCES * CALIBRATION_TOKENS,
     strategy: str = DEFAULT_STRATEGY,
-    policy: StoragePolicy | str = DEFAULT_POLICY,
+    policy: StoragePolicy | str = AUTO_POLICY,
     progress: StageProgress | None = None,
 ) -> BurnReport:
     """Quantize a checkpoint (HF folder, .gguf, or a shipped name) into `fmt` and burn it for `chip`.
 
     The model is placed once; a model whose placement overflows an L-Unit is refused (CapacityError with
-    the breakdown) before it is quantized, and nothing is written.
+    the breakdown) before it is quantized, and nothing is written. `policy="auto"` (the default) keeps the
+    embedding/LM head at 8 bits when that fits, else in the weight format, with a note (`auto_policy`).
+    GPTQ calibrates on `calibration_tokens` tokens, in windows of CALIBRATION_TOKENS.
     """
     report = progress or (lambda stage, done, total: None)
-    pol = StoragePolicy.parse(policy)
+    if calibration_tokens < CALIBRATION_TOKENS:
+        raise FormatError(
+            f"--calibration-tokens must be at least one window of {CALIBRATION_TOKENS} tokens, got {calibration_tokens}"
+        )
+    pol = None if policy == AUTO_POLICY else StoragePolicy.parse(policy)
     t0 = time.perf_counter()
     walls: dict[str, float] = {}
     report("load", 0, 0)
@@ -110,6 +119,10 @@ def burn_checkpoint(
     report("load", 1, 1)
     walls["load_s"] = time.perf_counter() - t0
     t = time.perf_counter()
+    notes: list[str] = []
+    if pol is None:
+        pol, note = auto_policy(chip, ckpt.spec, fmt, strategy=strategy)
+        notes += [note] if note else []
     kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
     placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
     fit = plan(chip, ckpt.spec, fmt=fmt, lora=LoraConfig(rank=0, dtype=chip.precision.lora), kv=kv, placement=placement)
@@ -120,6 +133,7 @@ def burn_checkpoint(
         fmt,
         quantizer=quantizer,  # type: ignore[arg-type]
         calibration_text=calibration_text,
+        calibration_sequences=calibration_tokens // CALIBRATION_TOKENS,
         embedding_fmt=pol.table_format(fmt),
         progress=lambda d, n: report("quantize", d, n),
     )
@@ -159,4 +173,5 @@ def burn_checkpoint(
         tiles=written.tiles,
         wall_s={k: round(v, 3) for k, v in walls.items()},
         warnings=tuple(quality_warnings(fmt, pol)),
+        notes=tuple(notes),
     )
