@@ -14,11 +14,13 @@ from romachip.cli.app import app, err_console
 from romachip.errors import RomachipError
 
 #: Command modules, in the order `romachip --help` lists their commands (a user's path through the tool).
-COMMAND_MODULES = ("specs", "fit", "burn", "run", "adapters", "simulate", "sweep", "serve", "vectors", "reproduce")
+COMMAND_MODULES = (
+    "specs", "fit", "burn", "run", "adapters", "finetune", "simulate", "sweep", "serve", "vectors", "reproduce",
+)  # fmt: skip
 #: Command (or command group) -> the module that registers it (tests/test_cli_imports.py keeps it true).
 COMMANDS = {
     "presets": "specs", "models": "specs", "fit": "fit", "burn": "burn", "inspect": "burn", "run": "run",
-    "eval": "run", "demo": "run", "adapters": "adapters", "simulate": "simulate", "sweep": "sweep",
+    "eval": "run", "demo": "run", "adapters": "adapters", "finetune": "finetune", "simulate": "simulate", "sweep": "sweep",
     "serve": "serve", "vectors": "vectors", "reproduce": "reproduce",
 }  # fmt: skip
 EXIT_BAD_INPUT = 2  # the same code click uses for usage errors
