@@ -57,7 +57,9 @@ class _Reporter:
         if err_console.is_terminal:
             if self.task is None:
                 self.task = self.bar.add_task("train", total=info.total)
-            self.bar.update(self.task, completed=info.step, description=f"loss {info.loss:.3f}, {info.tokens_per_s:,.0f} tok/s")
+            self.bar.update(
+                self.task, completed=info.step, description=f"loss {info.loss:.3f}, {info.tokens_per_s:,.0f} tok/s"
+            )
         elif info.step % self.every == 0 or info.step == info.total:
             err_console.print(f"{line} eta {info.eta_s:,.0f} s", highlight=False)
 
@@ -67,7 +69,9 @@ def finetune_cmd(
     image: str = typer.Argument(..., help="The ROM image whose exact weights are the frozen base."),
     text: str = typer.Option(..., "--text", help="UTF-8 training text (tokenized with the image's tokenizer)."),
     output: str = typer.Option(..., "-o", "--output", help="Adapter folder to write (new or empty, or --resume)."),
-    eval_text: str = typer.Option(None, "--eval-text", help="Held-out text: perplexity before and after, on the chip engine."),
+    eval_text: str = typer.Option(
+        None, "--eval-text", help="Held-out text: perplexity before and after, on the chip engine."
+    ),
     eval_tokens: int = typer.Option(2048, "--eval-tokens", help="Tokens of --eval-text to score."),
     rank: int = typer.Option(DEFAULTS.rank, "--rank", help="LoRA rank r."),
     alpha: float = typer.Option(DEFAULTS.alpha, "--alpha", help="LoRA alpha (scaling alpha/r, or alpha/sqrt(r))."),
@@ -76,17 +80,29 @@ def finetune_cmd(
     steps: int = typer.Option(None, "--steps", help="Optimizer steps [default: one epoch]."),
     epochs: float = typer.Option(None, "--epochs", help="Passes over the training windows (instead of --steps)."),
     lr: float = typer.Option(DEFAULTS.lr, "--lr", help="AdamW learning rate, constant (QLoRA's 2e-4)."),
-    seq_len: int = typer.Option(DEFAULTS.seq_len, "--seq-len", help="Tokens per training window; also the context the SRAM check reserves."),
+    seq_len: int = typer.Option(
+        DEFAULTS.seq_len, "--seq-len", help="Tokens per training window; also the context the SRAM check reserves."
+    ),
     batch: int = typer.Option(DEFAULTS.batch, "--batch", help="Windows per micro-batch."),
     grad_accum: int = typer.Option(DEFAULTS.grad_accum, "--grad-accum", help="Micro-batches per optimizer step."),
     seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seeds the LoRA init and the window order."),
-    threads: int = typer.Option(None, "--threads", help="torch threads [default: torch's]; resume with the same for bit-exact results."),
+    threads: int = typer.Option(
+        None, "--threads", help="torch threads [default: torch's]; resume with the same for bit-exact results."
+    ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run checkpointed in --output."),
-    chip_numerics: bool = typer.Option(False, "--chip-numerics", help="Forward with the L-Units' bf16 block-aligned activations (straight-through gradient)."),
-    checkpoint_every: int = typer.Option(DEFAULTS.checkpoint_every, "--checkpoint-every", help="Steps between checkpoints."),
-    log_every: int = typer.Option(10, "--log-every", help="Steps between plain progress lines when stderr is not a terminal."),
+    chip_numerics: bool = typer.Option(
+        False,
+        "--chip-numerics",
+        help="Forward with the L-Units' bf16 block-aligned activations (straight-through gradient).",
+    ),
+    checkpoint_every: int = typer.Option(
+        DEFAULTS.checkpoint_every, "--checkpoint-every", help="Steps between checkpoints."
+    ),
+    log_every: int = typer.Option(
+        10, "--log-every", help="Steps between plain progress lines when stderr is not a terminal."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
-) -> None:  # fmt: skip
+) -> None:
     """Train a LoRA adapter (QLoRA) whose frozen base is exactly the weights the ROM image holds, and write
     it as a standard PEFT folder that `peft.PeftModel.from_pretrained` and `romachip run/eval --adapter`
     load. Checks first that the adapter fits the chip's SRAM at --seq-len; checkpoints atomically; Ctrl-C
