@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import resource
 import sys
 import time
 from pathlib import Path
@@ -117,7 +118,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(json.dumps({"what": args.what, "image": args.image, "adapter": args.adapter, **run(args)}), flush=True)
+    row = {"what": args.what, "image": args.image, "adapter": args.adapter, **run(args)}
+    row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    print(json.dumps(row), flush=True)
 
 
 def closed(base: float, adapted: float, ref: float) -> float:

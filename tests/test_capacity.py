@@ -310,3 +310,19 @@ def test_the_report_composes_its_sub_reports_into_the_flat_document():
     assert d["max_context_tokens"] == r.context.max_context_tokens > 0
     assert d["reasons"] == list(r.sram.reasons) and "exceeds the maximum" in d["reasons"][-1]
     assert list(d["breakdown"]) == [row.kind for row in r.rom.breakdown + r.sram.breakdown]
+
+
+@pytest.mark.parametrize(
+    ("model", "bits", "want", "noted"),
+    [("llama-3.2-3b", 4, StoragePolicy.ROM_INT8, False), ("llama-3-8b", 2, StoragePolicy.ROM_WEIGHT, True)],
+)
+def test_auto_policy_keeps_8_bit_tables_when_they_fit_and_says_so_when_not(model, bits, want, noted):
+    from romachip.capacity import auto_policy
+
+    chip, spec, fmt = load_chip("roma"), load_model_spec(model), WeightFormat(bits=bits, group_size=128)
+    policy, note = auto_policy(chip, spec, fmt)
+    assert policy is want and (note is not None) is noted
+    if noted:
+        assert "does not fit" in note and f"at {bits} bits" in note
+    else:
+        assert plan(chip, spec, fmt=fmt, policy=StoragePolicy.ROM_INT8).rom.rom_fits

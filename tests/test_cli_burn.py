@@ -10,6 +10,7 @@ from safetensors.numpy import load_file
 from romachip.cli.main import main
 from romachip.quant.formats import WeightFormat
 from romachip.quant.rtn import quantize_rtn
+from romachip.quant.rtn_search import quantize_rtn_search
 from romachip.rom import RomImage
 from romachip.spec.chip import load_chip
 
@@ -62,7 +63,8 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
     assert r["bytes_by_kind"]["norm"] == (2 * 2 + 1) * 64 * 2
     assert set(r["wall_s"]) == {"load_s", "quantize_s", "write_s", "verify_s", "total_s"}
 
-    # the image holds exactly what RTN makes of the checkpoint's float weights (an independent path)
+    # the image holds exactly what RTN makes of the checkpoint's float weights: plain RTN where no norm
+    # precedes the projection and for the tables, the searched RTN weighted by the norm gain squared elsewhere
     tensors = {}
     for f in checkpoint.glob("*.safetensors"):
         tensors.update(load_file(f))
@@ -72,6 +74,10 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
         assert np.array_equal(model.weights[name].codes, want.codes)
         assert np.array_equal(model.weights[name].scales, want.scales)
         assert np.array_equal(model.weights[name].zeros, want.zeros)
+    gain = tensors["model.layers.1.post_attention_layernorm.weight"].astype(np.float64)
+    up = "model.layers.1.mlp.up_proj.weight"
+    want = quantize_rtn_search(tensors[up].astype(np.float32), WeightFormat(4, 32), column_weights=gain * gain)
+    assert np.array_equal(model.weights[up].codes, want.codes) and np.array_equal(model.weights[up].scales, want.scales)
     norm = tensors["model.norm.weight"].astype(np.float32)
     assert np.array_equal(model.floats["model.norm.weight"], norm.astype(np.float16).astype(np.float32))
 
