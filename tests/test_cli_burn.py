@@ -10,7 +10,6 @@ from safetensors.numpy import load_file
 from romachip.cli.main import main
 from romachip.quant.formats import WeightFormat
 from romachip.quant.rtn import quantize_rtn
-from romachip.quant.rtn_search import quantize_rtn_search
 from romachip.rom import RomImage
 from romachip.spec.chip import load_chip
 
@@ -63,8 +62,7 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
     assert r["bytes_by_kind"]["norm"] == (2 * 2 + 1) * 64 * 2
     assert set(r["wall_s"]) == {"load_s", "quantize_s", "write_s", "verify_s", "total_s"}
 
-    # the image holds exactly what RTN makes of the checkpoint's float weights: plain RTN where no norm
-    # precedes the projection and for the tables, the searched RTN weighted by the norm gain squared elsewhere
+    # the image holds exactly what RTN makes of the checkpoint's float weights (an independent path)
     tensors = {}
     for f in checkpoint.glob("*.safetensors"):
         tensors.update(load_file(f))
@@ -74,10 +72,6 @@ def test_burn_end_to_end(tmp_path, capsys, checkpoint):
         assert np.array_equal(model.weights[name].codes, want.codes)
         assert np.array_equal(model.weights[name].scales, want.scales)
         assert np.array_equal(model.weights[name].zeros, want.zeros)
-    gain = tensors["model.layers.1.post_attention_layernorm.weight"].astype(np.float64)
-    up = "model.layers.1.mlp.up_proj.weight"
-    want = quantize_rtn_search(tensors[up].astype(np.float32), WeightFormat(4, 32), column_weights=gain * gain)
-    assert np.array_equal(model.weights[up].codes, want.codes) and np.array_equal(model.weights[up].scales, want.scales)
     norm = tensors["model.norm.weight"].astype(np.float32)
     assert np.array_equal(model.floats["model.norm.weight"], norm.astype(np.float16).astype(np.float32))
 
@@ -142,6 +136,7 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
         (["--quantizer", "gptq", "--calibration", "/nonexistent.txt"], "/nonexistent.txt does not exist"),
         (["--quantizer", "gptq", "--calibration", __file__], "needs the checkpoint's tokenizer"),
         (["--storage-policy", "dram"], "dram"),
+        (["--calibration-tokens", "100"], "at least one window of 256 tokens"),
         (["--strategy", "diagonal"], "strategy 'diagonal'"),
     ],
 )
@@ -207,3 +202,22 @@ def test_four_bit_burn_has_no_warnings(tmp_path, capsys, checkpoint):
     code, stdout, err = run(capsys, "burn", str(checkpoint), "-o", str(tmp_path / "four.rom"), "--json")
     assert code == 0, err
     assert json.loads(stdout)["warnings"] == [] and "warning" not in err
+
+
+def test_rtn_search_burn_weighs_columns_by_the_norm_gain(tmp_path, capsys, checkpoint):
+    from romachip.quant.rtn_search import quantize_rtn_search
+
+    out = tmp_path / "s.rom"
+    code, _, err = run(capsys, "burn", str(checkpoint), "--quantizer", "rtn-search", "--group-size", "32",
+                       "-o", str(out), "--json")  # fmt: skip
+    assert code == 0, err
+    tensors = {}
+    for f in checkpoint.glob("*.safetensors"):
+        tensors.update(load_file(f))
+    model = RomImage.open(out).model()
+    gain = tensors["model.layers.1.post_attention_layernorm.weight"].astype(np.float64)
+    up, down = "model.layers.1.mlp.up_proj.weight", "model.layers.1.mlp.down_proj.weight"
+    want = quantize_rtn_search(tensors[up].astype(np.float32), WeightFormat(4, 32), column_weights=gain * gain)
+    assert np.array_equal(model.weights[up].codes, want.codes) and np.array_equal(model.weights[up].scales, want.scales)
+    plain = quantize_rtn(tensors[down].astype(np.float32), WeightFormat(4, 32))  # no norm in front: plain RTN
+    assert np.array_equal(model.weights[down].codes, plain.codes)

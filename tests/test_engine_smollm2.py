@@ -23,9 +23,7 @@ WINDOWS, WINDOW_TOKENS = 8, 125  # 1,000 predicted positions
 def smollm2():  # noqa: ANN201
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # transformers too: on a shared CPU an idle-waiting thread team costs more than it gives
-    qmodel = quantize_checkpoint(
-        load_checkpoint("smollm2-135m"), WeightFormat(bits=4, group_size=128), quantizer="rtn-plain"
-    )
+    qmodel = quantize_checkpoint(load_checkpoint("smollm2-135m"), WeightFormat(bits=4, group_size=128))
     hf = llama_from_tensors(qmodel.spec, dequantized_tensors(qmodel))
     hf.config._attn_implementation = "eager"
     yield qmodel, hf

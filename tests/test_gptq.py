@@ -114,7 +114,7 @@ def test_sequential_gptq_on_tiny_model(tmp_path):
         ckpt, fmt, quantizer="gptq", calibration_text=text, calibration_sequences=8, calibration_tokens=64,
         progress=lambda d, t: seen.append((d, t)),
     )  # fmt: skip
-    rq = quantize_checkpoint(ckpt, fmt, quantizer="rtn-plain")
+    rq = quantize_checkpoint(ckpt, fmt)
     names = {projection_name(i, p) for i in range(2) for p in PROJECTIONS} | {"model.embed_tokens.weight"}
     assert set(gq.weights) == names and set(gq.floats) == {n for n in ckpt.tensors if n.endswith("norm.weight")}
     assert seen[-1] == (15, 15) and [d for d, _ in seen] == list(range(1, 16))

@@ -48,7 +48,7 @@ def ensure_demo_image(
     ckpt = load_checkpoint(SMOLLM2_NAME)
     if progress:
         progress(f"quantizing to {DEMO_FORMAT.describe()}")
-    qmodel = quantize_checkpoint(ckpt, DEMO_FORMAT, quantizer="rtn-plain")  # the cached image's name says rtn
+    qmodel = quantize_checkpoint(ckpt, DEMO_FORMAT)
     if progress:
         progress(f"burning for chip {DEMO_CHIP!r}")
     burn(qmodel, load_chip(DEMO_CHIP), path, chip_preset=DEMO_CHIP)

@@ -1,8 +1,8 @@
 """Quantize a whole checkpoint into a QuantizedModel (what `burn` writes).
 
-- every projection of every block: RTN (with the per-group scale/zero search of rtn_search.py, weighing
-  each input column by the square of the RMSNorm gain in front of it where there is one), plain RTN, or
-  GPTQ in `fmt`;
+- every projection of every block: RTN, RTN with the per-group scale/zero search of rtn_search.py
+  (`rtn-search`, each input column weighed by the square of the RMSNorm gain in front of it), or GPTQ
+  in `fmt`;
 - GPTQ with act order (static groups) and a clip search per group by default;
 - the embedding (and an untied lm_head): RTN in `embedding_fmt` (default: `fmt`), rows are tokens, groups
   run along the hidden dimension;
@@ -26,7 +26,7 @@ from romachip.quant.rtn import quantize_rtn
 from romachip.quant.rtn_search import quantize_rtn_search
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 
-QUANTIZERS = ("rtn", "rtn-plain", "gptq")
+QUANTIZERS = ("rtn", "rtn-search", "gptq")
 #: The RMSNorm whose gain scales each projection's input (o_proj and down_proj have none in front).
 INPUT_NORM = {
     "q_proj": "input_layernorm",
@@ -66,8 +66,8 @@ def calibration_ids(
 def searched_rtn(ckpt: Checkpoint, layer: int, proj: str, fmt: WeightFormat) -> QuantizedTensor:
     """RTN with the scale/zero search, each input column's error weighed by its norm gain squared (an
     activation-scale proxy that needs no data: the gain multiplies every token's normalised input); the
-    projections behind no norm (o_proj, down_proj) have no such proxy and keep plain RTN: on SmolLM2 the
-    unweighted search made perplexity worse (docs/quantization.md)."""
+    projections behind no norm (o_proj, down_proj) have no such proxy and keep plain RTN. Not the default:
+    on SmolLM2 it lowers the weighted error yet raises perplexity (docs/quantization.md)."""
     w = ckpt.tensors[projection_name(layer, proj)]
     norm = INPUT_NORM.get(proj)
     if norm is None:
@@ -80,7 +80,7 @@ def quantize_checkpoint(
     ckpt: Checkpoint,
     fmt: WeightFormat,
     *,
-    quantizer: Literal["rtn", "rtn-plain", "gptq"] = "rtn",
+    quantizer: Literal["rtn", "rtn-search", "gptq"] = "rtn",
     calibration_text: str | None = None,
     embedding_fmt: WeightFormat | None = None,
     calibration_sequences: int = CALIBRATION_SEQUENCES,
@@ -111,10 +111,10 @@ def quantize_checkpoint(
         done += 1
         if progress is not None:
             progress(done, total)
-    if quantizer in ("rtn", "rtn-plain"):
+    if quantizer in ("rtn", "rtn-search"):
         for layer, proj in ((i, p) for i in range(spec.num_layers) for p in PROJECTIONS):
             name = projection_name(layer, proj)
-            plain = quantizer == "rtn-plain"
+            plain = quantizer == "rtn"
             weights[name] = quantize_rtn(ckpt.tensors[name], fmt) if plain else searched_rtn(ckpt, layer, proj, fmt)
             done += 1
             if progress is not None:
