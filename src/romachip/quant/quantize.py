@@ -19,7 +19,7 @@ import numpy as np
 from romachip.errors import CheckpointError, FormatError
 from romachip.names import EMBED_NAME as EMBEDDING
 from romachip.names import HEAD_NAME as LM_HEAD
-from romachip.names import PROJECTIONS, projection_name
+from romachip.names import PROJECTIONS, norm_name, projection_name
 from romachip.quant.checkpoint import Checkpoint
 from romachip.quant.formats import WeightFormat
 from romachip.quant.rtn import quantize_rtn
@@ -72,7 +72,7 @@ def searched_rtn(ckpt: Checkpoint, layer: int, proj: str, fmt: WeightFormat) -> 
     norm = INPUT_NORM.get(proj)
     if norm is None:
         return quantize_rtn(w, fmt)
-    gain = np.asarray(ckpt.tensors[f"model.layers.{layer}.{norm}.weight"], dtype=np.float64)
+    gain = np.asarray(ckpt.tensors[norm_name(layer, norm)], dtype=np.float64)
     return quantize_rtn_search(w, fmt, column_weights=gain * gain)
 
 

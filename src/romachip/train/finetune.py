@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from romachip.errors import AdapterError, CapacityError
-from romachip.quant.checkpoint import PROJECTIONS
+from romachip.names import projection_module
 from romachip.rom import RomImage
 from romachip.train import output
 from romachip.train.model import ALL_TARGETS, build_model, check_targets, lora_parameters
@@ -117,11 +117,7 @@ def check_fit(rom: RomImage, settings: FinetuneSettings) -> str:
 
     kv = KvConfig(dtype=rom.chip.precision.kv, context_tokens=settings.seq_len)
     bank = AdapterBank.for_image(rom, kv=kv)
-    ranks = {
-        f"model.layers.{i}.{PROJECTIONS[p]}.{p}": settings.rank
-        for i in range(rom.spec.num_layers)
-        for p in settings.targets
-    }
+    ranks = {projection_module(i, p): settings.rank for i in range(rom.spec.num_layers) for p in settings.targets}
     verdict = bank.what_if(ranks, name="the fine-tuned adapter")
     if not verdict.fits:
         raise CapacityError(verdict.message)

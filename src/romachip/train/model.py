@@ -13,15 +13,15 @@ import numpy as np
 import torch
 
 from romachip.errors import AdapterError
-from romachip.quant.checkpoint import PROJECTIONS, projection_name
+from romachip.names import EMBED_NAME, HEAD_NAME, PROJECTION_PART, PROJECTIONS, projection_name
 from romachip.quant.hf_reference import llama_config
 from romachip.quant.tensor import QuantizedModel
 from romachip.train.torch_linear import LoraLinear, RomLinear
 
 ALL_TARGETS = tuple(PROJECTIONS)
 PEFT_PREFIX = "base_model.model."
-EMBEDDING = "model.embed_tokens.weight"
-LM_HEAD = "lm_head.weight"
+EMBEDDING = EMBED_NAME
+LM_HEAD = HEAD_NAME
 
 
 def check_targets(targets: list[str] | tuple[str, ...]) -> tuple[str, ...]:
@@ -65,7 +65,7 @@ def build_model(
     torch.manual_seed(seed)
     try:
         for i, block in enumerate(model.model.layers):
-            for proj, group in PROJECTIONS.items():
+            for proj, group in PROJECTION_PART.items():
                 base = RomLinear(qmodel.weights[projection_name(i, proj)], chip_numerics=chip_numerics)
                 layer = LoraLinear(base, rank, alpha, rslora=rslora) if proj in targets else base
                 setattr(getattr(block, group), proj, layer)
