@@ -20,8 +20,8 @@ COMMAND_MODULES = (
 #: Command (or command group) -> the module that registers it (tests/test_cli_imports.py keeps it true).
 COMMANDS = {
     "presets": "specs", "models": "specs", "fit": "fit", "burn": "burn", "inspect": "burn", "run": "run",
-    "eval": "run", "demo": "run", "adapters": "adapters", "finetune": "finetune", "simulate": "simulate", "sweep": "sweep",
-    "serve": "serve", "vectors": "vectors", "reproduce": "reproduce",
+    "eval": "run", "demo": "run", "adapters": "adapters", "finetune": "finetune", "simulate": "simulate",
+    "sweep": "sweep", "serve": "serve", "vectors": "vectors", "reproduce": "reproduce",
 }  # fmt: skip
 EXIT_BAD_INPUT = 2  # the same code click uses for usage errors
 
