@@ -425,17 +425,24 @@ AUTO_POLICY = "auto"
 
 
 def auto_policy(
-    chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, *, strategy: str = DEFAULT_STRATEGY
+    chip: ChipSpec,
+    spec: ModelSpec,
+    fmt: WeightFormat,
+    *,
+    strategy: str = DEFAULT_STRATEGY,
+    int8_placement: Placement | None = None,
 ) -> tuple[StoragePolicy, str | None]:
     """The storage policy a burn uses when none is asked for, and a note when it had to give something up.
 
     The embedding table / LM head at 8 bits (`rom_int8`) when the model fits the ROM that way, else in
     the weight format (`rom_weight`): on SmolLM2 at 4 bits the 8-bit tables alone take perplexity from
-    1.51x to 1.29x the float model's (docs/quantization.md), for a few percent more ROM.
+    1.51x to 1.29x the float model's (docs/quantization.md), for a few percent more ROM. Pass the rom_int8
+    placement when the caller has compiled it (burn does, to use it when it fits).
     """
     kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
     lora = LoraConfig(rank=0, dtype=chip.precision.lora)
-    report = plan(chip, spec, fmt=fmt, lora=lora, kv=kv, policy=StoragePolicy.ROM_INT8, strategy=strategy)
+    report = plan(chip, spec, fmt=fmt, lora=lora, kv=kv, policy=StoragePolicy.ROM_INT8, strategy=strategy,
+                  placement=int8_placement)  # fmt: skip
     if report.rom.rom_fits or fmt.bits >= 8:
         return StoragePolicy.ROM_INT8, None
     return StoragePolicy.ROM_WEIGHT, (

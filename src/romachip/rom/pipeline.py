@@ -120,11 +120,15 @@ def burn_checkpoint(
     walls["load_s"] = time.perf_counter() - t0
     t = time.perf_counter()
     notes: list[str] = []
-    if pol is None:
-        pol, note = auto_policy(chip, ckpt.spec, fmt, strategy=strategy)
-        notes += [note] if note else []
     kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
-    placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
+    placement = None
+    if pol is None:  # compile the 8-bit-table placement once; it is the one burned when it fits
+        placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=StoragePolicy.ROM_INT8, kv=kv)
+        pol, note = auto_policy(chip, ckpt.spec, fmt, strategy=strategy, int8_placement=placement)
+        notes += [note] if note else []
+        placement = placement if pol is StoragePolicy.ROM_INT8 else None
+    if placement is None:
+        placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
     fit = plan(chip, ckpt.spec, fmt=fmt, lora=LoraConfig(rank=0, dtype=chip.precision.lora), kv=kv, placement=placement)
     if not fit.rom.rom_fits:
         raise refusal(fit)
