@@ -2,7 +2,7 @@
 
     python benchmarks/finetune_recovery.py train-rom --image IMAGE --out DIR   # the adapter on the ROM base
     python benchmarks/finetune_recovery.py train-peft --out DIR                # PEFT on the float model
-    python benchmarks/finetune_recovery.py float                               # the float model's perplexity
+    python benchmarks/finetune_recovery.py float [--adapter DIR]               # the float model's perplexity
     python benchmarks/finetune_recovery.py eval --image IMAGE [--adapter DIR]  # the chip engine's
 
 On SmolLM2 burned into IMAGE: trains a LoRA adapter with `romachip.train.finetune` (the image's exact base)
@@ -41,7 +41,7 @@ def plays_text() -> str:
     return "\n\n".join(p.read_text(encoding="utf-8") for p in plays)
 
 
-def float_ppl(text: str, window: int, max_tokens: int) -> float:
+def float_ppl(text: str, window: int, max_tokens: int, adapter: str | None = None) -> float:
     from romachip.quant.checkpoint import load_checkpoint
     from romachip.quant.hf_reference import hf_perplexity, llama_from_tensors
 
@@ -49,7 +49,12 @@ def float_ppl(text: str, window: int, max_tokens: int) -> float:
     from tokenizers import Tokenizer
 
     ids = Tokenizer.from_str(ckpt.tokenizer_json).encode(text, add_special_tokens=False).ids
-    return hf_perplexity(llama_from_tensors(ckpt.spec, ckpt.tensors), ids, window=window, max_tokens=max_tokens)[0]
+    model = llama_from_tensors(ckpt.spec, ckpt.tensors)
+    if adapter is not None:  # PEFT applies the adapter to the float model
+        import peft
+
+        model = peft.PeftModel.from_pretrained(model, adapter).eval()
+    return hf_perplexity(model, ids, window=window, max_tokens=max_tokens)[0]
 
 
 def train_peft_float(text: str, out: Path, s: FinetuneSettings) -> float:
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.what == "train-peft":
         return {"train_s": train_peft_float(plays_text(), Path(args.out), settings(args))}
     if args.what == "float":
-        return {"ppl": float_ppl(hamlet_text(), **ev), "eval_s": time.perf_counter() - t0}
+        return {"ppl": float_ppl(hamlet_text(), adapter=args.adapter, **ev), "eval_s": time.perf_counter() - t0}
     ppl = eval_perplexity(args.image, hamlet_text(), adapter=args.adapter, **ev)
     return {"ppl": ppl, "eval_s": time.perf_counter() - t0}
 
@@ -104,7 +109,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", choices=["train-rom", "train-peft", "float", "eval"])
     parser.add_argument("--image", help="the ROM image (train-rom, eval)")
-    parser.add_argument("--adapter", help="eval: the adapter folder (none: the base model)")
+    parser.add_argument("--adapter", help="eval, float: the adapter folder (none: the base model)")
     parser.add_argument("--out", help="train-*: the adapter folder to write")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--rank", type=int, default=16)

@@ -48,6 +48,7 @@ def hamlet_text() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-tokens", type=int, default=4096)
+    parser.add_argument("--eval-text", choices=["hamlet", "pydoc"], default="hamlet", help="held-out text to score")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--group-size", type=int, default=128)
@@ -67,7 +68,8 @@ def main() -> None:
     ckpt = load_checkpoint("smollm2-135m")
     load_s = time.perf_counter() - t0
     tok = Tokenizer.from_str(ckpt.tokenizer_json)
-    eval_ids = tok.encode(hamlet_text(), add_special_tokens=False).ids[: args.eval_tokens]
+    held_out = hamlet_text() if args.eval_text == "hamlet" else pydoc_text()  # pydoc: only for RTN (no calibration)
+    eval_ids = tok.encode(held_out, add_special_tokens=False).ids[: args.eval_tokens]
     calib = calibration_text(args.calibration)
 
     rows = []
@@ -102,7 +104,7 @@ def main() -> None:
     else:
         ref_row = rows[0]
         print(f"calibration {args.calibration}; load {load_s:.1f} s; reference ppl {ref_row['perplexity']:.3f}")
-        print(f"perplexity over {ref_row['tokens']} predicted tokens of Hamlet, {args.window}-token windows")
+        print(f"perplexity over {ref_row['tokens']} predicted tokens of {args.eval_text}, {args.window}-token windows")
 
 
 if __name__ == "__main__":
