@@ -55,6 +55,18 @@ def test_run_json_is_the_engine_generation(image, capsys) -> None:
     assert out["decode_tokens_per_s"] > 0
 
 
+def test_threads_never_change_the_tokens_or_the_perplexity(image, capsys, tmp_path) -> None:
+    argv = ["run", str(image), "--prompt", "w3 w9 w4", "--max-tokens", "5", "--json"]
+    one = _json(capsys, argv + ["--threads", "1"])
+    two = _json(capsys, argv + ["--threads", "2"])
+    assert one["token_ids"] == two["token_ids"] and two["options"]["threads"] == 2
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(f"w{i % 30}" for i in range(40)))
+    evals = [_json(capsys, ["eval", str(image), "--text", str(text), "--window", "16", "--json", "--threads", n])
+             for n in ("1", "3")]  # fmt: skip
+    assert evals[0]["perplexity"] == evals[1]["perplexity"] and evals[1]["threads"] == 3
+
+
 def test_run_samples_repeatably_and_streams_text(image, capsys) -> None:
     argv = ["run", str(image), "--prompt", "w7 w8", "--max-tokens", "8", "--temperature", "1.2", "--seed", "4"]
     first = _json(capsys, argv + ["--json"])
@@ -96,6 +108,7 @@ def test_eval_perplexity_matches_the_engine_logits(image, capsys, tmp_path) -> N
         (["eval", "IMAGE", "--text", "TEXT", "--window", "1"], "--window must be at least 2"),
         (["eval", "IMAGE", "--text", "TEXT"], "at least 2 are needed"),
         (["run", "IMAGE", "--prompt", "w1", "--activation", "fp4"], "activation precision"),
+        (["run", "IMAGE", "--prompt", "w1", "--threads", "0"], "--threads must be at least 1"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(image, capsys, tmp_path, argv: list[str], message: str) -> None:

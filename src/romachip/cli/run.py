@@ -24,10 +24,19 @@ DEFAULT_WINDOW = 256
 ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
 
 
-def _open_engine(image: str | Path, activation: str | None, kv: str | None) -> tuple[RomImage, Engine]:
+THREADS_HELP = "Threads of the engine (the native L-Unit kernel's and torch's); the result never depends on it."
+
+
+def _open_engine(
+    image: str | Path, activation: str | None, kv: str | None, threads: int = 1
+) -> tuple[RomImage, Engine]:
+    if threads < 1:
+        raise GenerationError(f"--threads must be at least 1, got {threads}")
     rom = RomImage.open(image)
     # the image's own placement: attention splits the keys over its KV rings as the chip does
-    return rom, Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement)
+    return rom, Engine(
+        rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement, threads=threads
+    )
 
 
 class _Streamer:
@@ -66,6 +75,7 @@ def _summary(gen: Generation) -> Table:
     table.add_row("generated", f"{gen.generated_tokens} tokens" + (" (stopped on EOS)" if gen.stopped_on_eos else ""))
     table.add_row("decode speed", f"{gen.decode_tokens_per_s:.1f} tokens/s (golden engine on this CPU, not the chip)")
     table.add_row("precision", f"activations {gen.options['activation']}, KV cache {gen.options['kv']}")
+    table.add_row("host", f"{gen.options['kernel']} L-Unit kernel, {gen.options['threads']} thread(s)")
     return table
 
 
@@ -86,9 +96,10 @@ def run(
     adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
     use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
-    rom, engine = _open_engine(image, activation, kv)
+    rom, engine = _open_engine(image, activation, kv, threads)
     ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
     lora, ops, engine.bank = request_adapter(
         rom, adapter or [], use, precision=lora_precision, kv=_request_kv(engine, ids, max_tokens)
@@ -133,13 +144,14 @@ def eval_(
         None, "--adapter", help="A PEFT LoRA folder to score with; --reference then applies it with PEFT."
     ),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
+    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
 ) -> None:
     """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'
     (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
     if window < 2:
         raise GenerationError(f"--window must be at least 2 tokens, got {window}")
     content = read_text(text, what="text file")
-    rom, engine = _open_engine(image, activation, kv)
+    rom, engine = _open_engine(image, activation, kv, threads)
     ids = np.array(engine.tokenizer.encode(content, add_special_tokens=False).ids, dtype=np.int64)
     lora, _, engine.bank = request_adapter(rom, [adapter] if adapter else [], None, precision=lora_precision,
                               kv=_request_kv(engine, [], window))  # fmt: skip
@@ -161,6 +173,8 @@ def eval_(
         "adapter": adapter,
         "lora_precision": lora.precision if lora else None,
         "seconds": time.perf_counter() - t0,
+        "threads": engine.threads,
+        "kernel": engine.net.kernel,
     }
     if as_json:
         print_json(out)
