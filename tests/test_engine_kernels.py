@@ -118,3 +118,20 @@ def test_kernel_choice_and_threads_are_checked(monkeypatch) -> None:
     prep = PreparedLinear.from_tensors([tiny.quantized.weights["model.layers.0.mlp.down_proj.weight"]])
     with pytest.raises(GenerationError, match="unknown activation precision"):
         linear(prep, np.zeros((1, prep.in_features), np.float32), "fp8")
+
+
+@native
+def test_native_vector_steps_equal_numpy_bit_for_bit() -> None:
+    from romachip.engine.detmath import EXP_HI, EXP_LO, exp64, exp64_numpy
+    from romachip.engine.model import silu_mul, silu_mul_numpy
+
+    rng = np.random.default_rng(9)
+    edges = [0.0, -0.0, np.inf, -np.inf, EXP_HI, EXP_LO, np.nextafter(EXP_HI, 0), np.nextafter(EXP_LO, 0), -708.4,
+             -740.0, 1e-300, -1e-300, 0.5 * np.log(2), -0.5 * np.log(2), 1.0, -1.0]  # fmt: skip
+    x = np.concatenate([edges, rng.uniform(-750, 712, 20000), rng.standard_normal(20000) * 3])
+    np.testing.assert_array_equal(exp64(x).view(np.uint64), exp64_numpy(x).view(np.uint64))
+    assert exp64(np.float64(1.5)).shape == ()
+    assert np.isnan(exp64(np.array([np.nan]))).all()
+    g = (rng.standard_normal((7, 300)) * rng.choice([0.01, 1, 30, 800], (7, 300))).astype(np.float32)
+    u = rng.standard_normal((7, 300)).astype(np.float32)
+    np.testing.assert_array_equal(_bits(silu_mul(g, u)), _bits(silu_mul_numpy(g, u)))

@@ -320,8 +320,6 @@ static void run_linear(const weight_t *w, const act_t *x, float *y, int threads,
     }
 }
 
-/* ---- Python entry point ------------------------------------------------------------------------- */
-
 static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, Py_ssize_t items, const char *what) {
     if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
         return -1;
@@ -333,6 +331,95 @@ static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize
     }
     return 0;
 }
+
+/* ---- vector-unit steps (docs/numerics.md), one IEEE operation each, in the order detmath.py takes ---- */
+
+#define LN2_HI 6.93147180369123816490e-01
+#define LN2_LO 1.90821492927058770002e-10
+#define INV_LN2 1.44269504088896338700e00
+#define EXP_HI 709.78
+#define EXP_LO -745.2
+
+static double exp_coeffs[10]; /* f64(1/n!), n = 9 .. 0: n! is exact, so the division rounds once */
+
+static inline double pow2i(int64_t n) { /* 2^n exactly, for n in [-1022, 1023] */
+    uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double v;
+    memcpy(&v, &bits, 8);
+    return v;
+}
+
+/* No libm call in the loop body (so that independent elements overlap): rne via the 1.5 * 2^52 shift
+ * (exact for |v| < 2^51, default rounding), and ldexp(ldexp(p, h), k - h) as two multiplications by
+ * exact powers of two (h, k - h lie in [-538, 512]), which round exactly as ldexp does. */
+static inline double exp64(double x) {
+    if (x != x) return x;
+    if (x >= EXP_HI) return HUGE_VAL;
+    if (x <= EXP_LO) return 0.0;
+    const double shift = 6755399441055744.0; /* 1.5 * 2^52 */
+    double k = (x * INV_LN2 + shift) - shift;
+    double r = x - k * LN2_HI; /* k * LN2_HI is exact (Cody-Waite) */
+    r = r - k * LN2_LO;
+    double p = exp_coeffs[0];
+    for (int i = 1; i < 10; i++) {
+        p = p * r;
+        p = p + exp_coeffs[i];
+    }
+    int64_t ki = (int64_t)k, half = ki / 2 - (ki < 0 && ki % 2 != 0); /* floor(k / 2) */
+    return (p * pow2i(half)) * pow2i(ki - half);
+}
+
+static PyObject *lunit_exp64(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &yo)) return NULL;
+    Py_buffer xb, yb;
+    if (PyObject_GetBuffer(xo, &xb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (get(yo, &yb, 1, 8, xb.len / 8, "out") < 0 || xb.len % 8) {
+        PyBuffer_Release(&xb);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "exp64 takes float64 arrays");
+        return NULL;
+    }
+    const double *x = xb.buf;
+    double *y = yb.buf;
+    Py_ssize_t n = xb.len / 8;
+    Py_BEGIN_ALLOW_THREADS;
+    for (Py_ssize_t i = 0; i < n; i++) y[i] = exp64(x[i]);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&yb), PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+}
+
+/* SwiGLU: h = f32(f32(f64(g / f64(1 + exp64(-g)))) * u) */
+static PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
+    PyObject *go, *uo, *ho;
+    long long n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOL", &go, &uo, &ho, &n)) return NULL;
+    Py_buffer gb, ub, hb;
+    if (get(go, &gb, 0, 4, n, "g") < 0) return NULL;
+    if (get(uo, &ub, 0, 4, n, "u") < 0) {
+        PyBuffer_Release(&gb);
+        return NULL;
+    }
+    if (get(ho, &hb, 1, 4, n, "h") < 0) {
+        PyBuffer_Release(&ub), PyBuffer_Release(&gb);
+        return NULL;
+    }
+    const float *g = gb.buf, *u = ub.buf;
+    float *h = hb.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    for (long long i = 0; i < n; i++) {
+        double gd = (double)g[i];
+        float silu = (float)(gd / (1.0 + exp64(-gd)));
+        h[i] = silu * u[i];
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&hb), PyBuffer_Release(&ub), PyBuffer_Release(&gb);
+    Py_RETURN_NONE;
+}
+
+/* ---- Python entry point ------------------------------------------------------------------------- */
 
 static PyObject *lunit_linear(PyObject *self, PyObject *args) {
     PyObject *xo, *co, *so, *zo, *yo;
@@ -404,6 +491,8 @@ static PyMethodDef methods[] = {
     {"linear", lunit_linear, METH_VARARGS,
      "linear(x, codes, scales, zeros, y, rows, in, out, group_len, bits, mode, threads, widest): "
      "y = the L-Unit product of docs/numerics.md (mode 0 int8, 1 bf16)"},
+    {"exp64", lunit_exp64, METH_VARARGS, "exp64(x, out): detmath.exp64 of float64 x into out, the same bits"},
+    {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, n): SwiGLU of float32 g, u into h"},
     {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2' or 'avx512'"},
     {NULL, NULL, 0, NULL},
 };
@@ -411,4 +500,11 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lunit", "The L-Unit product on packed codes.", -1,
                                     methods};
 
-PyMODINIT_FUNC PyInit__lunit(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__lunit(void) {
+    double fact = 1.0;
+    for (int n = 0; n <= 9; n++) {
+        fact *= n ? n : 1;
+        exp_coeffs[9 - n] = 1.0 / fact;
+    }
+    return PyModule_Create(&module);
+}

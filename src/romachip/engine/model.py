@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from romachip.engine.attention import attention
-from romachip.engine.detmath import exp64, pow_f32, seq_sum, sincos64
+from romachip.engine.detmath import _lunit, exp64, pow_f32, seq_sum, sincos64
 from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel, linear, lora_parts
 from romachip.engine.kv import KVCache
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
@@ -72,6 +72,16 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """SwiGLU: f32(f32(f64(g / f64(1 + exp64(-g)))) * u), in C where the native module was built."""
+    if _lunit is not None:
+        g, u = np.ascontiguousarray(g, dtype=np.float32), np.ascontiguousarray(u, dtype=np.float32)
+        h = np.empty(g.shape, dtype=np.float32)
+        _lunit.silu_mul(g, u, h, g.size)
+        return h
+    return silu_mul_numpy(g, u)
+
+
+def silu_mul_numpy(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     g64 = g.astype(np.float64)
     silu = (g64 / (1.0 + exp64(-g64))).astype(np.float32)
     return silu * u
