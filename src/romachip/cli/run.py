@@ -33,10 +33,11 @@ def _open_engine(
     if threads < 1:
         raise GenerationError(f"--threads must be at least 1, got {threads}")
     rom = RomImage.open(image)
-    # the image's own placement: attention splits the keys over its KV rings as the chip does
-    return rom, Engine(
-        rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement, threads=threads
-    )
+    # the image's own placement: attention splits the keys over its KV rings as the chip does; the engine
+    # holds the weights packed, the unpacked copy is dropped (eval --reference re-reads the image)
+    engine = Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement,
+                    threads=threads, keep_weights=False)  # fmt: skip
+    return rom, engine
 
 
 class _Streamer:
@@ -160,7 +161,7 @@ def eval_(
         ppl, count = engine_perplexity(engine, ids, window=window, max_tokens=max_tokens, bar=bar, adapter=lora)
         ref = None
         if reference:
-            ref = _reference_perplexity(engine, ids, window, max_tokens, bar, (adapter, lora) if lora else None)
+            ref = _reference_perplexity(rom, ids, window, max_tokens, bar, (adapter, lora) if lora else None)
     out = {
         "perplexity": ppl,
         "tokens": count,
@@ -189,7 +190,7 @@ def eval_(
 
 
 def _reference_perplexity(
-    engine: Engine,
+    rom: RomImage,
     ids: np.ndarray,
     window: int,
     max_tokens: int | None,
@@ -198,7 +199,8 @@ def _reference_perplexity(
 ) -> float:
     from romachip.quant.hf_reference import dequantized_tensors, hf_perplexity, llama_from_tensors
 
-    model = llama_from_tensors(engine.model.spec, dequantized_tensors(engine.model))
+    qmodel = rom.model()
+    model = llama_from_tensors(qmodel.spec, dequantized_tensors(qmodel))
     if lora is not None:  # (folder, view): PEFT with the values the chip stores
         from romachip.sram.peft_reference import peft_with_stored_values
 

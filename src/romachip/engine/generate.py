@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -67,6 +67,9 @@ class Engine:
                 is set per computation, under a process-wide lock (session.scoped_threads), never left set.
     kernel:     "native" (the C kernel on packed codes) or "numpy" (the fallback); None takes
                 $ROMACHIP_KERNEL, else native where it built. Both give the same bits.
+    keep_weights: False drops the weight tensors from `engine.model` once the engine has prepared its own
+                (packed, with the native kernel), so that a large model is held once, at bits/8 bytes a
+                weight; `engine.model` then keeps spec, format, tokenizer and the norm weights.
 
     Each request may carry a LoRA adapter: a mapping from module name (`model.layers.3.self_attn.q_proj`)
     to (A float32 [r, in], B float32 [out, r], scale float), A and B holding exactly the decoded values the
@@ -87,6 +90,7 @@ class Engine:
         exact: bool | None = None,
         kernel: str | None = None,
         bank: AdapterBank | None = None,
+        keep_weights: bool = True,
     ) -> None:
         if exact is not None:  # the older keyword: exact=False meant the float mode
             float_mode = not exact
@@ -113,6 +117,8 @@ class Engine:
             self.bank = bank
         self.kv_shares = self._layer_kv_shares(kv_shares, placement)
         self.net = EngineModel(model, float_mode=float_mode, kernel=kernel, kv_shares=self.kv_shares)
+        if not keep_weights:
+            self.model = replace(model, weights={})
 
     @property
     def tokenizer(self):  # noqa: ANN201

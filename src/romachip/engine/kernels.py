@@ -23,6 +23,7 @@ import torch
 
 from romachip.engine.detmath import seq_sum, to_bf16
 from romachip.engine.packed import (
+    OUT_TILE,
     PACKED_WIDTHS,
     pack_codes,
     tile_codes,
@@ -184,6 +185,15 @@ class PreparedLinear:
         codes = unpack_codes(untile_codes(self.packed, self.bits, self.out_features), self.bits, self.in_features)
         zeros = np.repeat(untile_rows(self.zeros8, self.out_features), self.group_len, axis=1)
         return (codes.astype(np.float64) - zeros[:, : self.in_features]).T
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(codes uint8 [n, in], scales float32 [n, groups], zeros uint8 [n, groups]) of output rows `rows`,
+        read from the packed layout (the embedding lookup of a tied head)."""
+        tile, lane = np.divmod(np.asarray(rows, dtype=np.int64), OUT_TILE)
+        cb = 4 * self.bits
+        packed = self.packed.reshape(self.packed.shape[0], -1, OUT_TILE, cb)[tile, :, lane]
+        codes = unpack_codes(packed.reshape(len(tile), -1), self.bits, self.in_features)
+        return codes, self.scales32[tile, :, lane], self.zeros8[tile, :, lane]
 
     def group_scales(self) -> np.ndarray:
         """The scales' exact values as float64 [groups, 1, out]."""

@@ -27,7 +27,7 @@ from romachip.names import (
     projection_module,
     projection_name,
 )
-from romachip.quant.tensor import QuantizedModel
+from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 from romachip.spec.model import ModelSpec
 
 #: The engine's per-request LoRA adapter: module name (`model.layers.3.self_attn.q_proj`) ->
@@ -95,13 +95,13 @@ class EngineModel:
         kv_shares: tuple[int, ...] | None = None,
     ) -> None:  # fmt: skip
         self.spec = spec = model.spec
-        self.source = model
         self.float_mode = float_mode
         self.kernel = kernel = check_kernel(kernel) if kernel is not None else default_kernel()
         # per layer, the H-Units its keys are dealt over (the KV ring of the placement); 1: a global softmax
         self.kv_shares = kv_shares if kv_shares is not None else (1,) * spec.num_layers
         w = model.weights
-        self.embed = _require(w, EMBED_NAME)
+        embed = _require(w, EMBED_NAME)
+        self.vocab = embed.shape[0]
         self.layers: list[dict[str, PreparedLinear]] = []
         self.spans = {}  # output columns of each projection inside its fused product
         for key, projections in FUSED.items():
@@ -114,8 +114,13 @@ class EngineModel:
                 tensors = [_require(w, projection_name(i, n)) for n in projections]
                 prepared[key] = PreparedLinear.from_tensors(tensors, float_mode=float_mode, kernel=kernel)
             self.layers.append(prepared)
-        head = self.embed if spec.tie_word_embeddings else _require(w, HEAD_NAME)
+        head = embed if spec.tie_word_embeddings else _require(w, HEAD_NAME)
         self.lm_head = PreparedLinear.from_tensors([head], float_mode=float_mode, kernel=kernel)
+        # token rows: from packed codes where the native kernel holds them (the tied head's own), so that
+        # the engine keeps no unpacked copy of any weight; else from the QuantizedTensor
+        self.embed: PreparedLinear | QuantizedTensor = embed
+        if self.lm_head.kernel == "native":
+            self.embed = self.lm_head if head is embed else PreparedLinear.from_tensors([embed], kernel="native")
         f = model.floats
         self.norms = [
             tuple(_require(f, norm_name(i, norm)).astype(np.float32) for norm in BLOCK_NORMS)
@@ -127,11 +132,21 @@ class EngineModel:
         self._sin = np.zeros((0, spec.head_dim // 2), np.float32)
 
     def embed_rows(self, tokens: np.ndarray) -> np.ndarray:
+        """f32(s * (q - z)) of each token's row (exact: an 11/24-bit scale times a small integer)."""
+        if np.any(tokens < 0) or np.any(tokens >= self.vocab):
+            raise GenerationError(f"token ids must lie in [0, {self.vocab}), got {tokens.min()}..{tokens.max()}")
         e = self.embed
-        if np.any(tokens < 0) or np.any(tokens >= e.shape[0]):
-            raise GenerationError(f"token ids must lie in [0, {e.shape[0]}), got {tokens.min()}..{tokens.max()}")
-        q = e.codes[tokens].astype(np.float32) - e.expand_groups(e.zeros[tokens].astype(np.float32))
-        return e.expand_groups(e.scales[tokens].astype(np.float32)) * q
+        if isinstance(e, PreparedLinear):
+            codes, scales, zeros = e.rows(tokens)
+            g, inp = e.group_len, e.in_features
+        else:
+            codes, scales, zeros = e.codes[tokens], e.scales[tokens], e.zeros[tokens]
+            g, inp = e.fmt.group_len(e.shape[1]), e.shape[1]
+
+        def expand(per_group: np.ndarray) -> np.ndarray:
+            return np.repeat(per_group.astype(np.float32), g, axis=1)[:, :inp]
+
+        return expand(scales) * (codes.astype(np.float32) - expand(zeros))
 
     def rope_tables(self, end: int) -> tuple[np.ndarray, np.ndarray]:
         if end > self._cos.shape[0]:
