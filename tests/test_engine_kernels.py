@@ -135,3 +135,11 @@ def test_native_vector_steps_equal_numpy_bit_for_bit() -> None:
     g = (rng.standard_normal((7, 300)) * rng.choice([0.01, 1, 30, 800], (7, 300))).astype(np.float32)
     u = rng.standard_normal((7, 300)).astype(np.float32)
     np.testing.assert_array_equal(_bits(silu_mul(g, u)), _bits(silu_mul_numpy(g, u)))
+
+
+def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:
+    tiny = make_tiny("untied_llama3_g48_2bit_sym", layers=1, vocab=41)
+    ids = [3, 1, 4, 1, 5, 9, 2, 6]
+    light = Engine(tiny.quantized, keep_weights=False)
+    assert light.model.weights == {} and tiny.quantized.weights  # the caller's model is untouched
+    np.testing.assert_array_equal(_bits(light.logits(ids)), _bits(Engine(tiny.quantized).logits(ids)))

@@ -271,6 +271,68 @@ T512 static void tile_avx512(const weight_t *w, const act_t *x, int64_t tile, do
         }
     }
 }
+
+/* Prefill on AVX-512: 16 outputs (two tiles) in the 16 int32 lanes of one register, so no horizontal sums:
+ * the group's codes are laid out [column pair][output][2] as int16 once, then each vpdpwssd adds
+ * w(o, c) x_c + w(o, c+1) x_{c+1} for all 16 outputs o, the activation pair broadcast. */
+#define PAIR 16
+#define ROW_BLOCK 8
+
+T512 static inline __attribute__((always_inline)) void pair_rows(const weight_t *w, const act_t *x, int64_t j,
+                                                                 const int16_t *xs, int64_t span, int64_t r0, const int n,
+                                                                 const int16_t *wb, __m512i z, __m512d s_lo,
+                                                                 __m512d s_hi, double *acc) {
+    __m512i d[ROW_BLOCK];
+    for (int r = 0; r < n; r++) d[r] = _mm512_setzero_si512();
+    for (int64_t c = 0; c < span; c += 2) {
+        __m512i wv = _mm512_loadu_si512((const void *)(wb + c * PAIR));
+        for (int r = 0; r < n; r++) {
+            int32_t pair;
+            memcpy(&pair, xs + (r0 + r) * w->in_p + c, 4);
+            d[r] = _mm512_dpwssd_epi32(d[r], wv, _mm512_set1_epi32(pair));
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        int64_t g = (r0 + r) * w->groups + j;
+        __m512i dot = _mm512_sub_epi32(d[r], _mm512_mullo_epi32(z, _mm512_set1_epi32((int)x->sumx[g])));
+        __m512d a = _mm512_set1_pd(x->a[g]);
+        __m512d t_lo = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_castsi512_si256(dot)), a), s_lo);
+        __m512d t_hi = _mm512_mul_pd(_mm512_mul_pd(_mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(dot, 1)), a), s_hi);
+        double *ar = acc + (r0 + r) * PAIR;
+        if (j) {
+            t_lo = _mm512_add_pd(_mm512_loadu_pd(ar), t_lo);
+            t_hi = _mm512_add_pd(_mm512_loadu_pd(ar + 8), t_hi);
+        }
+        _mm512_storeu_pd(ar, t_lo);
+        _mm512_storeu_pd(ar + 8, t_hi);
+    }
+}
+
+T512 static void pair_avx512(const weight_t *w, const act_t *x, int64_t t0, double *acc, int16_t *wb) {
+    uint8_t codes[CHUNK];
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t k0 = j * w->glen / CHUNK, k1 = j + 1 == w->groups ? w->chunks : (j + 1) * w->glen / CHUNK;
+        int64_t span = (k1 - k0) * CHUNK;
+        for (int o = 0; o < PAIR; o++)
+            for (int64_t k = k0; k < k1; k++) {
+                _mm256_storeu_si256((__m256i *)codes, unpack_chunk(chunk_at(w, t0 + o / OUT_TILE, k, o % OUT_TILE), w->bits));
+                for (int i = 0; i < CHUNK; i++) {
+                    int64_t c = (k - k0) * CHUNK + i;
+                    wb[(c / 2) * 2 * PAIR + 2 * o + (c & 1)] = codes[i];
+                }
+            }
+        const int64_t g0 = (t0 * w->groups + j) * OUT_TILE, g1 = ((t0 + 1) * w->groups + j) * OUT_TILE;
+        __m128i z8 = _mm_unpacklo_epi64(_mm_loadl_epi64((const __m128i *)(w->zeros + g0)),
+                                        _mm_loadl_epi64((const __m128i *)(w->zeros + g1)));
+        __m512i z = _mm512_cvtepu8_epi32(z8);
+        __m512d s_lo = _mm512_cvtps_pd(_mm256_loadu_ps(w->scales + g0));
+        __m512d s_hi = _mm512_cvtps_pd(_mm256_loadu_ps(w->scales + g1));
+        const int16_t *xs = x->xi + k0 * CHUNK;
+        int64_t r = 0;
+        for (; r + ROW_BLOCK <= x->rows; r += ROW_BLOCK) pair_rows(w, x, j, xs, span, r, ROW_BLOCK, wb, z, s_lo, s_hi, acc);
+        for (; r < x->rows; r++) pair_rows(w, x, j, xs, span, r, 1, wb, z, s_lo, s_hi, acc);
+    }
+}
 #endif
 
 enum { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
@@ -292,28 +354,36 @@ static int cpu_level(void) { /* the widest vector path this CPU runs; every path
 #endif
 }
 
+#define PAIR_ROWS_MIN 4 /* rows from which two tiles at once (pair_avx512) beat one tile at a time */
+
 static void run_linear(const weight_t *w, const act_t *x, float *y, int threads, int simd) {
     int64_t tiles = (w->out_f + OUT_TILE - 1) / OUT_TILE;
+    int per = simd == AVX512 && x->rows >= PAIR_ROWS_MIN ? 2 : 1; /* tiles per unit of work */
+    int64_t units = (tiles + per - 1) / per;
     (void)threads;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-        double *acc = malloc(sizeof(double) * (size_t)(x->rows * OUT_TILE));
-        int16_t *wbuf = malloc(sizeof(int16_t) * (size_t)(OUT_TILE * ((w->glen < w->in_p ? w->glen : w->in_p) + CHUNK)));
+        double *acc = malloc(sizeof(double) * (size_t)(x->rows * OUT_TILE * per));
+        int16_t *wbuf = malloc(sizeof(int16_t) * (size_t)(OUT_TILE * per * ((w->glen < w->in_p ? w->glen : w->in_p) + CHUNK)));
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tiles; t++) {
+        for (int64_t u = 0; u < units; u++) {
             if (!acc || !wbuf) continue;
+            int64_t t = u * per;
+            int width = per == 2 && t + 1 < tiles ? 2 * OUT_TILE : OUT_TILE; /* outputs in acc's rows */
 #ifdef LUNIT_X86
-            if (simd == AVX512)
+            if (width == 2 * OUT_TILE)
+                pair_avx512(w, x, t, acc, wbuf);
+            else if (simd == AVX512)
                 tile_avx512(w, x, t, acc, wbuf);
             else if (simd == AVX2)
                 tile_avx2(w, x, t, acc, wbuf);
             else
 #endif
                 tile_portable(w, x, t, acc);
-            int lanes = w->out_f - t * OUT_TILE < OUT_TILE ? (int)(w->out_f - t * OUT_TILE) : OUT_TILE;
+            int lanes = w->out_f - t * OUT_TILE < width ? (int)(w->out_f - t * OUT_TILE) : width;
             for (int64_t r = 0; r < x->rows; r++)
                 for (int lane = 0; lane < lanes; lane++)
-                    y[r * w->out_f + t * OUT_TILE + lane] = (float)acc[r * OUT_TILE + lane];
+                    y[r * w->out_f + t * OUT_TILE + lane] = (float)acc[r * width + lane];
         }
         free(acc);
         free(wbuf);
