@@ -56,31 +56,41 @@ def rss_bytes() -> int:
     return 0
 
 
+def peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(image: Path, threads: list[int], prompt: int, tokens: int) -> dict:
     t0 = time.perf_counter()
-    engine = Engine(RomImage.open(image).model(), keep_weights=False)
+    qmodel = RomImage.open(image).model()
+    read = {"read_s": time.perf_counter() - t0, "rss_after_read_bytes": rss_bytes(), "peak_rss_read_bytes": peak_rss()}
+    engine = Engine(qmodel, keep_weights=False)
+    del qmodel  # the engine holds the weights packed; the unpacked codes go
     load_s = time.perf_counter() - t0
     net = engine.net
     preps = [p for layer in net.layers for p in layer.values()] + [net.lm_head]
     held = sum(a.nbytes for p in preps for a in (p.packed, p.scales32, p.zeros8) if a is not None)
     weights = sum(p.in_features * p.out_features for p in preps)
-    out = {"load_s": load_s, "kernel": net.kernel, "engine_weight_bytes": held, "weights": weights,
-           "engine_bytes_per_weight": held / weights, "rss_after_load_bytes": rss_bytes(), "runs": []}  # fmt: skip
+    out = {**read, "load_s": load_s, "peak_rss_load_bytes": peak_rss(), "rss_after_load_bytes": rss_bytes(),
+           "kernel": net.kernel, "engine_weight_bytes": held, "weights": weights,
+           "engine_bytes_per_weight": held / weights, "runs": []}  # fmt: skip
     ids = np.random.default_rng(1).integers(0, engine.model.spec.vocab_size, prompt)
     for n in threads:
         engine.threads = n
         cache = engine.new_cache(prompt + tokens)
         with engine.compute_threads():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             token = int(np.argmax(prefill(net, ids, cache, mode=engine.activation)[-1]))
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             for _ in range(tokens):
                 token = int(np.argmax(decode_one_token(net, token, cache, mode=engine.activation)))
-            t2 = time.perf_counter()
-        out["runs"].append(
-            {"threads": n, "prompt_tokens_per_s": prompt / (t1 - t0), "decode_tokens_per_s": tokens / (t2 - t1)}
-        )
-    out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            t2, c2 = time.perf_counter(), time.process_time()
+        # CPU seconds of the process (all threads) beside the wall clock, which on a loaded machine also
+        # counts the time other processes ran
+        rates = {"prompt_tokens_per_s": prompt / (t1 - t0), "decode_tokens_per_s": tokens / (t2 - t1),
+                 "prompt_cpu_s": c1 - c0, "decode_cpu_s_per_token": (c2 - c1) / tokens}  # fmt: skip
+        out["runs"].append({"threads": n, **rates})
+    out["peak_rss_bytes"] = peak_rss()
     out["rss_after_run_bytes"] = rss_bytes()
     return out
 

@@ -4,6 +4,11 @@ vector path of the C kernel, any thread count; the packed layout; the fallback w
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,3 +148,15 @@ def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:
     light = Engine(tiny.quantized, keep_weights=False)
     assert light.model.weights == {} and tiny.quantized.weights  # the caller's model is untouched
     np.testing.assert_array_equal(_bits(light.logits(ids)), _bits(Engine(tiny.quantized).logits(ids)))
+
+
+def test_the_install_goes_on_without_a_c_compiler(tmp_path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "src/romachip/engine").mkdir(parents=True)
+    shutil.copy(root / "setup.py", tmp_path)
+    shutil.copy(root / "src/romachip/engine/_lunit.c", tmp_path / "src/romachip/engine")
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
+    done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "failed" in done.stdout + done.stderr and not list(tmp_path.rglob("*.so"))
