@@ -18,6 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+# isort: off
+import romachip  # noqa: F401  (first: its OMP_WAIT_POLICY default must precede torch's libgomp)
+
+# isort: on
 import numpy as np
 
 from romachip.engine.generate import Engine

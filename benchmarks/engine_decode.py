@@ -23,6 +23,10 @@ import json
 import time
 from pydoc_data.topics import topics
 
+# isort: off
+import romachip  # noqa: F401  (first: its OMP_WAIT_POLICY default must precede torch's libgomp)
+
+# isort: on
 import numpy as np
 import torch
 

@@ -13,7 +13,7 @@ from math import factorial
 
 import numpy as np
 
-try:  # the native module (setup.py) is optional; without it every step below runs as NumPy ufuncs
+try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
     from romachip.engine import _lunit
 except ImportError:  # pragma: no cover - depends on the build
     _lunit = None

@@ -36,7 +36,7 @@ from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
 
-try:  # the native kernel is optional: an install without a C compiler runs the NumPy path (same bits)
+try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
     from romachip.engine import _lunit
 except ImportError:  # pragma: no cover - depends on the build
     _lunit = None
