@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pydoc_data.topics import topics
 
@@ -162,7 +163,10 @@ def main() -> None:
     tokenizer = Engine(qmodel).tokenizer
     ids = tokenizer.encode(PROMPT).ids
     long_ids = tokenizer.encode(topics["assert"] + topics["assignment"]).ids[: args.prompt_tokens]
-    results = [measure(t, args, qmodel, hf, ids, long_ids) for t in args.threads]
+    results = []
+    for t in args.threads:  # each count's result also goes to stderr as soon as it is measured
+        results.append(measure(t, args, qmodel, hf, ids, long_ids))
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)
     note = None
     if results[0]["decode_tokens_per_s"]["llama_cpp"] is None:
         note = "llama.cpp skipped: llama-cpp-python is not installed (pip install -e '.[bench]', see README)"
