@@ -30,7 +30,7 @@ CALIBRATION_CONTEXT = 256
 
 
 class DeviceSpec(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     name: str = Field(description="Device name.")
     description: str = Field("", description="What the device is.")
     memory_bandwidth_bytes_per_s: PositiveFloat = Field(description="Peak DRAM bandwidth.")
@@ -52,7 +52,7 @@ class DeviceSpec(BaseModel):
 
 
 class DeviceSet(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     schema_version: Literal[1] = Field(1, description="Version of this schema.")
     devices: list[DeviceSpec] = Field(description="The reference devices.")
 

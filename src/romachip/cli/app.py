@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import typer
@@ -55,6 +57,25 @@ def _root(
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+def finite(min: float | None = None, max: float | None = None, *, min_open: bool = False) -> Callable:
+    """The callback of every float option: the value must be finite (click's float type takes 'nan' and
+    'inf', and NaN passes every range check) and within [min, max] (min excluded with `min_open`).
+    tests/test_bad_numbers.py gives every float option of every command NaN, inf and -1."""
+
+    def check(value: float | None) -> float | None:
+        if value is None:
+            return value
+        if not math.isfinite(value):
+            raise typer.BadParameter(f"{value} is not a finite number")
+        if min is not None and (value <= min if min_open else value < min):
+            raise typer.BadParameter(f"{value} must be {'>' if min_open else '>='} {min}")
+        if max is not None and value > max:
+            raise typer.BadParameter(f"{value} must be <= {max}")
+        return value
+
+    return check
 
 
 def print_json(data: Any) -> None:

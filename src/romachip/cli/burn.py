@@ -34,9 +34,9 @@ def burn(
     checkpoint: str = typer.Argument(..., help="A Hugging Face folder, a .gguf file, or the name smollm2-135m."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the ROM image (.rom)."),
     chip: str = typer.Option("roma", "--chip", help="Chip preset name or path to a chip YAML."),
-    bits: int = typer.Option(DEFAULT_FMT.bits, "--bits", help="Weight code width (the chip must support it)."),
+    bits: int = typer.Option(DEFAULT_FMT.bits, "--bits", min=1, help="Weight code width (the chip must support it)."),
     group_size: int = typer.Option(
-        DEFAULT_FMT.group_size, "--group-size", help="Weights per quantization group along the input; 0 = a row."
+        DEFAULT_FMT.group_size, "--group-size", min=0, help="Weights per quantization group along the input; 0 = a row."
     ),
     symmetric: bool = typer.Option(DEFAULT_FMT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
     quantizer: str = typer.Option(

@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_LORA, DEFAULT_STRATEGY, CapacityReport, plan
-from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, print_json
+from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, finite, print_json
 from romachip.errors import CapacityError
 from romachip.perf.design import host_bytes_per_token
 from romachip.quant.formats import WeightFormat
@@ -104,26 +104,35 @@ def _breakdown_table(r: CapacityReport) -> Table:
 def fit(
     chip: str = typer.Option(DEFAULT_CHIP, "--chip", help="Chip preset name or path to a chip YAML."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Named model (see `romachip models`) or a config.json."),
-    bits: int = typer.Option(DEFAULT_FORMAT.bits, "--bits", help="Weight code width (the chip must support it)."),
+    bits: int = typer.Option(
+        DEFAULT_FORMAT.bits, "--bits", min=1, help="Weight code width (the chip must support it)."
+    ),
     group_size: int = typer.Option(
-        DEFAULT_FORMAT.group_size, "--group-size", help="Weights per quantization group along the input; 0 = a row."
+        DEFAULT_FORMAT.group_size,
+        "--group-size",
+        min=0,
+        help="Weights per quantization group along the input; 0 = a row.",
     ),
     symmetric: bool = typer.Option(DEFAULT_FORMAT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
-    lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", help="LoRA rank (0: no adapters)."),
+    lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", min=0, help="LoRA rank (0: no adapters)."),
     lora_targets: str = typer.Option(
         "all", "--lora-targets", help=f"Comma-separated modules to adapt, or 'all' ({','.join(ALL_TARGETS)})."
     ),
     lora_dtype: str = typer.Option(None, "--lora-dtype", help="fp8_e4m3, fp16 or bf16 [default: the chip's]."),
     kv_dtype: str = typer.Option(None, "--kv-dtype", help="int8 or fp16 [default: the chip's]."),
-    context: int = typer.Option(DEFAULT_KV.context_tokens, "--context", help="KV context to check, in tokens."),
+    context: int = typer.Option(DEFAULT_KV.context_tokens, "--context", min=1, help="KV context to check, in tokens."),
     kv_scale_bytes: int = typer.Option(
         None,
         "--kv-scale-bytes",
+        min=0,
         help="Scale bytes per cached head vector per token [default: the engine's for the KV dtype: 4 for int8 "
         "(a float32 scale), 0 for fp16; docs/numerics.md].",
     ),
     sram_mb: float = typer.Option(
-        None, "--sram-mb", help="Override the chip's H-Unit SRAM for LoRA + KV, in MiB (all units together)."
+        None,
+        "--sram-mb",
+        callback=finite(0, min_open=True),
+        help="Override the chip's H-Unit SRAM for LoRA + KV, in MiB (all units together).",
     ),
     storage_policy: str = typer.Option(
         DEFAULT_POLICY.value,
@@ -133,7 +142,10 @@ def fit(
     ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
     tokens_per_s: float = typer.Option(
-        None, "--tokens-per-s", help="Decode rate to size the host link for (off-chip tables and token ids)."
+        None,
+        "--tokens-per-s",
+        callback=finite(0, min_open=True),
+        help="Decode rate to size the host link for (off-chip tables and token ids).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
-from romachip.cli.app import app, console, err_console, print_json, progress_bar
+from romachip.cli.app import app, console, err_console, finite, print_json, progress_bar
 from romachip.engine.generate import Engine, Generation
 from romachip.engine.perplexity import engine_perplexity
 from romachip.engine.text import encode_prompt
@@ -84,10 +84,14 @@ def _summary(gen: Generation) -> Table:
 def run(
     image: str = typer.Argument(..., help="A ROM image written by `romachip burn`."),
     prompt: str = typer.Option(..., "--prompt", help="The prompt text."),
-    max_tokens: int = typer.Option(64, "--max-tokens", help="Most tokens to generate (stops earlier on EOS)."),
-    temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy; > 0 samples."),
-    top_p: float = typer.Option(1.0, "--top-p", help="Nucleus sampling mass (with --temperature > 0)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sampler's own RNG: same seed, same tokens."),
+    max_tokens: int = typer.Option(64, "--max-tokens", min=1, help="Most tokens to generate (stops earlier on EOS)."),
+    temperature: float = typer.Option(0.0, "--temperature", callback=finite(0, 100), help="0 = greedy; > 0 samples."),
+    top_p: float = typer.Option(
+        1.0, "--top-p", callback=finite(0, 1, min_open=True), help="Nucleus sampling mass (with --temperature > 0)."
+    ),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=2**63 - 1, help="Seed of the sampler's own RNG: same seed, same tokens."
+    ),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
     activation: str = typer.Option(
         None, "--activation", help="L-Unit activations: bf16 or int8 (default: the chip's)."
@@ -133,8 +137,10 @@ def _request_kv(engine: Engine, ids: list[int], max_tokens: int) -> KvConfig:
 def eval_(
     image: str = typer.Argument(..., help="A ROM image written by `romachip burn`."),
     text: str = typer.Option(..., "--text", help="A UTF-8 text file to score."),
-    max_tokens: int = typer.Option(None, "--max-tokens", help="Score only the first N tokens of the text."),
-    window: int = typer.Option(DEFAULT_WINDOW, "--window", help="Tokens per window (each scored independently)."),
+    max_tokens: int = typer.Option(None, "--max-tokens", min=1, help="Score only the first N tokens of the text."),
+    window: int = typer.Option(
+        DEFAULT_WINDOW, "--window", min=2, help="Tokens per window (each scored independently)."
+    ),
     reference: bool = typer.Option(False, "--reference", help="Also score with transformers (dequantized weights)."),
     activation: str = typer.Option(
         None, "--activation", help="L-Unit activations: bf16 or int8 (default: the chip's)."
@@ -216,7 +222,7 @@ def _reference_perplexity(
 
 @app.command()
 def demo(
-    max_tokens: int = typer.Option(48, "--max-tokens", help="Most tokens of the answer."),
+    max_tokens: int = typer.Option(48, "--max-tokens", min=1, help="Most tokens of the answer."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of streaming text."),
 ) -> None:
     """Burn SmolLM2-135M for the ROMA chip (cached), answer a fixed question, and show the chip's timing."""

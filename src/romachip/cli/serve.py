@@ -73,17 +73,20 @@ def serve(
         None, "--adapter-dir", help="The only folder `POST /v1/load_lora_adapter` may read adapters from."
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default)."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
+    port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
     api_key: str = typer.Option(None, "--api-key", help="Require this Bearer key on every route but /health."),
     api_key_file: str = typer.Option(None, "--api-key-file", help="Read the API key from this file (first line)."),
-    max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", help="Requests that may wait; beyond: 429."),
+    max_queue: int = typer.Option(DEFAULT_MAX_QUEUE, "--max-queue", min=1, help="Requests that may wait; beyond: 429."),
     max_tokens: int = typer.Option(
-        DEFAULT_MAX_TOKENS, "--max-tokens", help="Default and largest max_tokens a request may ask for."
+        DEFAULT_MAX_TOKENS, "--max-tokens", min=1, help="Default and largest max_tokens a request may ask for."
     ),
-    threads: int = typer.Option(1, "--threads", help="Torch threads of the engine (never changes a result)."),
+    threads: int = typer.Option(
+        1, "--threads", min=1, max=1024, help="Torch threads of the engine (never changes a result)."
+    ),
     reserve_context: int = typer.Option(
         None,
         "--reserve-context",
+        min=0,
         help=f"KV tokens every request may count on: an adapter load leaving fewer is refused (default "
         f"{DEFAULT_RESERVED_CONTEXT}, or what the chip holds if less).",
     ),

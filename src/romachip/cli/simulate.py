@@ -72,12 +72,16 @@ def _tables(r: SimReport) -> list[Table]:
 def simulate(
     chip: str = typer.Option(DEFAULT_CHIP, "--chip", help="Chip preset name or path to a chip YAML."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Named model (see `romachip models`) or a config.json."),
-    bits: int = typer.Option(DEFAULT_FORMAT.bits, "--bits", help="Weight code width."),
-    group_size: int = typer.Option(DEFAULT_FORMAT.group_size, "--group-size", help="Weights per group; 0 = a row."),
-    lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", help="LoRA rank (0: no adapters)."),
+    bits: int = typer.Option(DEFAULT_FORMAT.bits, "--bits", min=1, help="Weight code width."),
+    group_size: int = typer.Option(
+        DEFAULT_FORMAT.group_size, "--group-size", min=0, help="Weights per group; 0 = a row."
+    ),
+    lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", min=0, help="LoRA rank (0: no adapters)."),
     lora_targets: str = typer.Option("all", "--lora-targets", help="Comma-separated modules to adapt, or 'all'."),
-    prompt: int = typer.Option(256, "--prompt", help="Prompt tokens (prefill)."),
-    generate: int = typer.Option(256, "--generate", help="Tokens to generate (the first comes from the prefill)."),
+    prompt: int = typer.Option(256, "--prompt", min=1, help="Prompt tokens (prefill)."),
+    generate: int = typer.Option(
+        256, "--generate", min=1, help="Tokens to generate (the first comes from the prefill)."
+    ),
     storage_policy: str = typer.Option(
         DEFAULT_POLICY.value, "--storage-policy", help="rom_weight, rom_int8, off_chip or off_chip_all."
     ),

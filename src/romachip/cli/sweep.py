@@ -97,10 +97,10 @@ def _summary_table(d: dict) -> Table:
 def run(
     spec_path: str = typer.Argument(..., metavar="SPEC", help="Sweep spec (YAML), e.g. examples/roma-3b.yaml."),
     out: str = typer.Option(..., "--out", "-o", help="Results folder (Parquet parts + sweep.json)."),
-    workers: int = typer.Option(None, "--workers", help="Local worker processes (default: one per core)."),
+    workers: int = typer.Option(None, "--workers", min=1, help="Local worker processes (default: one per core)."),
     dask: str = typer.Option(None, "--dask", help="local:N (a Dask LocalCluster) or a scheduler, tcp://HOST:8786."),
     resume: bool = typer.Option(False, "--resume", help="Continue a sweep in --out, skipping points done."),
-    max_points: int = typer.Option(DEFAULT_MAX_POINTS, "--max-points", help="Refuse sweeps with more points."),
+    max_points: int = typer.Option(DEFAULT_MAX_POINTS, "--max-points", min=1, help="Refuse sweeps with more points."),
     batch: int = typer.Option(4, "--batch", min=1, help="Points per executor task."),
     as_json: bool = typer.Option(False, "--json", help="Print the run's summary as JSON."),
 ) -> None:

@@ -40,7 +40,7 @@ def write(
     adapter: str = typer.Option(None, "--adapter", help="A PEFT LoRA folder, stored as the chip stores it."),
     layers: str = typer.Option("0,last", "--layers", help="Layers to dump: 0,3 / 0-3 / last."),
     units: str = typer.Option("0-3", "--units", help="Matrix units (L-Unit + H-Unit) to dump: 0,5 / 0-3."),
-    tokens: int = typer.Option(1, "--tokens", help="Greedy decode steps after the prefill (each one step)."),
+    tokens: int = typer.Option(1, "--tokens", min=0, help="Greedy decode steps after the prefill (each one step)."),
     fmt: str = typer.Option("hex", "--format", help="hex ($readmemh files), npz (arrays.npz) or both."),
     chat: bool = typer.Option(False, "--chat", help="Wrap the prompt in the model's chat template."),
     activation: str = typer.Option(None, "--activation", help="bf16 or int8 (default: the chip's)."),

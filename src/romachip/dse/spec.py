@@ -19,7 +19,7 @@ from romachip.errors import SweepError
 from romachip.spec._load import validate
 from romachip.tensor_bits import StoragePolicy
 
-Strict = ConfigDict(frozen=True, extra="forbid")
+Strict = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every number finite
 Scalar = bool | int | float | str
 
 #: Every metric a sweep row carries (per workload), and which way is better when ranking by it.

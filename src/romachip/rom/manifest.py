@@ -16,7 +16,7 @@ from romachip.spec.model import ModelSpec
 
 MANIFEST_FORMAT = "romachip-rom-image"
 
-_Strict = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+_Strict = ConfigDict(frozen=True, extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class TileTable(BaseModel):

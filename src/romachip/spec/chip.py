@@ -12,25 +12,35 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
 
-from romachip.errors import CapacityError
+from romachip.errors import CapacityError, SpecError
 from romachip.spec._load import load_yaml_model, preset_names
 
-Strict = ConfigDict(frozen=True, extra="forbid")
+Strict = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every number finite
 Precision = Literal["int2", "int4", "int8", "fp8_e4m3", "fp16", "bf16", "fp32"]
 #: Bytes per element of each precision the chip moves or stores (int2/int4: four/two elements a byte).
 PRECISION_BYTES: dict[str, float] = {
     "int2": 0.25, "int4": 0.5, "int8": 1, "fp8_e4m3": 1, "fp16": 2, "bf16": 2, "fp32": 4,
 }  # fmt: skip
+#: Upper bounds of a chip's sizes: far beyond any buildable die, low enough that a typo (or a hostile
+#: file) is refused up front instead of allocating tens of GiB for per-unit tables.
+MAX_MESH_DIM = 256
+MAX_MACRO_ROWS = 2**20
+MAX_MACRO_COLS = 2**12
+MAX_MACROS = 2**16
+MAX_BITS_PER_CELL = 8
+MAX_CLOCK_HZ = 100e9
 
 
 class MacroArray(BaseModel):
     """A bank of identical memory macros."""
 
     model_config = Strict
-    macro_rows: PositiveInt = Field(description="Words (rows) per macro.")
-    macro_cols: PositiveInt = Field(description="Bits per word (columns) per macro.")
-    macros: PositiveInt = Field(description="Macros per unit.")
-    bits_per_cell: PositiveInt = Field(1, description="Bits stored per bit cell (1 = binary cells).")
+    macro_rows: PositiveInt = Field(le=MAX_MACRO_ROWS, description="Words (rows) per macro.")
+    macro_cols: PositiveInt = Field(le=MAX_MACRO_COLS, description="Bits per word (columns) per macro.")
+    macros: PositiveInt = Field(le=MAX_MACROS, description="Macros per unit.")
+    bits_per_cell: PositiveInt = Field(
+        1, le=MAX_BITS_PER_CELL, description="Bits stored per bit cell (1 = binary cells)."
+    )
 
     @property
     def bits(self) -> int:
@@ -146,14 +156,17 @@ class MeshSpec(BaseModel):
     """The 2-D mesh of units and the role of each row."""
 
     model_config = Strict
-    rows: PositiveInt = Field(description="Rows of the 2-D mesh.")
-    cols: PositiveInt = Field(description="Columns of the 2-D mesh.")
+    rows: PositiveInt = Field(le=MAX_MESH_DIM, description="Rows of the 2-D mesh.")
+    cols: PositiveInt = Field(le=MAX_MESH_DIM, description="Columns of the 2-D mesh.")
     row_roles: list[Literal["matrix", "vector"]] = Field(description="Role of each row, top to bottom.")
 
     @model_validator(mode="after")
     def _roles_match_rows(self) -> MeshSpec:
         if len(self.row_roles) != self.rows:
             raise ValueError(f"row_roles lists {len(self.row_roles)} roles for {self.rows} rows")
+        for role in ("matrix", "vector"):  # a mesh needs both: weights live in one, norms/softmax in the other
+            if role not in self.row_roles:
+                raise ValueError(f"row_roles has no {role!r} row; a chip needs at least one of each")
         return self
 
     @property
@@ -242,7 +255,7 @@ class ChipSpec(BaseModel):
     description: str = Field("", description="What this chip is.")
     tech: str = Field(description="Technology preset (spec/tech/<name>.yaml) or a path to one.")
     process_node_nm: PositiveInt = Field(description="Process node.")
-    clock_hz: float = Field(gt=0, description="Clock frequency.")
+    clock_hz: float = Field(gt=0, le=MAX_CLOCK_HZ, description="Clock frequency.")
     mesh: MeshSpec
     l_unit: LUnitSpec
     h_unit: HUnitSpec
@@ -284,4 +297,18 @@ def list_chips() -> list[str]:
 
 def load_chip(name_or_path: str | Path) -> ChipSpec:
     """A shipped preset name (`roma`) or a path to a chip YAML file."""
-    return load_yaml_model(ChipSpec, name_or_path, "presets", "chip")
+    chip = load_yaml_model(ChipSpec, name_or_path, "presets", "chip")
+    _check_named_presets(chip, name_or_path)
+    return chip
+
+
+def _check_named_presets(chip: ChipSpec, where: str | Path) -> None:
+    """The technology and host link a chip names must exist now, not when a later command first needs them
+    (`fit` reads neither, and would pass a chip no simulation can run)."""
+    from romachip.spec.tech import list_host_links, list_techs  # tech imports nothing of this module
+
+    for field, value, names in (("tech", chip.tech, list_techs()), ("host_link", chip.host_link, list_host_links())):
+        if value not in names and not Path(value).is_file():
+            raise SpecError(
+                f"chip {where}: field '{field}': {value!r} is neither a preset ({', '.join(names)}) nor a YAML file"
+            )

@@ -22,7 +22,7 @@ SUPPORTED_ROPE_TYPES = ("default", "llama3")
 class RopeScaling(BaseModel):
     """RoPE frequency scaling (Llama 3.1/3.2 `llama3` type); absent means plain RoPE."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     rope_type: Literal["llama3"] = Field(description="Scaling kind; only Llama 3's is supported.")
     factor: float = Field(gt=0, description="Wavelength stretch for low frequencies.")
     low_freq_factor: float = Field(gt=0, description="Wavelengths above original/low_freq_factor are stretched.")
@@ -33,7 +33,7 @@ class RopeScaling(BaseModel):
 class ModelSpec(BaseModel):
     """Everything the graph, capacity planner and engine need to know about a model's shape."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
     schema_version: int = Field(1, description="Version of this schema.")
     name: str = Field(description="Short name (a registry name or the config's folder).")
     vocab_size: int = Field(gt=0, description="Tokens in the vocabulary (rows of the embedding).")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, m
 
 from romachip.spec._load import load_yaml_model, preset_names
 
-Strict = ConfigDict(frozen=True, extra="forbid")
+Strict = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)  # every number finite
 
 
 class MacroDensity(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from romachip.errors import AdapterError
+from romachip.errors import AdapterError, PathError
 from romachip.names import (
     ATTENTION_PROJECTIONS,
     BLOCK_NORMS,
@@ -34,6 +34,7 @@ from romachip.names import (
     PROJECTIONS,
 )
 from romachip.names import projection_module as lora_module_name  # the module name an adapter uses
+from romachip.paths import input_dir, read_text
 from romachip.spec.model import ModelSpec
 
 CONFIG_NAME = "adapter_config.json"
@@ -191,16 +192,19 @@ def pattern_value(patterns: Mapping[str, Any], key: str, default: Any) -> Any:
     return default
 
 
+#: An adapter_config.json is a page of fields; anything larger is not one (and is not read whole).
+MAX_CONFIG_BYTES = 2**20
+
+
 def read_adapter_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_NAME
-    if not folder.is_dir():
-        raise AdapterError(f"adapter folder {folder} does not exist; pass the folder PEFT's save_pretrained wrote")
-    if not path.is_file():
-        raise AdapterError(f"{folder}: no {CONFIG_NAME}; pass the folder PEFT's save_pretrained wrote")
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AdapterError(f"cannot read {path}: {exc}") from None
+    try:  # the path helpers name the real cause: missing, a file, unreadable, a pipe, too large
+        input_dir(folder, what="adapter folder")
+        if not path.exists():
+            raise AdapterError(f"{folder}: no {CONFIG_NAME}; pass the folder PEFT's save_pretrained wrote")
+        config = json.loads(read_text(path, what="adapter config", max_bytes=MAX_CONFIG_BYTES))
+    except PathError as exc:
+        raise AdapterError(f"{exc}; pass the folder PEFT's save_pretrained wrote") from None
     except json.JSONDecodeError as exc:
         raise AdapterError(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     if not isinstance(config, dict):
@@ -236,18 +240,56 @@ def check_config(config: Mapping[str, Any], where: str) -> None:
 
 def _check_number(value: Any, field_name: str, where: str, *, integer: bool = False) -> None:
     kinds = int if integer else int | float
-    if not isinstance(value, kinds) or isinstance(value, bool) or value <= 0:
+    if not isinstance(value, kinds) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
         kind = "a positive whole number" if integer else "a positive number"
         raise AdapterError(f"{where}: field '{field_name}' must be {kind}, got {value!r}")
 
 
+#: PEFT matches these fields with Python's `re`, which backtracks: a config is untrusted input, so its
+#: patterns are bounded in length and may not nest an unbounded repeat inside another (`(a+)+`,
+#: `(x*y?)*`), the shape whose matching time grows exponentially with the module name.
+MAX_PATTERN_CHARS = 1024
+
+
 def _check_regex(pattern: Any, field_name: str, where: str) -> None:
+    if isinstance(pattern, str) and len(pattern) > MAX_PATTERN_CHARS:
+        raise AdapterError(
+            f"{where}: field '{field_name}' holds a {len(pattern):,}-character regular expression; at most "
+            f"{MAX_PATTERN_CHARS:,} are accepted"
+        )
     try:
-        re.compile(pattern)
-    except (re.error, TypeError) as exc:
+        parsed = re._parser.parse(pattern)  # what re.compile parses; the public API exposes no tree
+    except (re.error, TypeError, OverflowError, RecursionError) as exc:
         raise AdapterError(
             f"{where}: field '{field_name}' holds {pattern!r}, not a valid regular expression ({exc})"
         ) from None
+    if _nested_repeat(parsed.data if hasattr(parsed, "data") else list(parsed), inside=False):
+        raise AdapterError(
+            f"{where}: field '{field_name}' holds {pattern!r}, which nests a repeat inside a repeat (like '(a+)+'); "
+            "refused, as matching it can take exponential time (write the module names, or a flat pattern)"
+        )
+
+
+def _nested_repeat(items: list, *, inside: bool) -> bool:
+    """Whether a parsed pattern has an unbounded repeat within another repeat."""
+    for op, arg in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, high, sub = arg
+            unbounded = high == re._constants.MAXREPEAT or high > 1
+            if unbounded and inside:
+                return True
+            if _nested_repeat(list(sub), inside=inside or unbounded):
+                return True
+        elif name == "SUBPATTERN":
+            if _nested_repeat(list(arg[-1]), inside=inside):
+                return True
+        elif name == "BRANCH":
+            if any(_nested_repeat(list(b), inside=inside) for b in arg[1]):
+                return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _nested_repeat(list(arg[1]), inside=inside):
+            return True
+    return False
 
 
 def _check_names(config: Mapping[str, Any], where: str) -> None:
