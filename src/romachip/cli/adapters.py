@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from romachip.capacity import DEFAULT_KV
-from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, err_console, print_json
+from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, err_console, finite, print_json
 from romachip.errors import AdapterError, CapacityError
 from romachip.rom import RomImage
 from romachip.sram.bank import AdapterBank, BankOp
@@ -155,11 +155,12 @@ def check(
         str | None, typer.Option("--precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's).")
     ] = None,
     context: Annotated[
-        int, typer.Option("--context", help="KV context the chip must still hold next to the adapter.")
+        int, typer.Option("--context", min=1, help="KV context the chip must still hold next to the adapter.")
     ] = DEFAULT_KV.context_tokens,
     kv_dtype: Annotated[str | None, typer.Option("--kv-dtype", help="int8 or fp16 (default: the chip's).")] = None,
     sram_mb: Annotated[
-        float | None, typer.Option("--sram-mb", help="Override the chip's H-Unit SRAM (MiB, all units).")
+        float | None,
+        typer.Option("--sram-mb", callback=finite(0), help="Override the chip's H-Unit SRAM (MiB, all units)."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -197,7 +197,7 @@ class PrecisionSpec(BaseModel):
     """Number formats the chip computes and stores in."""
 
     model_config = Strict
-    weight_bits: list[int] = Field(description="Weight code widths the L-Units support.")
+    weight_bits: list[PositiveInt] = Field(min_length=1, description="Weight code widths the L-Units support.")
     activation: Precision = Field(description="Activation precision into the L-Units.")
     lora: Precision = Field(description="Precision of LoRA weights in SRAM.")
     kv: Precision = Field(description="Precision of the KV cache in SRAM.")
