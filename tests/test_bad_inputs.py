@@ -298,3 +298,95 @@ def test_light_commands_start_without_heavy_imports(argv) -> None:  # noqa: ANN0
         [sys.executable, "-c", PROBE.format(argv=argv)], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip().splitlines()[-1] == "HEAVY", out.stdout
+
+
+# -- class 7: garbage a checkpoint can hold is refused by burn before anything is written ------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:  # noqa: ANN001
+    from lora_helpers import tiny_llama, word_tokenizer_json
+
+    folder = tmp_path_factory.mktemp("tiny_ckpt")
+    tiny_llama().save_pretrained(folder)
+    (folder / "tokenizer.json").write_text(word_tokenizer_json(64))
+    return folder
+
+
+def _spoiled(src: Path, dst: Path, *, tensor=None, config=None, tokenizer=None) -> Path:  # noqa: ANN001
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    if tensor is not None:
+        tensors = load_file(dst / "model.safetensors")
+        name, fn = tensor
+        tensors[name] = fn(tensors[name], torch)
+        save_file(tensors, dst / "model.safetensors", metadata={"format": "pt"})
+    if config is not None:
+        data = json.loads((dst / "config.json").read_text())
+        data.update(config)
+        (dst / "config.json").write_text(json.dumps(data))
+    if tokenizer is not None:
+        (dst / "tokenizer.json").write_text(tokenizer)
+    return dst
+
+
+def _nan_at(t, torch):  # noqa: ANN001, ANN202
+    t = t.clone()
+    t.view(-1)[3] = float("nan")
+    return t
+
+
+def _inf_at(t, torch):  # noqa: ANN001, ANN202
+    t = t.clone()
+    t.view(-1)[0] = float("-inf")
+    return t
+
+
+BAD_CHECKPOINTS = [
+    ("nan in a projection", {"tensor": ("model.layers.0.self_attn.q_proj.weight", _nan_at)}, ["q_proj", "NaN"]),
+    ("inf in a projection", {"tensor": ("model.layers.1.mlp.down_proj.weight", _inf_at)}, ["down_proj", "non-finite"]),
+    ("nan in a norm", {"tensor": ("model.layers.0.input_layernorm.weight", _nan_at)}, ["input_layernorm", "NaN"]),
+    ("inf in the final norm", {"tensor": ("model.norm.weight", _inf_at)}, ["model.norm.weight", "non-finite"]),
+    ("nan in the embedding", {"tensor": ("model.embed_tokens.weight", _nan_at)}, ["embed_tokens", "NaN"]),
+    ("int8 weights", {"tensor": ("model.layers.0.self_attn.k_proj.weight", lambda t, torch: t.to(torch.int8))},
+     ["k_proj", "integer dtype int8"]),
+    ("int32 norm", {"tensor": ("model.norm.weight", lambda t, torch: t.to(torch.int32))}, ["integer dtype int32"]),
+    ("a GPT-2 class", {"config": {"architectures": ["GPT2LMHeadModel"]}}, ["architectures", "GPT2LMHeadModel"]),
+    ("a Mistral class", {"config": {"architectures": ["MistralForCausalLM"]}}, ["architectures", "LlamaForCausalLM"]),
+    ("a bare string", {"config": {"architectures": "LlamaModel"}}, ["architectures"]),
+    ("tokenizer not JSON", {"tokenizer": "{not json"}, ["tokenizer.json", "not a valid"]),
+    ("tokenizer without a model", {"tokenizer": '{"version": "1.0"}'}, ["tokenizer.json", "not a valid"]),
+    ("tokenizer of the wrong kind", {"tokenizer": '{"model": {"type": "Nope"}}'}, ["tokenizer.json"]),
+    ("tokenizer a list", {"tokenizer": "[1, 2, 3]"}, ["tokenizer.json"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("what", "spoil", "words"), BAD_CHECKPOINTS, ids=[c[0] for c in BAD_CHECKPOINTS])
+def test_burn_refuses_garbage_before_writing(tiny_folder, tmp_path, capsys, what, spoil, words) -> None:  # noqa: ANN001
+    folder = _spoiled(tiny_folder, tmp_path / "ckpt", **spoil)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out = _run(capsys, ["burn", str(folder), "-o", str(out_dir / "x.rom")])
+    _assert_refused(code, out, *words)
+    assert list(out_dir.iterdir()) == []
+
+
+BAD_BURN_OPTIONS = [
+    (["--bits", "3"], ["3-bit", "2, 4-bit codes", "precision.weight_bits"]),
+    (["--bits", "5"], ["5-bit", "2, 4-bit codes"]),
+    (["--quantizer", "awq"], ["unknown quantizer 'awq'"]),
+    (["--quantizer", "gptq"], ["GPTQ", "calibration"]),
+    (["--storage-policy", "cloud"], ["unknown storage policy 'cloud'"]),
+]
+
+
+@pytest.mark.parametrize(("opts", "words"), BAD_BURN_OPTIONS, ids=[" ".join(o) for o, _ in BAD_BURN_OPTIONS])
+def test_burn_checks_its_options_before_loading(tmp_path, capsys, opts, words) -> None:  # noqa: ANN001
+    # a checkpoint path that does not exist: the option is refused before burn would look at it
+    code, out = _run(capsys, ["burn", str(tmp_path / "no-such-ckpt"), "-o", str(tmp_path / "x.rom"), *opts])
+    _assert_refused(code, out, *words)
+    assert list(tmp_path.iterdir()) == []

@@ -66,10 +66,12 @@ def test_sharded_safetensors_with_index(tmp_path):
 
 def test_tokenizer_and_chat_template_are_kept(tmp_path):
     tiny_model().save_pretrained(tmp_path)
-    (tmp_path / "tokenizer.json").write_text('{"version": "1.0"}')
+    from lora_helpers import word_tokenizer_json
+
+    (tmp_path / "tokenizer.json").write_text(word_tokenizer_json(8))
     (tmp_path / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ messages }}"}))
     ckpt = load_checkpoint(tmp_path)
-    assert ckpt.tokenizer_json == '{"version": "1.0"}' and ckpt.chat_template == "{{ messages }}"
+    assert ckpt.tokenizer_json == word_tokenizer_json(8) and ckpt.chat_template == "{{ messages }}"
 
 
 def test_missing_tensor_names_tensor_and_file(tmp_path):

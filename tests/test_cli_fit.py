@@ -60,7 +60,7 @@ def test_human_output_is_a_table(capsys):
         (["--chip", "nope"], "unknown chip 'nope'"),
         (["--model", "nope"], "unknown model 'nope'"),
         (["--bits", "3"], "3-bit weights"),
-        (["--group-size", "-8"], "group size"),
+        (["--group-size", "-8"], "--group-size"),
         (["--lora-rank", "-1"], "LoRA rank"),
         (["--lora-targets", "q_proj,lm_head"], "unknown LoRA target"),
         (["--lora-dtype", "int4"], "LoRA dtype"),

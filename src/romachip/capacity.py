@@ -170,13 +170,20 @@ def _flat(report: object, *leave: str) -> dict:
     return {f.name: getattr(report, f.name) for f in fields(report) if f.name not in leave}
 
 
+def check_weight_bits(chip: ChipSpec, bits: int) -> None:
+    """CapacityError unless the chip's L-Units take `bits`-bit codes: the one list a user sees (the image
+    format has 2/3/4/8-bit codes; a chip's `precision.weight_bits` says which of them its MACs run)."""
+    widths = chip.precision.weight_bits
+    if bits not in widths:
+        raise CapacityError(
+            f"chip {chip.name!r} runs {bits}-bit weights on no unit: its L-Units take "
+            f"{', '.join(map(str, widths))}-bit codes (precision.weight_bits); pick one of those with --bits"
+        )
+
+
 def _check_chip_support(chip: ChipSpec, fmt: WeightFormat, lora: LoraConfig, kv: KvConfig) -> None:
     p = chip.precision
-    if fmt.bits not in p.weight_bits:
-        raise CapacityError(
-            f"chip {chip.name!r} runs {fmt.bits}-bit weights on no unit (its L-Units support "
-            f"{', '.join(map(str, p.weight_bits))} bits); pick one of those with --bits"
-        )
+    check_weight_bits(chip, fmt.bits)
     if lora.dtype not in p.supported_lora:
         raise CapacityError(f"chip {chip.name!r} cannot hold {lora.dtype} LoRA weights (supports {p.supported_lora})")
     if kv.dtype not in p.supported_kv:

@@ -8,14 +8,15 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY
+from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY, check_weight_bits
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.paths import output_file, read_text
 from romachip.quant.formats import WeightFormat
-from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS
+from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, check_quantizer
 from romachip.rom import RomImage
 from romachip.rom.pipeline import burn_checkpoint
 from romachip.spec import load_chip
+from romachip.tensor_bits import StoragePolicy
 
 DEFAULT_FMT = WeightFormat()
 MIB = 2**20
@@ -67,8 +68,12 @@ def burn(
     does not fit the chip is refused with the capacity planner's breakdown, before anything is written."""
     output_file(output, what="ROM image")
     chip_spec = load_chip(chip)
+    check_weight_bits(chip_spec, bits)  # every option is checked before the checkpoint loads (seconds)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
     calibration_text = _read_calibration(None if calibration is None else Path(calibration))
+    check_quantizer(quantizer, calibration_text)
+    if storage_policy != AUTO_POLICY:
+        StoragePolicy.parse(storage_policy)
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
         labels = {"load": "loading", "quantize": "quantize", "burn": "burn"}

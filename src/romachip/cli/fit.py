@@ -5,7 +5,15 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from romachip.capacity import DEFAULT_FORMAT, DEFAULT_KV, DEFAULT_LORA, DEFAULT_STRATEGY, CapacityReport, plan
+from romachip.capacity import (
+    DEFAULT_FORMAT,
+    DEFAULT_KV,
+    DEFAULT_LORA,
+    DEFAULT_STRATEGY,
+    CapacityReport,
+    check_weight_bits,
+    plan,
+)
 from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, finite, print_json
 from romachip.errors import CapacityError
 from romachip.perf.design import host_bytes_per_token
@@ -155,6 +163,7 @@ def fit(
 
     Exit status: 0 when it fits, 1 when it does not (a verdict, with the reasons), 2 for bad input."""
     chip_spec = load_chip(chip)
+    check_weight_bits(chip_spec, bits)  # this chip's widths, not only the format's
     spec = load_model_spec(model)
     if sram_mb is not None and sram_mb < 0:
         raise CapacityError(f"--sram-mb must be >= 0 MiB, got {sram_mb}")

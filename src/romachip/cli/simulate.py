@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from romachip.capacity import DEFAULT_FORMAT, DEFAULT_LORA, DEFAULT_STRATEGY, plan
+from romachip.capacity import DEFAULT_FORMAT, DEFAULT_LORA, DEFAULT_STRATEGY, check_weight_bits, plan
 from romachip.cli.app import app, console, err_console, print_json
 from romachip.cli.fit import DEFAULT_CHIP, DEFAULT_MODEL, parse_lora_targets
 from romachip.compile import compile_placement
@@ -96,6 +96,7 @@ def simulate(
     if prompt < 1 or generate < 1:
         raise CapacityError(f"--prompt and --generate must be >= 1 token, got {prompt} and {generate}")
     chip_spec = load_chip(chip)
+    check_weight_bits(chip_spec, bits)  # this chip's widths, not only the format's
     spec = load_model_spec(model)
     fmt = WeightFormat(bits=bits, group_size=group_size or None, scale_dtype=DEFAULT_FORMAT.scale_dtype)
     lora = LoraConfig(rank=lora_rank, targets=parse_lora_targets(lora_targets), dtype=chip_spec.precision.lora)

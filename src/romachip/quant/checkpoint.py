@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from romachip import names
-from romachip.errors import CheckpointError
+from romachip.errors import CheckpointError, PathError
+from romachip.paths import read_text
 from romachip.spec.model import ModelSpec, read_config_json
 
 SMOLLM2_NAME = "smollm2-135m"
@@ -65,6 +66,13 @@ def check_tensors(spec: ModelSpec, tensors: dict[str, np.ndarray], where: str) -
         if tuple(tensors[name].shape) != shape:
             raise CheckpointError(
                 f"{where}: tensor {name!r} has shape {tuple(tensors[name].shape)}, the config implies {shape}"
+            )
+        bad = ~np.isfinite(tensors[name])
+        if bad.any():  # a NaN or inf would quantize to garbage scales (or crash) in every group it touches
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise CheckpointError(
+                f"{where}: tensor {name!r} holds {int(bad.sum()):,} non-finite values (NaN or inf; the first "
+                f"at index {first}); refused: the chip's codes and scales need finite weights"
             )
 
 
@@ -144,7 +152,13 @@ def _read_safetensors(files: list[Path], wanted: set[str]) -> tuple[dict[str, np
             with safe_open(str(file), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118 (safe_open is not a mapping)
                     if key in wanted:
-                        tensors[key] = f.get_tensor(key).float().numpy()
+                        t = f.get_tensor(key)
+                        if not t.is_floating_point():  # int codes of another quantizer, or a mislabelled file
+                            raise CheckpointError(
+                                f"{file}: tensor {key!r} has the integer dtype {str(t.dtype).removeprefix('torch.')}; "
+                                "burn takes float checkpoints (fp32, fp16, bf16) and quantizes them itself"
+                            )
+                        tensors[key] = t.float().numpy()
                         origin[key] = file
         except (SafetensorError, OSError, RuntimeError) as exc:
             raise CheckpointError(f"{file}: not a readable safetensors file: {exc}") from None
@@ -175,7 +189,7 @@ def load_hf_folder(folder: Path) -> Checkpoint:
 
 def _read_tokenizer(folder: Path) -> tuple[str | None, str | None]:
     tok = folder / "tokenizer.json"
-    tokenizer_json = tok.read_text(encoding="utf-8") if tok.exists() else None
+    tokenizer_json = _checked_tokenizer(tok) if tok.exists() else None
     chat_template = None
     cfg = folder / "tokenizer_config.json"
     if cfg.exists():
@@ -189,6 +203,22 @@ def _read_tokenizer(folder: Path) -> tuple[str | None, str | None]:
     if not isinstance(chat_template, str):  # a list of named templates: keep the default one
         chat_template = _default_template(chat_template)
     return tokenizer_json, chat_template
+
+
+def _checked_tokenizer(path: Path) -> str:
+    """tokenizer.json's text, once the tokenizers library has built a tokenizer from it (a malformed one is
+    refused at burn time, not when the image first runs)."""
+    try:
+        text = read_text(path, what="tokenizer file")
+    except PathError as exc:
+        raise CheckpointError(str(exc)) from None
+    try:
+        from tokenizers import Tokenizer
+
+        Tokenizer.from_str(text)
+    except Exception as exc:  # noqa: BLE001 (the library raises bare Exceptions for a bad file)
+        raise CheckpointError(f"{path}: not a valid Hugging Face tokenizer.json: {str(exc)[:200]}") from None
+    return text
 
 
 def _default_template(value: object) -> str | None:

@@ -42,7 +42,10 @@ class WeightFormat:
 
     def __post_init__(self) -> None:
         if self.bits not in SUPPORTED_BITS:
-            raise FormatError(f"weight bits must be one of {SUPPORTED_BITS}, got {self.bits}")
+            raise FormatError(
+                f"the image format has {'/'.join(map(str, SUPPORTED_BITS))}-bit weight codes, got {self.bits} "
+                "(a chip runs the subset its precision.weight_bits lists)"
+            )
         if self.group_size is not None and self.group_size <= 0:
             raise FormatError(f"group size must be a positive number of weights, got {self.group_size}")
         if self.scale_dtype not in SCALE_DTYPE_BITS:

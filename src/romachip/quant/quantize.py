@@ -76,6 +76,14 @@ def searched_rtn(ckpt: Checkpoint, layer: int, proj: str, fmt: WeightFormat) -> 
     return quantize_rtn_search(w, fmt, column_weights=gain * gain)
 
 
+def check_quantizer(quantizer: str, calibration_text: str | None) -> None:
+    """FormatError for an unknown quantizer or GPTQ without calibration text (burn asks before loading)."""
+    if quantizer not in QUANTIZERS:
+        raise FormatError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
+    if quantizer == "gptq" and not calibration_text:
+        raise FormatError("the GPTQ quantizer needs calibration text (e.g. --calibration FILE)")
+
+
 def quantize_checkpoint(
     ckpt: Checkpoint,
     fmt: WeightFormat,
@@ -95,10 +103,7 @@ def quantize_checkpoint(
     groups, so ROM groups stay contiguous; clip_search lets each group shrink its range. Both default on:
     on SmolLM2 at 2 bits they take GPTQ from perplexity ~5.6e4 to ~190 (docs/quantization.md).
     """
-    if quantizer not in QUANTIZERS:
-        raise FormatError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
-    if quantizer == "gptq" and not calibration_text:
-        raise FormatError("the GPTQ quantizer needs calibration text (e.g. --calibration FILE)")
+    check_quantizer(quantizer, calibration_text)
     spec = ckpt.spec
     emb_fmt = embedding_fmt or fmt
     weights: dict[str, QuantizedTensor] = {}

@@ -13,10 +13,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from romachip.errors import ModelConfigError
+from romachip.errors import ModelConfigError, PathError
+from romachip.paths import read_text
 
 SUPPORTED_MODEL_TYPES = ("llama",)
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM",)
 SUPPORTED_ROPE_TYPES = ("default", "llama3")
+#: A config.json is a page of fields; anything larger is not one (and is not read whole).
+MAX_CONFIG_BYTES = 2**20
 
 
 class RopeScaling(BaseModel):
@@ -103,6 +107,12 @@ def _check_supported(config: dict[str, Any], where: str) -> None:
         raise ModelConfigError(
             f"{where}: model_type {model_type!r} is not supported; romachip runs LLaMA-family models "
             f"(model_type 'llama')"
+        )
+    archs = config.get("architectures") or []
+    other = [a for a in archs if a not in SUPPORTED_ARCHITECTURES] if isinstance(archs, list) else [archs]
+    if other:
+        raise ModelConfigError(
+            f"{where}: architectures names {other[0]!r}; romachip runs {', '.join(SUPPORTED_ARCHITECTURES)} only"
         )
     act = config.get("hidden_act", "silu")
     if act != "silu":
@@ -193,9 +203,9 @@ def list_models() -> list[str]:
 def read_config_json(path: Path) -> dict[str, Any]:
     """Parse a config.json, turning I/O and syntax problems into ModelConfigError."""
     try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise ModelConfigError(f"cannot read model config {path}: {exc.strerror}") from None
+        return json.loads(read_text(path, what="model config", max_bytes=MAX_CONFIG_BYTES))
+    except PathError as exc:
+        raise ModelConfigError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise ModelConfigError(f"model config {path} is not valid JSON: {exc.msg} at line {exc.lineno}") from None
 
