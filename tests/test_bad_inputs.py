@@ -227,10 +227,11 @@ def test_bad_model_config_fields_are_refused(tmp_path, capsys, field, value, wor
 
 @pytest.fixture(scope="module")
 def adapter_world(tmp_path_factory) -> Path:  # noqa: ANN001
-    from lora_helpers import burn_tiny, make_adapter, tiny_llama
+    from lora_helpers import burn_tiny, make_adapter, tiny_llama, word_tokenizer_json
 
     tmp = tmp_path_factory.mktemp("bad_adapters")
-    burn_tiny(tiny_llama(), tmp / "tiny.rom")
+    vocab = tiny_llama().config.vocab_size
+    burn_tiny(tiny_llama(), tmp / "tiny.rom", tokenizer_json=word_tokenizer_json(vocab))
     make_adapter(tiny_llama(), tmp / "good", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
     return tmp
 
@@ -390,3 +391,78 @@ def test_burn_checks_its_options_before_loading(tmp_path, capsys, opts, words) -
     code, out = _run(capsys, ["burn", str(tmp_path / "no-such-ckpt"), "-o", str(tmp_path / "x.rom"), *opts])
     _assert_refused(code, out, *words)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- class 6: images that lie consistently (manifest edited, its CRC recomputed) ---------------------------
+
+
+def _forge(src: Path, dst: Path, edit) -> Path:  # noqa: ANN001
+    import zlib
+
+    from romachip.rom.layout import HEADER_BYTES, pack_header, unpack_header
+
+    data = src.read_bytes()
+    _, _, mlen = unpack_header(data[:HEADER_BYTES], str(src))
+    manifest = json.loads(data[HEADER_BYTES : HEADER_BYTES + mlen])
+    manifest["chip"]["spec"]["description"] = ""  # room for edits that lengthen a number
+    edit(manifest)
+    text = json.dumps(manifest, separators=(",", ":")).encode()
+    assert len(text) <= mlen, "the forged manifest must fit the original's bytes"
+    text += b" " * (mlen - len(text))  # JSON allows trailing blanks: the payload stays where it was
+    dst.write_bytes(pack_header(zlib.crc32(text), mlen) + text + data[HEADER_BYTES + mlen :])
+    return dst
+
+
+def _tile(name: str, key: str, value, i: int = 0):  # noqa: ANN001, ANN202
+    def edit(m: dict) -> None:
+        t = next(t for t in m["tensors"] if t["name"] == name)
+        t["tiles"][key][i] = value
+
+    return edit
+
+
+def _model(key: str, value):  # noqa: ANN001, ANN202
+    def edit(m: dict) -> None:
+        m["model"][key] = value
+
+    return edit
+
+
+Q0 = "model.layers.0.self_attn.q_proj.weight"
+LYING_IMAGES = [
+    ("fewer layers", _model("num_layers", 2), ["holds tensor", "model.layers.2", "lies about its model"]),
+    ("another width", _model("intermediate_size", 40), ["mlp", "the model implies"]),
+    ("another vocabulary", _model("vocab_size", 50), ["embed_tokens", "the model implies"]),
+    ("a tensor dropped", lambda m: m["tensors"].pop(3), ["lacks tensor", "lies about its model"]),
+    ("a tile outside its unit", _tile(Q0, "rom_offset_bits", 10**9), ["q_proj", "outside L-Unit"]),
+    ("a tile on no unit", _tile(Q0, "unit", 999), ["q_proj", "L-Unit 999"]),
+    ("a gap in the rows", _tile(Q0, "row_start", 1), ["q_proj", "exactly once"]),
+    ("rows beyond the tensor", _tile(Q0, "row_stop", 33, -1), ["q_proj", "rows"]),
+    ("a partial row", _tile(Q0, "col_stop", 5), ["q_proj", "whole rows"]),
+    ("a negative offset", _tile(Q0, "rom_offset_bits", -64), ["q_proj", "outside"]),
+    ("a tile count", lambda m: m["placement"].update(tiles=m["placement"]["tiles"] + 1), ["tiles", "placement"]),
+    ("a short column", lambda m: m["tensors"][0]["tiles"]["crc32"].pop(), ["tile table"]),
+]
+
+
+@pytest.mark.parametrize(("what", "edit", "words"), LYING_IMAGES, ids=[c[0] for c in LYING_IMAGES])
+def test_an_image_that_lies_consistently_is_refused(adapter_world, tmp_path, capsys, what, edit, words) -> None:  # noqa: ANN001
+    forged = _forge(adapter_world / "tiny.rom", tmp_path / "forged.rom", edit)
+    for argv in (["inspect", str(forged)], ["run", str(forged), "--prompt", "w1 w2", "--max-tokens", "1"]):
+        code, out = _run(capsys, argv)
+        _assert_refused(code, out, *words)
+
+
+def test_inspect_prints_the_digest_run_checks_it(adapter_world, capsys) -> None:  # noqa: ANN001
+    import hashlib
+
+    rom = adapter_world / "tiny.rom"
+    digest = hashlib.sha256(rom.read_bytes()).hexdigest()
+    assert main(["inspect", str(rom), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["sha256"] == digest
+    run = ["run", str(rom), "--prompt", "w1 w2", "--max-tokens", "1", "--json"]
+    assert main([*run, "--expect-digest", f"sha256:{digest.upper()}"]) == 0
+    capsys.readouterr()
+    for bad, words in ((("0" * 64), ["SHA-256", digest, "not the expected"]), ("abc", ["not a SHA-256"])):
+        code, out = _run(capsys, [*run, "--expect-digest", bad])
+        _assert_refused(code, out, *words)

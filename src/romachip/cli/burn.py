@@ -126,6 +126,7 @@ def inspect(
     t0 = time.perf_counter()
     img = RomImage.open(image)
     summary = {**img.summary(), "checksums": "ok", "verify_s": round(time.perf_counter() - t0, 3)}
+    summary["sha256"] = img.digest()  # what `run --expect-digest` checks
     summary["tensors_by_kind"] = img.tensors_by_kind()
     if as_json:
         print_json(summary)
@@ -143,6 +144,7 @@ def inspect(
     spec, placement = img.spec, img.manifest.placement
     console.print(
         f"model {spec.name}: {spec.num_layers} layers, hidden {spec.hidden_size}, vocab {spec.vocab_size}; "
-        f"{placement.tiles:,} tiles on {placement.matrix_units} L-Units; checksums verified",
+        f"{placement.tiles:,} tiles on {placement.matrix_units} L-Units; checksums verified (they catch "
+        "accidents, not edits: record the sha256 and pass it to `run --expect-digest`)",
         highlight=False,
     )

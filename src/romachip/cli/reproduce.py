@@ -16,7 +16,7 @@ def reproduce(
     out: str = typer.Option("reproduce", "--out", help="Folder for report.md, results.json and the PNG plots."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON instead of a table."),
 ) -> None:
-    """Regenerate every figure of ROMA.md the model can produce (decode at 0 and 1K context, TTFT, power,
+    """Regenerate every figure of the ROMA paper the model can produce (decode at 0 and 1K context, TTFT, power,
     area and its shares, the L-Unit comparison, ROM macro densities, the CPU and GPU comparison), each
     beside the paper's number with the relative error, and the predictions the paper does not pin
     (decode and TTFT up to 4K, the 2-bit 8B model, max context vs SRAM, LoRA rank)."""

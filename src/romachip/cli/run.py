@@ -28,11 +28,13 @@ THREADS_HELP = "Threads of the engine (the native L-Unit kernel's and torch's); 
 
 
 def _open_engine(
-    image: str | Path, activation: str | None, kv: str | None, threads: int = 1
+    image: str | Path, activation: str | None, kv: str | None, threads: int = 1, expect_digest: str | None = None
 ) -> tuple[RomImage, Engine]:
     if threads < 1:
         raise GenerationError(f"--threads must be at least 1, got {threads}")
     rom = RomImage.open(image)
+    if expect_digest is not None:
+        rom.check_digest(expect_digest)
     # the image's own placement: attention splits the keys over its KV rings as the chip does; the engine
     # holds the weights packed, the unpacked copy is dropped (eval --reference re-reads the image)
     engine = Engine(rom.model(), activation=activation, kv=kv, chip=rom.chip, placement=rom.placement,
@@ -73,7 +75,11 @@ def _generation_json(gen: Generation) -> dict:
 def _summary(gen: Generation) -> Table:
     table = Table(title="generation (measured on this host)", show_header=False)
     table.add_row("prompt", f"{gen.prompt_tokens} tokens, prefill {gen.prefill_s * 1e3:.0f} ms")
-    table.add_row("generated", f"{gen.generated_tokens} tokens" + (" (stopped on EOS)" if gen.stopped_on_eos else ""))
+    table.add_row(
+        "generated",
+        f"{gen.generated_tokens} tokens"
+        + (" (stopped on EOS)" if gen.stopped_on_eos else " (stopped at --max-tokens)"),
+    )
     table.add_row("decode speed", f"{gen.decode_tokens_per_s:.1f} tokens/s (golden engine on this CPU, not the chip)")
     table.add_row("precision", f"activations {gen.options['activation']}, KV cache {gen.options['kv']}")
     table.add_row("host", f"{gen.options['kernel']} L-Unit kernel, {gen.options['threads']} thread(s)")
@@ -102,9 +108,12 @@ def run(
     use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
     threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    expect_digest: str = typer.Option(
+        None, "--expect-digest", help="Refuse the image unless its SHA-256 is this (as `romachip inspect` prints)."
+    ),
 ) -> None:
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
-    rom, engine = _open_engine(image, activation, kv, threads)
+    rom, engine = _open_engine(image, activation, kv, threads, expect_digest)
     ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
     lora, ops, engine.bank = request_adapter(
         rom, adapter or [], use, precision=lora_precision, kv=_request_kv(engine, ids, max_tokens)
@@ -242,6 +251,8 @@ def demo(
         print_json({**_generation_json(gen), "image": str(path), "simulated": timing})
         return
     console.print()
+    if not gen.stopped_on_eos and gen.generated_tokens >= max_tokens:
+        console.print(f"[dim](stopped at the --max-tokens cap of {max_tokens}; the answer may go on)[/]")
     console.print(_summary(gen))
     if timing:
         table = Table(title=f"the same request on chip {engine.chip.name!r} (timing model)", show_header=False)

@@ -190,7 +190,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     serve: bool = typer.Option(False, "--serve", help="Serve the front as an interactive page at /sweep instead."),
     host: str = typer.Option("127.0.0.1", "--host", help="With --serve: the address to listen on."),
-    port: int = typer.Option(8001, "--port", help="With --serve: the port to listen on."),
+    port: int = typer.Option(8001, "--port", min=1, max=65535, help="With --serve: the port to listen on."),
 ) -> None:
     """Print a sweep's Pareto front per workload (feasible designs that no other beats on every
     objective), or rank every feasible design by one metric (--rank); write the plots (Pareto scatter,

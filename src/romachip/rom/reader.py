@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from romachip.quant.formats import WeightFormat
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 from romachip.rom.bits import unpack_scales, unpack_uint
 from romachip.rom.brom import decode_words
+from romachip.rom.crosscheck import check_manifest
 from romachip.rom.layout import (
     ALIGN_BYTES,
     HEADER_BYTES,
@@ -129,6 +131,7 @@ class RomImage:
             offset += u.payload_bytes
         if host.payload_offset != offset or offset + host.payload_bytes != payload:
             raise RomImageError(f"{self._where()}: the host region does not end the payload (holes or overlap)")
+        check_manifest(m, self._where())
 
     def verify(self) -> None:
         """Check every unit's CRC-32 (and the host region's); name the unit and the tensors whose tiles
@@ -275,6 +278,23 @@ class RomImage:
             metadata=dict(m.metadata),
         )
 
+    def digest(self) -> str:
+        """SHA-256 of the whole file (header, manifest, payload): what a user records and checks for trust,
+        since the per-unit CRCs catch accidents but not an edited image whose CRCs were recomputed."""
+        return file_digest(self.path)
+
+    def check_digest(self, expected: str) -> None:
+        """RomImageError unless the file's SHA-256 is `expected` (hex, case ignored; 'sha256:' allowed)."""
+        want = expected.strip().lower().removeprefix("sha256:")
+        if len(want) != 64 or any(c not in "0123456789abcdef" for c in want):
+            raise RomImageError(f"--expect-digest {expected!r} is not a SHA-256 (64 hex digits, as `inspect` prints)")
+        got = self.digest()
+        if got != want:
+            raise RomImageError(
+                f"ROM image {self.path} has SHA-256 {got}, not the expected {want}: it is not the image you "
+                "recorded (edited, re-burned or another file); refused"
+            )
+
     def summary(self) -> dict[str, Any]:
         m = self.manifest
         return {
@@ -368,3 +388,12 @@ def _names(names: list[str], limit: int = 6) -> str:
     if not names:
         return "(none)"
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def file_digest(path: str | Path, chunk_bytes: int = 2**22) -> str:
+    """Hex SHA-256 of a file, read in chunks (an image is up to gigabytes)."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
