@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -95,12 +97,59 @@ class _RateColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed")
 
 
+#: Seconds between the plain progress lines printed when stderr is not a terminal (CI logs, `> log`).
+PLAIN_PROGRESS_EVERY_S = 5.0
+
+
+class _LineProgress(Progress):
+    """A Progress that draws nothing and instead prints a plain line (done/total, elapsed, time left)
+    every PLAIN_PROGRESS_EVERY_S seconds and when a task completes: where no bar can be drawn, long work
+    still says that it is alive and how far it got."""
+
+    def __init__(self, *columns: ProgressColumn, console: Console) -> None:
+        super().__init__(*columns, console=console, disable=True)
+        self._last_line_s = time.monotonic()
+        self._done_reported: set = set()
+
+    def update(self, task_id, **kwargs) -> None:  # noqa: ANN001, ANN003
+        super().update(task_id, **kwargs)
+        self._line(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:  # noqa: ANN001
+        super().advance(task_id, advance)
+        self._line(task_id)
+
+    def _line(self, task_id) -> None:  # noqa: ANN001
+        task = self._tasks[task_id]
+        now = time.monotonic()
+        finished = task.finished and task_id not in self._done_reported
+        if not finished and now - self._last_line_s < PLAIN_PROGRESS_EVERY_S:
+            return
+        self._last_line_s = now
+        if task.finished:
+            self._done_reported.add(task_id)
+        count = f"{task.completed:,.0f}/{task.total:,.0f} ({task.percentage:.0f}%)" if task.total else "working"
+        line = f"{task.description}: {count}, {task.elapsed or 0:.0f} s elapsed"
+        if not task.finished and task.time_remaining is not None:
+            line += f", about {task.time_remaining:.0f} s left"
+        self.console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+
 def progress_bar(rate_unit: str | None = None) -> Progress:
     """The progress bar of long commands, on stderr so that --json stdout stays one document. With a
     `rate_unit` (e.g. "points") it also shows done/total and the rate per second. The time remaining is
-    always shown (GPTQ's ETA, a fine-tuning run's)."""
+    always shown (GPTQ's ETA, a fine-tuning run's). When stderr is not a terminal it prints a plain line
+    every few seconds instead (_LineProgress)."""
     columns = [TextColumn("{task.description:<12}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn()]
     if rate_unit is not None:
         columns[2:2] = [MofNCompleteColumn(), _RateColumn(rate_unit)]
     columns += [TextColumn("eta"), TimeRemainingColumn()]
+    if not err_console.is_terminal:
+        return _LineProgress(*columns, console=err_console)
     return Progress(*columns, console=err_console, transient=True)
+
+
+# typer prints `<bool>` after every flag, as if `--json true` were the way to pass it (it is refused):
+# flags show no type in --help.
+_typer_display_type = typer.core.TyperOption.display_type
+typer.core.TyperOption.display_type = lambda self, ctx: "" if self.is_flag else _typer_display_type(self, ctx)
