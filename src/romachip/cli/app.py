@@ -11,7 +11,9 @@ from typing import Any
 
 import typer
 import typer.core
+import typer.rich_utils
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -153,3 +155,16 @@ def progress_bar(rate_unit: str | None = None) -> Progress:
 # flags show no type in --help.
 _typer_display_type = typer.core.TyperOption.display_type
 typer.core.TyperOption.display_type = lambda self, ctx: "" if self.is_flag else _typer_display_type(self, ctx)
+
+
+def _one_line_usage_error(exc) -> None:  # noqa: ANN001 (typer's own click exception)
+    """Usage errors (a bad option value, a missing argument) in the same one line as every RomachipError,
+    instead of typer's usage block and panel: `error: <what> (see `romachip CMD --help`)`."""
+    if exc.__class__.__name__ == "NoArgsIsHelpError":  # `romachip` alone printed its help already
+        return
+    ctx = getattr(exc, "ctx", None)
+    hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+    err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}{hint}", highlight=False, soft_wrap=True)
+
+
+typer.rich_utils.rich_format_error = _one_line_usage_error
