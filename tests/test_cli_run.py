@@ -105,7 +105,7 @@ def test_eval_perplexity_matches_the_engine_logits(image, capsys, tmp_path) -> N
     [
         (["run", "missing.rom", "--prompt", "w1"], "ROM image missing.rom does not exist"),
         (["eval", "IMAGE", "--text", "missing.txt"], "text file missing.txt does not exist"),
-        (["eval", "IMAGE", "--text", "TEXT", "--window", "1"], "--window must be at least 2"),
+        (["eval", "IMAGE", "--text", "TEXT", "--window", "1"], "Invalid value for '--window'"),
         (["eval", "IMAGE", "--text", "TEXT"], "at least 2 are needed"),
         (["run", "IMAGE", "--prompt", "w1", "--activation", "fp4"], "activation precision"),
         (["run", "IMAGE", "--prompt", "w1", "--threads", "0"], "--threads must be at least 1"),

@@ -50,7 +50,7 @@ def test_simulate_table_output(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--prompt", "0"], "--prompt and --generate must be >= 1"),
+        (["--prompt", "0"], "Invalid value for '--prompt'"),
         (["--storage-policy", "cloud"], "unknown storage policy 'cloud'"),
         (["--prompt", "100000"], "does not fit"),
         (["--chip", "nope"], "unknown chip 'nope'"),
