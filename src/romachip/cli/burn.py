@@ -50,6 +50,7 @@ def burn(
     calibration_tokens: int = typer.Option(
         CALIBRATION_SEQUENCES * CALIBRATION_TOKENS,
         "--calibration-tokens",
+        min=1,
         help=f"GPTQ's calibration budget in tokens, taken as windows of {CALIBRATION_TOKENS} spread over the "
         "text; GPTQ's time grows with it (the progress bar shows the ETA).",
     ),

@@ -8,7 +8,7 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from romachip.cli.app import app, console, err_console, print_json, progress_bar
+from romachip.cli.app import app, console, err_console, finite, print_json, progress_bar
 from romachip.errors import AdapterError
 from romachip.train.finetune import FinetuneSettings, StepInfo, finetune
 from romachip.train.model import ALL_TARGETS
@@ -72,22 +72,39 @@ def finetune_cmd(
     eval_text: str = typer.Option(
         None, "--eval-text", help="Held-out text: perplexity before and after, on the chip engine."
     ),
-    eval_tokens: int = typer.Option(2048, "--eval-tokens", help="Tokens of --eval-text to score."),
-    rank: int = typer.Option(DEFAULTS.rank, "--rank", help="LoRA rank r."),
-    alpha: float = typer.Option(DEFAULTS.alpha, "--alpha", help="LoRA alpha (scaling alpha/r, or alpha/sqrt(r))."),
+    eval_tokens: int = typer.Option(2048, "--eval-tokens", min=1, help="Tokens of --eval-text to score."),
+    rank: int = typer.Option(DEFAULTS.rank, "--rank", min=1, help="LoRA rank r."),
+    alpha: float = typer.Option(
+        DEFAULTS.alpha,
+        "--alpha",
+        callback=finite(0, min_open=True),
+        help="LoRA alpha (scaling alpha/r, or alpha/sqrt(r)).",
+    ),
     targets: str = typer.Option(",".join(ALL_TARGETS), "--targets", help="Comma-separated projections to adapt."),
     rslora: bool = typer.Option(False, "--rslora", help="rsLoRA scaling alpha/sqrt(r)."),
-    steps: int = typer.Option(None, "--steps", help="Optimizer steps [default: one epoch]."),
-    epochs: float = typer.Option(None, "--epochs", help="Passes over the training windows (instead of --steps)."),
-    lr: float = typer.Option(DEFAULTS.lr, "--lr", help="AdamW learning rate, constant (QLoRA's 2e-4)."),
-    seq_len: int = typer.Option(
-        DEFAULTS.seq_len, "--seq-len", help="Tokens per training window; also the context the SRAM check reserves."
+    steps: int = typer.Option(None, "--steps", min=1, help="Optimizer steps [default: one epoch]."),
+    epochs: float = typer.Option(
+        None,
+        "--epochs",
+        callback=finite(0, min_open=True),
+        help="Passes over the training windows (instead of --steps).",
     ),
-    batch: int = typer.Option(DEFAULTS.batch, "--batch", help="Windows per micro-batch."),
-    grad_accum: int = typer.Option(DEFAULTS.grad_accum, "--grad-accum", help="Micro-batches per optimizer step."),
-    seed: int = typer.Option(DEFAULTS.seed, "--seed", help="Seeds the LoRA init and the window order."),
+    lr: float = typer.Option(
+        DEFAULTS.lr, "--lr", callback=finite(0, min_open=True), help="AdamW learning rate, constant (QLoRA's 2e-4)."
+    ),
+    seq_len: int = typer.Option(
+        DEFAULTS.seq_len,
+        "--seq-len",
+        min=1,
+        help="Tokens per training window; also the context the SRAM check reserves.",
+    ),
+    batch: int = typer.Option(DEFAULTS.batch, "--batch", min=1, help="Windows per micro-batch."),
+    grad_accum: int = typer.Option(
+        DEFAULTS.grad_accum, "--grad-accum", min=1, help="Micro-batches per optimizer step."
+    ),
+    seed: int = typer.Option(DEFAULTS.seed, "--seed", min=0, help="Seeds the LoRA init and the window order."),
     threads: int = typer.Option(
-        None, "--threads", help="torch threads [default: torch's]; resume with the same for bit-exact results."
+        None, "--threads", min=1, help="torch threads [default: torch's]; resume with the same for bit-exact results."
     ),
     resume: bool = typer.Option(False, "--resume", help="Continue the run checkpointed in --output."),
     chip_numerics: bool = typer.Option(
@@ -96,10 +113,10 @@ def finetune_cmd(
         help="Forward with the L-Units' bf16 block-aligned activations (straight-through gradient).",
     ),
     checkpoint_every: int = typer.Option(
-        DEFAULTS.checkpoint_every, "--checkpoint-every", help="Steps between checkpoints."
+        DEFAULTS.checkpoint_every, "--checkpoint-every", min=1, help="Steps between checkpoints."
     ),
     log_every: int = typer.Option(
-        10, "--log-every", help="Steps between plain progress lines when stderr is not a terminal."
+        10, "--log-every", min=1, help="Steps between plain progress lines when stderr is not a terminal."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of a table."),
 ) -> None:

@@ -107,7 +107,7 @@ def run(
     adapter: list[str] = typer.Option(None, "--adapter", help=ADAPTER_HELP),  # noqa: B008
     use: str = typer.Option(None, "--use", help="The loaded adapter this request runs with ('none': the base)."),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
     expect_digest: str = typer.Option(
         None, "--expect-digest", help="Refuse the image unless its SHA-256 is this (as `romachip inspect` prints)."
     ),
@@ -160,7 +160,7 @@ def eval_(
         None, "--adapter", help="A PEFT LoRA folder to score with; --reference then applies it with PEFT."
     ),
     lora_precision: str = typer.Option(None, "--lora-precision", help="fp8_e4m3, fp16 or bf16 (default: the chip's)."),
-    threads: int = typer.Option(1, "--threads", help=THREADS_HELP),
+    threads: int = typer.Option(1, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'
     (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
