@@ -15,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
 
 from romachip.atomic import atomic_open  # noqa: E402
 from romachip.report.figures import (  # noqa: E402
@@ -101,7 +102,8 @@ def reproduce(out_dir: str | Path, progress: Callable[[], None] | None = None) -
 
 
 def _fmt(x: float) -> str:
-    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:,.3g}"
+    """Four significant digits below 1,000: the paper's 503.7 mm² prints as 503.7, not 504."""
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:,.4g}"
 
 
 def render_markdown(figures: list[Figure], predictions: dict) -> str:
@@ -207,9 +209,11 @@ def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
     _save_plot(fig, files[-1])
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, run in predictions["decode_and_ttft"].items():
-        ax.plot(PROMPTS, [run["ttft_ms"][p] for p in PROMPTS], marker="o", label=f"model: {label}")
-    ax.scatter([256], [5.6], color="k", marker="x", zorder=3, label="ROMA (paper)")
+        ax.plot(PROMPTS, [run["ttft_ms"][p] for p in PROMPTS], marker="o", mfc="none", label=f"model: {label}")
+    # drawn last, larger and filled, so that the model's point at the same place does not hide it
+    ax.scatter([256], [5.6], color="crimson", marker="*", s=140, zorder=5, label="ROMA (paper)")
     ax.set(xlabel="prompt tokens", ylabel="TTFT (ms)", title="Time to first token", xscale="log", yscale="log")
+    _plain_log_ticks(ax, PROMPTS)
     ax.legend(fontsize=8)
     files.append(out / "ttft_vs_prompt.png")
     _save_plot(fig, files[-1])
@@ -224,13 +228,24 @@ def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
     fig, ax = plt.subplots(figsize=(7, 5))
     cal = [f for f in figures if f.kind == "calibrated"]
     ax.barh([f.name for f in cal], [100 * f.rel_error for f in cal])
-    ax.axvline(-100 * TOLERANCE, color="r", ls="--")
+    ax.axvline(-100 * TOLERANCE, color="r", ls="--", label=f"±{TOLERANCE:.0%} calibration tolerance")
     ax.axvline(100 * TOLERANCE, color="r", ls="--")
     ax.set(xlabel="model vs paper (%)", title="Calibration figures")
+    ax.legend(fontsize=8, loc="lower right")
     ax.tick_params(axis="y", labelsize=7)
     files.append(out / "calibration.png")
     _save_plot(fig, files[-1])
     return files
+
+
+def _plain_log_ticks(ax, xs: list[int]) -> None:  # noqa: ANN001
+    """Log axes with one plain label per measured x and plain y labels (matplotlib's default log minor
+    labels overlap at this size)."""
+    ax.xaxis.set_major_locator(FixedLocator(xs))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 __all__ = ["CONTEXTS", "ReproduceResult", "reproduce", "render_markdown"]
