@@ -77,6 +77,7 @@ def test_reproduce_lands_every_calibration_figure(capsys, tmp_path):
     report = (tmp_path / "r" / "report.md").read_text()
     assert "Predictions" in report and "Llama-3-8B, 2-bit" in report and "288 MiB" in report
     assert "### Sensitivity" in report and "`tech.energy.wire_pj_per_bit_mm`" in report
+    assert "| die area | mm² | 503.7 |" in report  # the paper's figure as the paper gives it, not rounded to 504
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     sens = {r["field"]: r["change_pct"] for r in results["predictions"]["sensitivity"]["rows"]}
     # wire energy moves energy, not time or area; vector lanes move time, the MAC area moves area
