@@ -15,7 +15,7 @@ import pytest
 from romachip.atomic import atomic_open
 from romachip.cli.main import main
 from romachip.errors import PathError
-from romachip.paths import MAX_TEXT_BYTES, input_file, output_dir, output_file, read_text
+from romachip.files import MAX_TEXT_BYTES, input_file, output_dir, output_file, read_text
 
 
 @pytest.fixture(scope="module")

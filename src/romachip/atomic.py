@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from romachip.paths import write_error
+from romachip.files import write_error
 
 #: Signals that end a process by default; while a temporary file is open they raise instead, so that the
 #: cleanup below runs. SIGINT already raises KeyboardInterrupt.

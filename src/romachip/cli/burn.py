@@ -10,7 +10,7 @@ from rich.table import Table
 
 from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY, check_weight_bits
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
-from romachip.paths import output_file, read_text
+from romachip.files import output_file, read_text
 from romachip.quant.formats import WeightFormat
 from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, check_quantizer
 from romachip.rom import RomImage

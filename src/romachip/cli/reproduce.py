@@ -6,7 +6,7 @@ import typer
 from rich.table import Table
 
 from romachip.cli.app import app, console, print_json, progress_bar
-from romachip.paths import output_dir
+from romachip.files import output_dir
 from romachip.report.reproduce import STEPS, TOLERANCE
 from romachip.report.reproduce import reproduce as run_reproduce
 

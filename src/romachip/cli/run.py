@@ -15,7 +15,7 @@ from romachip.engine.generate import Engine, Generation
 from romachip.engine.perplexity import engine_perplexity
 from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
-from romachip.paths import read_text
+from romachip.files import read_text
 from romachip.rom import RomImage
 from romachip.sram.storage import AdapterView
 from romachip.workload import KvConfig

@@ -11,7 +11,7 @@ import typer
 from romachip.cli.adapters import parse_adapter_options
 from romachip.cli.app import app, err_console, print_json
 from romachip.errors import RomachipError
-from romachip.paths import read_text
+from romachip.files import read_text
 from romachip.serve.config import DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS, DEFAULT_RESERVED_CONTEXT, ServeConfig
 
 ADAPTER_HELP = "An adapter resident from the start, NAME=DIR (a PEFT LoRA folder); repeatable."

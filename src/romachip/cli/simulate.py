@@ -10,7 +10,7 @@ from romachip.cli.app import app, console, err_console, print_json
 from romachip.cli.fit import DEFAULT_CHIP, DEFAULT_MODEL, parse_lora_targets
 from romachip.compile import compile_placement
 from romachip.errors import CapacityError
-from romachip.paths import output_file
+from romachip.files import output_file
 from romachip.perf.simulate import ChipModel, SimReport, report
 from romachip.perf.trace import write_trace
 from romachip.quant.formats import WeightFormat

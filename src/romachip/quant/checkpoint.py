@@ -21,7 +21,7 @@ import numpy as np
 
 from romachip import names
 from romachip.errors import CheckpointError, PathError
-from romachip.paths import read_text
+from romachip.files import read_text
 from romachip.spec.model import ModelSpec, read_config_json
 
 SMOLLM2_NAME = "smollm2-135m"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from romachip.compile import Placement, TensorEntry, assemble_placement
 from romachip.errors import PathError, RomachipError, RomImageError
-from romachip.paths import input_file
+from romachip.files import input_file
 from romachip.placement import segment_offsets
 from romachip.quant.formats import WeightFormat
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor

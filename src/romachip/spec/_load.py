@@ -12,7 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from romachip.errors import PathError, SpecError
-from romachip.paths import read_text
+from romachip.files import read_text
 
 T = TypeVar("T", bound=BaseModel)
 

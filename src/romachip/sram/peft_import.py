@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from romachip.errors import AdapterError, PathError
+from romachip.files import input_dir, read_text
 from romachip.names import (
     ATTENTION_PROJECTIONS,
     BLOCK_NORMS,
@@ -34,7 +35,6 @@ from romachip.names import (
     PROJECTIONS,
 )
 from romachip.names import projection_module as lora_module_name  # the module name an adapter uses
-from romachip.paths import input_dir, read_text
 from romachip.spec.model import ModelSpec
 
 CONFIG_NAME = "adapter_config.json"
