@@ -30,12 +30,16 @@ def _stat(path: Path) -> os.stat_result | None:
         raise PathError(f"{path}: {exc.strerror or exc}") from None
 
 
-def input_file(path: str | Path, *, what: str = "file") -> Path:
-    """`path` as a readable regular file, or a PathError naming why not."""
+def _named(path: str | Path, what: str) -> tuple[Path, os.stat_result | None]:
+    """`path` (refused when empty) and what is there now (None: nothing)."""
     if str(path) == "":
         raise PathError(f"the {what} path is empty")
-    path = Path(path)
-    st = _stat(path)
+    return Path(path), _stat(Path(path))
+
+
+def input_file(path: str | Path, *, what: str = "file") -> Path:
+    """`path` as a readable regular file, or a PathError naming why not."""
+    path, st = _named(path, what)
     if st is None:
         raise PathError(f"{what} {path} does not exist")
     if stat.S_ISDIR(st.st_mode):
@@ -49,10 +53,7 @@ def input_file(path: str | Path, *, what: str = "file") -> Path:
 
 def input_dir(path: str | Path, *, what: str = "folder") -> Path:
     """`path` as a readable folder, or a PathError naming why not."""
-    if str(path) == "":
-        raise PathError(f"the {what} path is empty")
-    path = Path(path)
-    st = _stat(path)
+    path, st = _named(path, what)
     if st is None:
         raise PathError(f"{what} {path} does not exist")
     if not stat.S_ISDIR(st.st_mode):
@@ -108,10 +109,7 @@ def output_file(path: str | Path, *, what: str = "output file") -> Path:
 
 def output_dir(path: str | Path, *, what: str = "output folder") -> Path:
     """Check, before any work, that `path` is (or can be made) a writable folder; create it if missing."""
-    if str(path) == "":
-        raise PathError(f"the {what} path is empty")
-    path = Path(path)
-    st = _stat(path)
+    path, st = _named(path, what)
     if st is not None and not stat.S_ISDIR(st.st_mode):
         raise PathError(f"cannot write into {what} {path}: it is a file, not a folder")
     if st is None:
