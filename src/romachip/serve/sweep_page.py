@@ -10,7 +10,6 @@ export; it listens on loopback unless told otherwise.
 from __future__ import annotations
 
 import math
-from importlib import resources
 from pathlib import Path
 
 from fastapi import FastAPI, Query
@@ -21,8 +20,8 @@ from romachip.dse.answer import analyse, export_rows
 from romachip.dse.spec import METRICS
 from romachip.errors import SweepError
 from romachip.serve.errors import ApiError, install_handlers
+from romachip.serve.routes.web import page_response, static_response
 
-STATIC = resources.files("romachip.serve") / "static"
 FILES = {"sweep.js": "text/javascript", "style.css": "text/css"}
 
 
@@ -81,14 +80,11 @@ def create_sweep_app(results_dir: str | Path) -> FastAPI:
 
     @app.get("/sweep", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        return HTMLResponse((STATIC / "sweep.html").read_text(encoding="utf-8"))
+        return page_response("sweep.html")
 
     @app.get("/static/{name}", include_in_schema=False)
     async def static_file(name: str) -> FileResponse:
-        if name not in FILES:
-            raise ApiError(404, f"no file /static/{name}", code="not_found")
-        with resources.as_file(STATIC / name) as path:
-            return FileResponse(path, media_type=FILES[name], headers={"Cache-Control": "no-cache"})
+        return static_response(name, FILES)
 
     @app.get("/api/sweep")
     async def data() -> dict:

@@ -17,36 +17,29 @@ from romachip.serve.schemas import LoadLoraRequest, UnloadLoraRequest
 router = APIRouter(tags=["adapters"])
 
 
-@router.post("/v1/load_lora_adapter")
-async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> dict:
+async def _adapter_op(request: Request, kind: str, name: str, done: str, *args: str) -> dict:
+    """Run a registry load/unload off the event loop, count it in /metrics, and answer in vLLM's shape."""
     backend = request.app.state.backend
     registry = backend.loaded.registry
     try:
-        op = await asyncio.to_thread(registry.load, body.lora_name, body.lora_path)
+        op = await asyncio.to_thread(getattr(registry, kind), name, *args)
     except ApiError:
-        backend.metrics.adapter_ops.labels("load", "refused").inc()
+        backend.metrics.adapter_ops.labels(kind, "refused").inc()
         raise
-    backend.metrics.adapter_ops.labels("load", "ok").inc()
+    backend.metrics.adapter_ops.labels(kind, "ok").inc()
     return {
-        "object": "lora_adapter.load",
-        "lora_name": body.lora_name,
-        "message": f"Success: LoRA adapter '{body.lora_name}' added successfully.",
+        "object": f"lora_adapter.{kind}",
+        "lora_name": name,
+        "message": f"Success: LoRA adapter '{name}' {done} successfully.",
         "sram": op.to_dict(),
     }
+
+
+@router.post("/v1/load_lora_adapter")
+async def load_lora_adapter(body: LoadLoraRequest, request: Request) -> dict:
+    return await _adapter_op(request, "load", body.lora_name, "added", body.lora_path)
 
 
 @router.post("/v1/unload_lora_adapter")
 async def unload_lora_adapter(body: UnloadLoraRequest, request: Request) -> dict:
-    backend = request.app.state.backend
-    try:
-        op = await asyncio.to_thread(backend.loaded.registry.unload, body.lora_name)
-    except ApiError:
-        backend.metrics.adapter_ops.labels("unload", "refused").inc()
-        raise
-    backend.metrics.adapter_ops.labels("unload", "ok").inc()
-    return {
-        "object": "lora_adapter.unload",
-        "lora_name": body.lora_name,
-        "message": f"Success: LoRA adapter '{body.lora_name}' removed successfully.",
-        "sram": op.to_dict(),
-    }
+    return await _adapter_op(request, "unload", body.lora_name, "removed")

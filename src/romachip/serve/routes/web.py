@@ -27,17 +27,27 @@ STATIC = resources.files("romachip.serve") / "static"
 FILES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
+def page_response(html_name: str) -> HTMLResponse:
+    """One of the shipped HTML pages (the chat page here, the sweep page in serve/sweep_page.py)."""
+    return HTMLResponse((STATIC / html_name).read_text(encoding="utf-8"))
+
+
+def static_response(name: str, files: dict[str, str]) -> FileResponse:
+    """A page's file from static/, only if `files` (name -> media type) lists it; 404 otherwise."""
+    if name not in files:
+        raise ApiError(404, f"no file /static/{name}", code="not_found")
+    with resources.as_file(STATIC / name) as path:
+        return FileResponse(path, media_type=files[name], headers={"Cache-Control": "no-cache"})
+
+
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 async def index() -> HTMLResponse:
-    return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+    return page_response("index.html")
 
 
 @router.get("/static/{name}", include_in_schema=False)
 async def static_file(name: str) -> FileResponse:
-    if name not in FILES:
-        raise ApiError(404, f"no file /static/{name}", code="not_found")
-    with resources.as_file(STATIC / name) as path:
-        return FileResponse(path, media_type=FILES[name], headers={"Cache-Control": "no-cache"})
+    return static_response(name, FILES)
 
 
 def _adapter_folders(adapter_dir) -> list[str]:  # noqa: ANN001 (Path | None)
