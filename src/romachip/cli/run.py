@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
@@ -11,14 +12,14 @@ from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
 from romachip.cli.app import app, console, err_console, finite, print_json, progress_bar
-from romachip.engine.generate import Engine, Generation
-from romachip.engine.perplexity import engine_perplexity
-from romachip.engine.text import encode_prompt
 from romachip.errors import GenerationError, RomachipError
 from romachip.files import read_text
 from romachip.rom import RomImage
 from romachip.sram.storage import AdapterView
 from romachip.workload import KvConfig
+
+if TYPE_CHECKING:  # the engine (and torch under it) is imported by the commands that run it, not by --help
+    from romachip.engine.generate import Engine, Generation
 
 DEFAULT_WINDOW = 256
 ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
@@ -32,6 +33,8 @@ def _open_engine(
 ) -> tuple[RomImage, Engine]:
     if threads < 1:
         raise GenerationError(f"--threads must be at least 1, got {threads}")
+    from romachip.engine.generate import Engine
+
     rom = RomImage.open(image)
     if expect_digest is not None:
         rom.check_digest(expect_digest)
@@ -113,6 +116,8 @@ def run(
     ),
 ) -> None:
     """Generate text from a ROM image exactly as the chip computes it (docs/numerics.md), streaming tokens."""
+    from romachip.engine.text import encode_prompt
+
     rom, engine = _open_engine(image, activation, kv, threads, expect_digest)
     ids = encode_prompt(engine.model, engine.tokenizer, prompt, chat=chat)
     lora, ops, engine.bank = request_adapter(
@@ -164,6 +169,8 @@ def eval_(
 ) -> None:
     """Perplexity of the chip's model over a text file, in fixed windows; --reference adds transformers'
     (with --adapter: PEFT applying the adapter's stored values, as the base uses the dequantized weights)."""
+    from romachip.engine.perplexity import engine_perplexity
+
     if window < 2:
         raise GenerationError(f"--window must be at least 2 tokens, got {window}")
     content = read_text(text, what="text file")
@@ -236,6 +243,7 @@ def demo(
 ) -> None:
     """Burn SmolLM2-135M for the ROMA chip (cached), answer a fixed question, and show the chip's timing."""
     from romachip.engine.demo_model import DEMO_PROMPT, ensure_demo_image
+    from romachip.engine.text import encode_prompt
 
     with err_console.status("preparing the demo model") as status:
         path, burned = ensure_demo_image(progress=lambda msg: status.update(msg))

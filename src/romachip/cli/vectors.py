@@ -9,8 +9,6 @@ from typer.core import TyperGroup
 
 from romachip.cli.app import app, console, print_json, progress_bar
 from romachip.rom import RomImage
-from romachip.vectors import check_vectors, write_vectors
-from romachip.vectors.units import parse_selection
 
 
 class _WriteByDefault(TyperGroup):
@@ -48,6 +46,9 @@ def write(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Run the golden engine on a prompt and write every selected unit's vectors (docs/vectors.md)."""
+    from romachip.vectors import write_vectors  # the engine and torch, only for this command
+    from romachip.vectors.units import parse_selection
+
     rom = RomImage.open(image)
     layer_ids = parse_selection(layers, rom.spec.num_layers, "--layers")
     unit_ids = parse_selection(units, len(rom.manifest.units), "--units")
@@ -83,6 +84,8 @@ def check(
 ) -> None:
     """Recompute every expected output from the folder's inputs and memory contents (an implementation
     independent of the engine) and report the first mismatch by file and word; exit 1 on a mismatch."""
+    from romachip.vectors import check_vectors
+
     report = check_vectors(folder, image=image)
     if as_json:
         print_json(report.to_dict())

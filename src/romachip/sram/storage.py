@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import numpy as np
-import torch
 
 from romachip.errors import AdapterError
 from romachip.names import PROJECTIONS
@@ -37,7 +36,6 @@ from romachip.sram.peft_import import PeftAdapter
 from romachip.workload import LORA_DTYPE_BYTES, LoraConfig
 
 LORA_PRECISIONS = tuple(LORA_DTYPE_BYTES)
-_TORCH_DTYPE = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def check_precision(precision: str) -> str:
@@ -107,7 +105,10 @@ def _encode_fp8(x: np.ndarray) -> tuple[np.ndarray, int]:
 
 
 def _encode_half(x: np.ndarray, precision: str, where: str) -> np.ndarray:
-    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(_TORCH_DTYPE[precision])
+    import torch  # here, not at the top: the bank is planned (`romachip adapters check`) without torch
+
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dtype)
     if not torch.isfinite(t).all():
         raise AdapterError(f"{where}: a LoRA weight overflows {precision}; store this adapter in another precision")
     return t.view(torch.int16).numpy().view(np.uint16)
