@@ -40,6 +40,9 @@ app = typer.Typer(
 #: error. Bad input exits 2 (cli/main.py), as click does for usage errors.
 EXIT_DOES_NOT_FIT = 1
 
+#: The help of --threads on run, eval and serve.
+THREADS_HELP = "Threads of the engine (the native L-Unit kernel's and torch's); the result never depends on it."
+
 
 def _print_version(value: bool) -> None:
     if value:

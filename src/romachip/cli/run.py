@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from romachip.cli.adapters import adapter_ops_table, request_adapter
-from romachip.cli.app import app, console, err_console, finite, print_json, progress_bar
+from romachip.cli.app import THREADS_HELP, app, console, err_console, finite, print_json, progress_bar
 from romachip.errors import GenerationError, RomachipError
 from romachip.files import read_text
 from romachip.rom import RomImage
@@ -23,9 +23,6 @@ if TYPE_CHECKING:  # the engine (and torch under it) is imported by the commands
 
 DEFAULT_WINDOW = 256
 ADAPTER_HELP = "A PEFT LoRA folder, or NAME=DIR; repeatable (several adapters resident, pick one with --use)."
-
-
-THREADS_HELP = "Threads of the engine (the native L-Unit kernel's and torch's); the result never depends on it."
 
 
 def _open_engine(

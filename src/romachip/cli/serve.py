@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from romachip.cli.adapters import parse_adapter_options
-from romachip.cli.app import app, err_console, print_json
+from romachip.cli.app import THREADS_HELP, app, err_console, print_json
 from romachip.errors import RomachipError
 from romachip.files import read_text
 from romachip.serve.config import DEFAULT_MAX_QUEUE, DEFAULT_MAX_TOKENS, DEFAULT_RESERVED_CONTEXT, ServeConfig
@@ -80,9 +80,7 @@ def serve(
     max_tokens: int = typer.Option(
         DEFAULT_MAX_TOKENS, "--max-tokens", min=1, help="Default and largest max_tokens a request may ask for."
     ),
-    threads: int = typer.Option(
-        1, "--threads", min=1, max=1024, help="Torch threads of the engine (never changes a result)."
-    ),
+    threads: int = typer.Option(1, "--threads", min=1, max=1024, help=THREADS_HELP),
     reserve_context: int = typer.Option(
         None,
         "--reserve-context",
