@@ -36,6 +36,7 @@ KV cache: split by token position, round robin over the units that hold a layer'
 
 from __future__ import annotations
 
+import functools
 from dataclasses import replace
 from typing import Literal
 
@@ -92,12 +93,18 @@ def model_tensors(
     """The ROM-resident tensors of a model in execution order, as the storage policy lists them
     (tensor_bits.py): projections, FP16 norm vectors, and the embedding table / LM head when on chip.
     A tied model stores its shared table once."""
-    pol = StoragePolicy.parse(policy)
-    return [
+    return list(_model_entries(spec, fmt, StoragePolicy.parse(policy)))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_entries(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tuple[TensorEntry, ...]:
+    """`model_tensors` once per (model, format, policy) and process (frozen specs; a sweep over chips
+    places the same model at every design point)."""
+    return tuple(
         TensorEntry(t.name, (t.rows, t.cols), t.fmt, layer_of(t.name), t.kind)
-        for t in tensor_bits.model_tensors(spec, fmt, pol)
+        for t in tensor_bits.model_tensors(spec, fmt, policy)
         if t.on_chip
-    ]
+    )
 
 
 def compile_placement(
@@ -143,27 +150,7 @@ def place_tensors(
     num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
     word_bits, align_bits = rom_alignment(chip)
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
-    rotation: dict[tuple[int, int, int], int] = {}
-    for ti, t in enumerate(tensors):
-        units = unit_sets[ti]
-        out_f, in_f = t.shape
-        key = (in_f, int(units[0]), len(units))  # one rotation per input width and unit set
-        start, counts = _split_rows(out_f, len(units), rotation.get(key, 0))
-        rotation[key] = (rotation.get(key, 0) + out_f % len(units)) % len(units)
-        keep = counts > 0
-        u, r0, rows = units[keep], start[keep], counts[keep]
-        cols["unit"].append(u)
-        cols["tensor"].append(np.full(len(u), ti, dtype=np.int64))
-        cols["row_start"].append(r0)
-        cols["row_stop"].append(r0 + rows)
-        cols["col_start"].append(np.zeros(len(u), dtype=np.int64))
-        cols["col_stop"].append(np.full(len(u), in_f, dtype=np.int64))
-        code, scale, zero = _tile_bits(t, rows)
-        cols["code_bits"].append(code)
-        cols["scale_bits"].append(scale)
-        cols["zero_bits"].append(zero)
-    tiles = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in cols.items()}
+    tiles = _split_tensors(tensors, unit_sets)
     _assign_offsets(tiles, word_bits, align_bits)
     return assemble_placement(chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora=lora)
 
@@ -211,8 +198,13 @@ def with_workload(placement: Placement, *, kv: KvConfig, lora: LoraConfig | None
         lora_bytes=np.zeros(n, dtype=np.int64),
     )  # fmt: skip
     out._units_cache, out._rings_cache = placement._units_cache, cached  # the same tiles: these still hold
+    out._lora_cache = placement._lora_cache  # the shares of an adapter depend on the tiles only
     if lora is not None and lora.enabled:
-        out.lora_bytes = out.lora_unit_bytes(out.uniform_ranks(lora), lora.dtype)
+        shares = out._lora_cache.get(lora)
+        if shares is None or shares[0] is not key[0] or shares[1] is not key[1]:
+            shares = (*key, out.lora_unit_bytes(out.uniform_ranks(lora), lora.dtype))
+            out._lora_cache[lora] = shares
+        out.lora_bytes = shares[2].copy()
     return out
 
 
@@ -242,19 +234,24 @@ def _kv_rings(
     unit is in at most one ring and holds the same tokens for all the ring's layers."""
     layers = max((t.layer for t in tensors), default=-1) + 1
     tile_layer = np.array([t.layer for t in tensors] + [-1], dtype=np.int64)[tiles["tensor"]]
+    blocks = tile_layer >= 0
+    held = np.zeros((layers, n), dtype=bool)  # layer x unit: does the unit hold a tile of the layer
+    held[tile_layer[blocks], tiles["unit"][blocks]] = True
     label = np.full(n, -1, dtype=np.int64)
-    for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
-        units = np.unique(tiles["unit"][tile_layer == layer])
-        if not len(units):
-            continue
-        old = np.unique(label[units][label[units] >= 0])
-        new = int(old.min()) if len(old) else layer
-        label[np.isin(label, old)] = new
-        label[units] = new
     layer_label = np.full(layers, -1, dtype=np.int64)
-    for layer in range(layers):
-        units = tiles["unit"][tile_layer == layer]
-        layer_label[layer] = label[units[0]] if len(units) else -1
+    for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
+        units = held[layer]
+        if not units.any():
+            continue
+        carried = label[units]
+        old = np.unique(carried[carried >= 0])
+        new = int(old[0]) if len(old) else layer
+        if len(old) > 1:  # the layer joins rings: they become one
+            label[np.isin(label, old)] = new
+        label[units] = new
+    for layer in range(layers):  # a layer's units always carry one label (they are relabelled together)
+        if held[layer].any():
+            layer_label[layer] = label[int(np.argmax(held[layer]))]
     labels = np.unique(label[label >= 0])  # rings numbered by their label, i.e. in unit order of first layer
     ring = np.where(label >= 0, np.searchsorted(labels, label), -1)
     layer_ring = np.where(layer_label >= 0, np.searchsorted(labels, layer_label), -1)
@@ -263,15 +260,6 @@ def _kv_rings(
         members = np.flatnonzero(ring == r)
         rank[members] = np.arange(len(members))
     return ring.astype(np.int64), rank, layer_ring.astype(np.int64)
-
-
-def _tile_bits(t: TensorEntry, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Code (or FP16 value), scale and zero bits of tiles of `rows` whole rows of `t`."""
-    out_f, in_f = t.shape
-    if t.fmt is None:
-        return rows * in_f * NORM_WEIGHT_BITS, rows * 0, rows * 0
-    groups = t.fmt.groups_per_row(in_f)
-    return rows * in_f * t.fmt.bits, rows * groups * t.fmt.scale_bits, rows * groups * t.fmt.zero_bits
 
 
 def _unit_sets(
@@ -289,22 +277,86 @@ def _unit_sets(
     return [everyone if t.layer < 0 else groups[(t.layer * g) // max(layers, 1)] for t in tensors]
 
 
-def _split_rows(rows: int, parts: int, rotate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start row and row count of each part: equal shares, one extra row for `rows % parts` parts
-    starting at part `rotate` (wrapping), rows handed out in part order."""
-    base, rem = divmod(rows, parts)
-    extra = ((np.arange(parts) - rotate) % parts) < rem
-    counts = base + extra.astype(np.int64)
-    start = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    return start, counts
+def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The tile table (tensor order, then unit order) before layout: each tensor's output rows split over
+    its units as evenly as possible, the `rows % parts` parts that get one row more starting at a
+    rotation that advances from tensor to tensor of the same input width and unit set (so ROM use stays
+    balanced), rows handed out in unit order; units that get no row hold no tile. All tensors at once:
+    one [tensors, units] array per column."""
+    if not tensors:
+        return {k: np.zeros(0, dtype=np.int64) for k in TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
+    out_f = np.array([t.shape[0] for t in tensors], dtype=np.int64)
+    in_f = np.array([t.shape[1] for t in tensors], dtype=np.int64)
+    parts = np.array([len(u) for u in unit_sets], dtype=np.int64)
+    rotation: dict[tuple[int, int, int], int] = {}
+    rotate = np.zeros(len(tensors), dtype=np.int64)
+    for ti, (units, rows, n) in enumerate(zip(unit_sets, out_f.tolist(), parts.tolist(), strict=True)):
+        key = (int(in_f[ti]), int(units[0]), n)  # one rotation per input width and unit set
+        rotate[ti] = r = rotation.get(key, 0)
+        rotation[key] = (r + rows % n) % n
+    width = int(parts.max())
+    base, rem = np.divmod(out_f, parts)
+    w1 = np.minimum(rem, parts - rotate)  # the extra rows go to parts [rotate, rotate + w1) and [0, w2)
+    w2 = rem - w1
+    everyone = unit_sets[0]
+    # `spread` (one sorted unit set for every tensor): lay the arrays out [units, tensors], whose row-major
+    # order is already the layout's (unit, tensor) order; else [tensors, units] and the layout sorts
+    unit_major = all(u is everyone for u in unit_sets) and bool((np.diff(everyone) > 0).all())
+    per_tensor = (lambda v: v[None, :]) if unit_major else (lambda v: v[:, None])
+    part = np.arange(width, dtype=np.int64)
+    part = part[:, None] if unit_major else part[None, :]
+    r, w1, w2 = per_tensor(rotate), per_tensor(w1), per_tensor(w2)
+    extra = ((part >= r) & (part < r + w1)) | (part < w2)
+    # first row of a part: the rows of the parts before it
+    start = part * per_tensor(base) + np.minimum(np.maximum(part - r, 0), w1) + np.minimum(part, w2)
+    counts = per_tensor(base) + extra
+    if not unit_major:
+        counts[part >= per_tensor(parts)] = 0
+    keep = counts > 0
+    rows, row_start = counts[keep], start[keep]
+    index = np.arange(len(tensors), dtype=np.int64)
+    if unit_major:
+        unit, tensor = np.repeat(everyone, keep.sum(axis=1)), np.broadcast_to(index[None, :], keep.shape)[keep]
+    else:
+        unit_of = np.full((len(tensors), width), -1, dtype=np.int64)
+        for ti, u in enumerate(unit_sets):
+            unit_of[ti, : len(u)] = u
+        unit, tensor = unit_of[keep], np.repeat(index, keep.sum(axis=1))
+    code_per_row, scale_per_row, zero_per_row = _row_bits(tensors)
+    return {
+        "unit": unit.astype(np.int64),
+        "tensor": tensor.astype(np.int64),
+        "row_start": row_start,
+        "row_stop": row_start + rows,
+        "col_start": np.zeros(len(rows), dtype=np.int64),
+        "col_stop": in_f[tensor],
+        "code_bits": rows * code_per_row[tensor],
+        "scale_bits": rows * scale_per_row[tensor],
+        "zero_bits": rows * zero_per_row[tensor],
+    }
+
+
+def _row_bits(tensors: list[TensorEntry]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[tensors] code (or FP16 value), scale and zero bits of one whole row of each tensor."""
+    code, scale, zero = [], [], []
+    for t in tensors:
+        in_f = t.shape[1]
+        if t.fmt is None:
+            code.append(in_f * NORM_WEIGHT_BITS), scale.append(0), zero.append(0)
+            continue
+        groups = t.fmt.groups_per_row(in_f)
+        code.append(in_f * t.fmt.bits), scale.append(groups * t.fmt.scale_bits), zero.append(groups * t.fmt.zero_bits)
+    return (np.array(x, dtype=np.int64) for x in (code, scale, zero))
 
 
 def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int) -> None:
     """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM, each
     segment on a word boundary and each tile on an `align_bits` boundary (a B-ROM group of words)."""
-    order = np.lexsort((tiles["tensor"], tiles["unit"]))
-    for k in tiles:
-        tiles[k] = tiles[k][order]
+    unit, tensor = tiles["unit"], tiles["tensor"]
+    if len(unit) > 1 and not ((unit[1:] > unit[:-1]) | ((unit[1:] == unit[:-1]) & (tensor[1:] > tensor[:-1]))).all():
+        order = np.lexsort((tensor, unit))
+        for k in tiles:
+            tiles[k] = tiles[k][order]
     span = tile_span_bits(tiles["code_bits"], tiles["scale_bits"], tiles["zero_bits"], word_bits, align_bits)
     ends = np.cumsum(span)
     starts = ends - span

@@ -142,6 +142,7 @@ class Placement:
     _units_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _rings_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # compile.with_workload
     _views: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # perf.mapping.PlacementView.of
+    _lora_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # compile.with_workload
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
@@ -234,23 +235,26 @@ class Placement:
         rank = np.array([ranks.get(x.name.removesuffix(".weight"), 0) if x.layer >= 0 else 0 for x in self.tensors])
         if not rank.any():
             return out
-        tile_rank = rank.astype(np.int64)[t["tensor"]]
-        np.add.at(out, t["unit"], (t["row_stop"] - t["row_start"]) * tile_rank * e)  # B rows beside their base rows
+        rows = t["row_stop"] - t["row_start"]
+        tile_bytes = rows * (rank.astype(np.int64) * e)[t["tensor"]]  # B rows beside their base rows
+        out += np.bincount(t["unit"], weights=tile_bytes, minlength=self.units).astype(np.int64)  # exact: < 2**53
         first_unit, members_of = self._tensor_units()
-        a_units: list[np.ndarray] = []
+        a_units: list[list[int]] = []
         a_bytes: list[int] = []
-        next_unit: dict[tuple[int, ...], int] = {}
-        for i in np.flatnonzero(rank):
+        next_unit: dict[int, int] = {}  # by id: `_tensor_units` gives equal unit sets as one tuple object
+        scale = cfg.scale_bytes_per_matrix
+        for i in np.flatnonzero(rank).tolist():
             r, members = int(rank[i]), members_of[i]
-            out[first_unit[i]] += cfg.scale_bytes_per_matrix
-            start = next_unit.get(members, 0)
-            units = [members[(start + k) % len(members)] for k in range(r)]
+            out[first_unit[i]] += scale
+            start, m = next_unit.get(id(members), 0), len(members)
+            units = [members[(start + k) % m] for k in range(r)]
             a_units.append(units)  # A rows, round-robin
             a_bytes.append(self.tensors[i].shape[1] * e)
-            out[units[0]] += cfg.scale_bytes_per_matrix
-            next_unit[members] = (start + r) % len(members)
+            out[units[0]] += scale
+            next_unit[id(members)] = (start + r) % m
         a_bytes_each = np.repeat(np.asarray(a_bytes, dtype=np.int64), [len(u) for u in a_units])
-        np.add.at(out, np.concatenate(a_units).astype(np.int64), a_bytes_each)
+        a_at = np.fromiter((u for us in a_units for u in us), dtype=np.int64)
+        out += np.bincount(a_at, weights=a_bytes_each, minlength=self.units).astype(np.int64)
         return out
 
     def _tensor_units(self) -> tuple[np.ndarray, list[tuple[int, ...]]]:
@@ -263,7 +267,13 @@ class Placement:
         t, n = self.tiles, len(self.tensors)
         held = np.zeros((n, self.units), dtype=bool)  # tensor x unit: does the unit hold a tile of it
         held[t["tensor"], t["unit"]] = True
-        members = [tuple(np.flatnonzero(row).tolist()) for row in held]
+        distinct: dict[bytes, tuple[int, ...]] = {}  # tensors spread over the same units share one tuple
+        members = []
+        for row in held:
+            key = row.tobytes()
+            if key not in distinct:
+                distinct[key] = tuple(np.flatnonzero(row).tolist())
+            members.append(distinct[key])
         first_row = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_row, t["tensor"], t["row_start"])
         at_first = np.flatnonzero(t["row_start"] == first_row[t["tensor"]])

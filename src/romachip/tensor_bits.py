@@ -29,6 +29,7 @@ needs the full matrix on chip, and the lookup could read the same copy; it is li
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -128,6 +129,13 @@ def model_tensors(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy = DE
     A tied model under an off-chip policy lists the shared matrix twice (a host copy and, for
     `off_chip`, a ROM copy), because it is then really stored in two places.
     """
+    return list(_model_tensors(spec, fmt, StoragePolicy.parse(policy)))
+
+
+@functools.lru_cache(maxsize=64)
+def _model_tensors(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tuple[StoredTensor, ...]:
+    """`model_tensors`, once per (model, format, policy) and process: the specs are frozen and a sweep over
+    chips asks for the same model's list at every design point (the capacity plan and the compiler both)."""
     out: list[StoredTensor] = []
     tables = _tables(spec, fmt, policy)
     out.extend(t for t in tables if t.kind is TensorKind.EMBEDDING)
@@ -140,4 +148,4 @@ def model_tensors(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy = DE
         out.append(_norm(names.norm_name(i, mlp_norm), spec.hidden_size))
     out.append(_norm(names.FINAL_NORM_NAME, spec.hidden_size))
     out.extend(t for t in tables if t.kind is TensorKind.LM_HEAD)
-    return out
+    return tuple(out)
