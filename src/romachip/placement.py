@@ -270,10 +270,10 @@ class Placement:
         distinct: dict[bytes, tuple[int, ...]] = {}  # tensors spread over the same units share one tuple
         members = []
         for row in held:
-            key = row.tobytes()
-            if key not in distinct:
-                distinct[key] = tuple(np.flatnonzero(row).tolist())
-            members.append(distinct[key])
+            units = row.tobytes()
+            if units not in distinct:
+                distinct[units] = tuple(np.flatnonzero(row).tolist())
+            members.append(distinct[units])
         first_row = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
         np.minimum.at(first_row, t["tensor"], t["row_start"])
         at_first = np.flatnonzero(t["row_start"] == first_row[t["tensor"]])
