@@ -78,23 +78,30 @@ class PlacementView:
         self.group_units = np.bincount(group_of_unit, minlength=self.groups)
         self.tensors: dict[str, TensorWork] = {}
         members = placement._tensor_units()[1]
-        order = np.argsort(t["tensor"], kind="stable")
-        bounds = np.searchsorted(t["tensor"][order], np.arange(len(placement.tensors) + 1))
-        for ti, entry in enumerate(placement.tensors):
-            idx = order[bounds[ti] : bounds[ti + 1]]
-            if not len(idx):
+        n_t, n_u = len(placement.tensors), placement.units
+        tiles_of = np.bincount(t["tensor"], minlength=n_t)
+        bits = np.bincount(t["tensor"], weights=t["code_bits"] + t["scale_bits"] + t["zero_bits"], minlength=n_t)
+        at = t["tensor"] * n_u + t["unit"]  # per (tensor, unit): a unit's share of a tensor, its busiest unit
+        rows_max = np.bincount(at, weights=rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+        rom_max = np.bincount(at, weights=macro_rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+        group = np.zeros(n_t, dtype=np.int64)
+        if self.groups > 1:  # the group of the unit holding the tensor's first tile in table order
+            first = np.full(n_t, len(t["unit"]), dtype=np.int64)
+            np.minimum.at(first, t["tensor"], np.arange(len(t["unit"]), dtype=np.int64))
+            group[tiles_of > 0] = group_of_unit[t["unit"][first[tiles_of > 0]]]
+        for ti, entry in enumerate(placement.tensors):  # sums of whole numbers far below 2**53: exact
+            if not tiles_of[ti]:
                 continue
-            bits = int((t["code_bits"][idx] + t["scale_bits"][idx] + t["zero_bits"][idx]).sum())
             self.tensors[entry.name] = TensorWork(
                 name=entry.name,
                 out_features=entry.shape[0],
                 in_features=entry.shape[1],
                 weight_bits=entry.fmt.bits if entry.fmt is not None else 16,
-                group=int(group_of_unit[t["unit"][idx[0]]]),
+                group=int(group[ti]),
                 units=len(members[ti]),
-                rows_max=int(np.bincount(t["unit"][idx], weights=rows[idx]).max()),
-                rom_rows_max=int(np.bincount(t["unit"][idx], weights=macro_rows[idx]).max()),
-                bits_total=bits,
+                rows_max=int(rows_max[ti]),
+                rom_rows_max=int(rom_max[ti]),
+                bits_total=int(bits[ti]),
             )
         self.mesh = self._mesh_view(chip, placement)
         self._layer_group: dict[int, int] = {}
