@@ -11,6 +11,11 @@ of NoC links) for `duration_cycles`; a resource serves one task at a time, the r
 
 Events are (time, priority, seq) tuples on a heap, so two runs of the same graph give the same schedule
 on any machine. Independent tasks on different resources overlap; tasks on one resource serialise.
+
+`Simulator` keeps the graph in columns (one list per field, resources numbered) and builds Task objects
+only when a caller reads `Schedule.tasks`: a design point runs ~2,500 tasks, and a sweep many design
+points. `ReferenceSimulator` is the same kernel written plainly, one Task object per task; tests hold
+the two to the same schedule, task for task.
 """
 
 from __future__ import annotations
@@ -39,41 +44,113 @@ class Task:
     stretched_by: int = -1  # the streaming producer that made this task end later than start + duration
 
 
-@dataclass
 class Schedule:
-    """Start and end cycle of every task, and what each resource did."""
+    """Start and end cycle of every task, and what each resource did. `tasks` (Task objects) is built on
+    first use from the columns the kernel filled: `start`, `end`, `cause`, `cause_kind`, `stretched_by`
+    per task id, and the graph they ran (`graph`: names, resources, durations, bounds, ...)."""
 
-    tasks: list[Task]
-    makespan_cycles: int
-    busy_cycles: dict[str, int]
+    def __init__(self, graph: _Graph, start: list[int], end: list[int], cause: list[int], cause_kind: list[int],
+                 stretched_by: list[int], makespan_cycles: int, busy_cycles: dict[str, int]) -> None:  # fmt: skip
+        self.graph, self.start, self.end, self.cause, self.cause_kind = graph, start, end, cause, cause_kind
+        self.stretched_by = stretched_by
+        self.makespan_cycles, self.busy_cycles = makespan_cycles, busy_cycles
+        self._tasks: list[Task] | None = None
+
+    @classmethod
+    def of_tasks(cls, tasks: list[Task], makespan_cycles: int, busy_cycles: dict[str, int]) -> Schedule:
+        graph = _Graph()
+        for t in tasks:
+            graph.append(t.name, t.resource, t.duration_cycles, t.bound, t.priority, t.deps, t.end_lag, t.op)
+        columns = ([t.start for t in tasks], [t.end for t in tasks], [t.cause for t in tasks])
+        kinds, stretched = [t.cause_kind for t in tasks], [t.stretched_by for t in tasks]
+        out = cls(graph, *columns, kinds, stretched, makespan_cycles, busy_cycles)
+        out._tasks = tasks
+        return out
+
+    @property
+    def tasks(self) -> list[Task]:
+        if self._tasks is None:
+            g = self.graph
+            self._tasks = [
+                Task(g.name[i], g.resources[g.res[i]], g.dur[i], g.bound[i], g.prio[i], g.deps(i), g.end_lag[i],
+                     g.op[i], self.start[i], self.end[i], self.cause[i], self.cause_kind[i], self.stretched_by[i])
+                for i in range(len(g.name))
+            ]  # fmt: skip
+        return self._tasks
 
     def critical_bound_cycles(self) -> dict[str, int]:
         """The makespan split by bound kind along the critical path (walked back from the last task)."""
         out: dict[str, int] = {}
-        if not self.tasks:
+        start, end, cause, stretched = self.start, self.end, self.cause, self.stretched_by
+        dur, bound = self.graph.dur, self.graph.bound
+        if not end:
             return out
-        i: int | None = max(range(len(self.tasks)), key=lambda k: (self.tasks[k].end, k))
-        cursor = self.tasks[i].end
-        while i is not None and cursor > 0:
-            t = self.tasks[i]
-            if t.stretched_by >= 0 and cursor > t.start + t.duration_cycles:
+        i = max(range(len(end)), key=lambda k: (end[k], k))
+        cursor = end[i]
+        while i >= 0 and cursor > 0:
+            if stretched[i] >= 0 and cursor > start[i] + dur[i]:
                 # the tail past its own work waited for a streaming producer: that producer's bound
-                tail = cursor - (t.start + t.duration_cycles)
-                b = self.tasks[t.stretched_by].bound
+                tail = cursor - (start[i] + dur[i])
+                b = bound[stretched[i]]
                 out[b] = out.get(b, 0) + tail
                 cursor -= tail
-            out[t.bound] = out.get(t.bound, 0) + max(0, cursor - t.start)
-            cursor = min(cursor, t.start)
-            if t.cause >= 0 and self.tasks[t.cause].end < cursor and t.cause_kind == FINISH:
-                gap = cursor - self.tasks[t.cause].end  # a lag (hop latency) between producer and consumer
+            out[bound[i]] = out.get(bound[i], 0) + max(0, cursor - start[i])
+            cursor = min(cursor, start[i])
+            c = cause[i]
+            if c >= 0 and end[c] < cursor and self.cause_kind[i] == FINISH:
+                gap = cursor - end[c]  # a lag (hop latency) between producer and consumer
                 out["latency"] = out.get("latency", 0) + gap
                 cursor -= gap
-            i = t.cause if t.cause >= 0 else None
+            i = c
         return out
 
 
-class Simulator:
-    """Build a task graph with `add`, then `run` it once."""
+class _Graph:
+    """A task graph in columns (task id -> field), resources numbered in order of first use."""
+
+    def __init__(self) -> None:
+        self.name: list[str] = []
+        self.res: list[int] = []
+        self.dur: list[int] = []
+        self.bound: list[str] = []
+        self.prio: list[int] = []
+        self.after: list[tuple[int, ...]] = []
+        self.stream: list[tuple[int, ...]] = []
+        self.lag: list[int] = []
+        self.end_lag: list[int] = []
+        self.op: list[str] = []
+        self.resources: list[str] = []
+        self.res_id: dict[str, int] = {}
+
+    def append(self, name, resource, duration, bound, priority, deps, end_lag, op) -> None:  # noqa: ANN001
+        """A task from Task fields (deps as (task, kind, lag); one lag for all of a task's deps)."""
+        after = tuple(d for d, kind, _ in deps if kind == FINISH)
+        stream = tuple(d for d, kind, _ in deps if kind == STREAM)
+        self.add(name, resource, duration, bound, priority, after, stream, deps[0][2] if deps else 0, end_lag, op)
+
+    def add(self, name, resource, duration, bound, priority, after, stream, lag, end_lag, op) -> None:  # noqa: ANN001
+        r = self.res_id.get(resource)
+        if r is None:
+            r = self.res_id[resource] = len(self.resources)
+            self.resources.append(resource)
+        self.name.append(name)
+        self.res.append(r)
+        self.dur.append(duration)
+        self.bound.append(bound)
+        self.prio.append(priority)
+        self.after.append(after)
+        self.stream.append(stream)
+        self.lag.append(lag)
+        self.end_lag.append(end_lag)
+        self.op.append(op)
+
+    def deps(self, i: int) -> list[tuple[int, int, int]]:
+        lag = self.lag[i]
+        return [(d, FINISH, lag) for d in self.after[i]] + [(d, STREAM, lag) for d in self.stream[i]]
+
+
+class ReferenceSimulator:
+    """Build a task graph with `add`, then `run` it once (the plain kernel `Simulator` is held to)."""
 
     def __init__(self) -> None:
         self.tasks: list[Task] = []
@@ -172,4 +249,107 @@ class Simulator:
         if any(t.end < 0 for t in tasks):
             stuck = next(t.name for t in tasks if t.end < 0)
             raise RuntimeError(f"task graph has a cycle or a missing dependency (first unscheduled: {stuck!r})")
-        return Schedule(tasks, makespan, busy_cycles)
+        return Schedule.of_tasks(tasks, makespan, busy_cycles)
+
+
+class Simulator:
+    """Build a task graph with `add`, then `run` it once: `ReferenceSimulator`'s kernel on columns."""
+
+    def __init__(self) -> None:
+        self.graph = _Graph()
+
+    def add(
+        self,
+        name: str,
+        resource: str,
+        duration_cycles: int,
+        bound: str,
+        *,
+        after: list[int] | tuple[int, ...] = (),
+        stream: list[int] | tuple[int, ...] = (),
+        lag_cycles: int = 0,
+        end_lag_cycles: int = 0,
+        priority: int = 0,
+        op: str = "",
+    ) -> int:
+        """Add a task; `after` are finish dependencies, `stream` are stream dependencies (both take the lag;
+        stream dependencies also bound the end, `end_lag_cycles` after the producer's end)."""
+        if duration_cycles < 0:
+            raise ValueError(f"task {name!r}: negative duration {duration_cycles}")
+        n = len(self.graph.name)
+        for d in (*after, *stream):
+            if not 0 <= d < n:
+                raise ValueError(f"task {name!r} depends on unknown task {d}")
+        self.graph.add(name, resource, int(duration_cycles), bound, priority, tuple(after), tuple(stream),
+                       lag_cycles, int(end_lag_cycles), op)  # fmt: skip
+        return n
+
+    def run(self) -> Schedule:  # noqa: C901 - one event loop, kept whole so that its locals stay fast
+        g = self.graph
+        n, res, dur, prio, lags, end_lags, streams = len(g.name), g.res, g.dur, g.prio, g.lag, g.end_lag, g.stream
+        waiting = [len(a) + len(s) for a, s in zip(g.after, streams, strict=True)]
+        ready_at, cause, cause_kind = [0] * n, [-1] * n, [FINISH] * n
+        start, end, stretched_by = [-1] * n, [-1] * n, [-1] * n
+        on_finish: list[list[int]] = [[] for _ in range(n)]  # dependents, in task order, by dependency kind
+        on_start: list[list[int]] = [[] for _ in range(n)]
+        for i in range(n):
+            for d in g.after[i]:
+                on_finish[d].append(i)
+            for d in streams[i]:
+                on_start[d].append(i)
+        events = [(0, _READY, prio[i], i, i) for i in range(n) if waiting[i] == 0]  # (time, kind, prio, seq, task)
+        heapq.heapify(events)
+        seq = n
+        resources = len(g.resources)
+        queues: list[list[tuple[int, int, int, int]]] = [[] for _ in range(resources)]  # (ready, prio, seq, task)
+        busy_until, last_on = [-1] * resources, [-1] * resources
+        busy = [0] * resources
+        first_use: list[int] = []  # resources in order of their first task (the busy dict's order)
+        push, pop = heapq.heappush, heapq.heappop
+        makespan = 0
+        while events:
+            now, kind, _prio, _s, i = pop(events)
+            r = res[i]
+            if kind == _READY:
+                push(queues[r], (now, prio[i], i, i))
+            else:
+                makespan = max(makespan, now)
+                for j in on_finish[i]:  # the dependents waiting for this task's end
+                    t = now + lags[j]
+                    if t >= ready_at[j]:
+                        ready_at[j], cause[j], cause_kind[j] = t, i, FINISH
+                    waiting[j] -= 1
+                    if not waiting[j]:
+                        push(events, (ready_at[j], _READY, prio[j], seq, j))
+                        seq += 1
+            q = queues[r]
+            if not q or busy_until[r] > now:
+                continue
+            k = pop(q)[3]  # dispatch the resource's next ready task
+            start[k] = now
+            if now > ready_at[k] and last_on[r] >= 0:  # it waited for its resource, not for its inputs
+                cause[k], cause_kind[k] = last_on[r], FINISH
+            elif last_on[r] < 0:
+                first_use.append(r)
+            last_on[r] = k
+            e = now + dur[k]
+            for d in streams[k]:
+                if end[d] + end_lags[k] > e:
+                    e, stretched_by[k] = end[d] + end_lags[k], d
+            end[k] = busy_until[r] = e
+            busy[r] += e - now
+            for j in on_start[k]:  # the dependents streaming from this task's start
+                t = now + lags[j]
+                if t >= ready_at[j]:
+                    ready_at[j], cause[j], cause_kind[j] = t, k, STREAM
+                waiting[j] -= 1
+                if not waiting[j]:
+                    push(events, (ready_at[j], _READY, prio[j], seq, j))
+                    seq += 1
+            push(events, (e, _END, prio[k], seq, k))
+            seq += 1
+        if -1 in end:
+            stuck = g.name[end.index(-1)]
+            raise RuntimeError(f"task graph has a cycle or a missing dependency (first unscheduled: {stuck!r})")
+        busy_cycles = {g.resources[r]: busy[r] for r in first_use}
+        return Schedule(g, start, end, cause, cause_kind, stretched_by, makespan, busy_cycles)

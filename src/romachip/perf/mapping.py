@@ -105,6 +105,7 @@ class PlacementView:
             )
         self.mesh = self._mesh_view(chip, placement)
         self._layer_group: dict[int, int] = {}
+        self._kv_keys: dict[tuple[int, int], tuple[int, int]] = {}  # kv_keys, once per (layer, keys)
         for entry in placement.tensors:
             if entry.layer >= 0 and entry.name in self.tensors:
                 self._layer_group.setdefault(entry.layer, self.tensors[entry.name].group)
@@ -159,10 +160,14 @@ class PlacementView:
     def kv_keys(self, layer: int, keys: int) -> tuple[int, int]:
         """(keys the busiest H-Unit of the layer's KV ring holds, units holding at least one) when `keys`
         tokens are cached, by the Placement's KV rule."""
+        if (layer, keys) in self._kv_keys:  # every batch and layer of a phase asks (prefill: per past)
+            return self._kv_keys[layer, keys]
         p = self.placement
         ring = int(p.kv_layer_ring[layer]) if 0 <= layer < len(p.kv_layer_ring) else -1
         held = p.kv_tokens(keys)[p.kv_ring == ring] if ring >= 0 else np.zeros(0, dtype=np.int64)
-        return (int(held.max()), int((held > 0).sum())) if len(held) else (keys, 1)
+        out = (int(held.max()), int((held > 0).sum())) if len(held) else (keys, 1)
+        self._kv_keys[layer, keys] = out
+        return out
 
     def kv_signature(self, keys: int) -> tuple[int, ...]:
         """Keys the busiest H-Unit of each KV ring holds (what attention timing depends on), ring order."""

@@ -40,6 +40,7 @@ LORA_KINDS = (OpKind.LORA_A, OpKind.LORA_B)
 NOC_DOWN, NOC_UP, NOC_ROW = "noc.down", "noc.up", "noc.row"
 LINK_CLASSES = (NOC_DOWN, NOC_UP, NOC_ROW)
 HOST = "host"  # the host link, one resource
+_KEYS = {e: EventKey(e) for e in E}  # an Event counts as EventKey(event)
 
 
 class PhaseBuilder:
@@ -51,6 +52,8 @@ class PhaseBuilder:
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
         self.events: dict[EventKey, float] = {}  # counted events of the base model's ops (for energy)
         self.lora_events: dict[EventKey, float] = {}  # counted events of the LoRA ops
+        m = view.mesh  # hops of a byte: over a tree spanning the mesh, or to the vector row (`_noc_count`)
+        self._spanning_hops, self._gather_hops = m.spanning_links, m.column_hops_mean + m.row_hops_max / 2
 
     # -- NoC helpers -------------------------------------------------------------------------------
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
@@ -95,9 +98,10 @@ class PhaseBuilder:
 
     def _count(self, op: Op, events: dict[E | EventKey, float]) -> None:
         """Add an op's events (an Event means EventKey(event); L-Unit MACs come keyed by weight width)."""
-        for acc in (self.events, self.lora_events) if op.kind in LORA_KINDS else (self.events,):
-            for k, v in events.items():
-                key = k if isinstance(k, EventKey) else EventKey(k)
+        accs = (self.events, self.lora_events) if op.kind in LORA_KINDS else (self.events,)
+        for k, v in events.items():
+            key = _KEYS.get(k, k)
+            for acc in accs:
                 acc[key] = acc.get(key, 0.0) + v
 
     # -- ops ---------------------------------------------------------------------------------------
@@ -340,9 +344,7 @@ class PhaseBuilder:
         """Bit-hops of a transfer: a broadcast or in-network reduction crosses every link of a tree spanning
         the mesh rows between the units and the vector row(s) once; a gather moves each byte over its own
         path (its unit's hops to the vector row, on average, plus half the vector row)."""
-        m = self.view.mesh
-        spanning = pattern in ("broadcast", "reduce")
-        hops = m.spanning_links if spanning else m.column_hops_mean + m.row_hops_max / 2
+        hops = self._spanning_hops if pattern in ("broadcast", "reduce") else self._gather_hops
         self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
 
 
