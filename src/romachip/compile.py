@@ -289,11 +289,12 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
     in_f = np.array([t.shape[1] for t in tensors], dtype=np.int64)
     parts = np.array([len(u) for u in unit_sets], dtype=np.int64)
     rotation: dict[tuple[int, int, int], int] = {}
-    rotate = np.zeros(len(tensors), dtype=np.int64)
-    for ti, (units, rows, n) in enumerate(zip(unit_sets, out_f.tolist(), parts.tolist(), strict=True)):
-        key = (int(in_f[ti]), int(units[0]), n)  # one rotation per input width and unit set
-        rotate[ti] = r = rotation.get(key, 0)
-        rotation[key] = (r + rows % n) % n
+    rotations = []
+    for t, units, n in zip(tensors, unit_sets, parts.tolist(), strict=True):
+        key = (t.shape[1], int(units[0]), n)  # one rotation per input width and unit set
+        rotations.append(r := rotation.get(key, 0))
+        rotation[key] = (r + t.shape[0] % n) % n
+    rotate = np.array(rotations, dtype=np.int64)
     width = int(parts.max())
     base, rem = np.divmod(out_f, parts)
     w1 = np.minimum(rem, parts - rotate)  # the extra rows go to parts [rotate, rotate + w1) and [0, w2)
@@ -306,12 +307,12 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
     part = np.arange(width, dtype=np.int64)
     part = part[:, None] if unit_major else part[None, :]
     r, w1, w2 = per_tensor(rotate), per_tensor(w1), per_tensor(w2)
-    extra = ((part >= r) & (part < r + w1)) | (part < w2)
-    # first row of a part: the rows of the parts before it
-    start = part * per_tensor(base) + np.minimum(np.maximum(part - r, 0), w1) + np.minimum(part, w2)
+    extra = ((part >= r) & (part < r + w1)) | (part < w2)  # bool: the big int arrays are few (each costs)
     counts = per_tensor(base) + extra
     if not unit_major:
         counts[part >= per_tensor(parts)] = 0
+    axis = 0 if unit_major else 1
+    start = np.cumsum(counts, axis=axis) - counts  # first row of a part: the rows of the parts before it
     keep = counts > 0
     rows, row_start = counts[keep], start[keep]
     index = np.arange(len(tensors), dtype=np.int64)
@@ -324,8 +325,8 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
         unit, tensor = unit_of[keep], np.repeat(index, keep.sum(axis=1))
     code_per_row, scale_per_row, zero_per_row = _row_bits(tensors)
     return {
-        "unit": unit.astype(np.int64),
-        "tensor": tensor.astype(np.int64),
+        "unit": unit.astype(np.int64, copy=False),
+        "tensor": tensor,
         "row_start": row_start,
         "row_stop": row_start + rows,
         "col_start": np.zeros(len(rows), dtype=np.int64),

@@ -276,12 +276,25 @@ class Simulator:
         stream dependencies also bound the end, `end_lag_cycles` after the producer's end)."""
         if duration_cycles < 0:
             raise ValueError(f"task {name!r}: negative duration {duration_cycles}")
-        n = len(self.graph.name)
+        g = self.graph
+        n = len(g.name)
         for d in (*after, *stream):
             if not 0 <= d < n:
                 raise ValueError(f"task {name!r} depends on unknown task {d}")
-        self.graph.add(name, resource, int(duration_cycles), bound, priority, tuple(after), tuple(stream),
-                       lag_cycles, int(end_lag_cycles), op)  # fmt: skip
+        r = g.res_id.get(resource)
+        if r is None:
+            r = g.res_id[resource] = len(g.resources)
+            g.resources.append(resource)
+        g.name.append(name)
+        g.res.append(r)
+        g.dur.append(int(duration_cycles))
+        g.bound.append(bound)
+        g.prio.append(priority)
+        g.after.append(tuple(after))
+        g.stream.append(tuple(stream))
+        g.lag.append(lag_cycles)
+        g.end_lag.append(int(end_lag_cycles))
+        g.op.append(op)
         return n
 
     def run(self) -> Schedule:  # noqa: C901 - one event loop, kept whole so that its locals stay fast

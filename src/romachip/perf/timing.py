@@ -41,6 +41,7 @@ NOC_DOWN, NOC_UP, NOC_ROW = "noc.down", "noc.up", "noc.row"
 LINK_CLASSES = (NOC_DOWN, NOC_UP, NOC_ROW)
 HOST = "host"  # the host link, one resource
 _KEYS = {e: EventKey(e) for e in E}  # an Event counts as EventKey(event)
+_MATRIX_KINDS = (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B)  # outputs wait in the units
 
 
 class PhaseBuilder:
@@ -52,45 +53,43 @@ class PhaseBuilder:
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
         self.events: dict[EventKey, float] = {}  # counted events of the base model's ops (for energy)
         self.lora_events: dict[EventKey, float] = {}  # counted events of the LoRA ops
-        m = view.mesh  # hops of a byte: over a tree spanning the mesh, or to the vector row (`_noc_count`)
+        m, r = view.mesh, self.rate  # hops of a byte: over a tree spanning the mesh, or to the vector row
         self._spanning_hops, self._gather_hops = m.spanning_links, m.column_hops_mean + m.row_hops_max / 2
+        # path latencies of the mesh, the same for every transfer of a phase
+        self._row_path, self._column_path = r.path_cycles(m.row_hops_max), r.path_cycles(m.column_hops_max)
+        self._gather_path = (self._column_path, r.path_cycles(m.column_hops_max + m.row_hops_max))  # [row]
+        self._flit = max(1, r.path_cycles(m.broadcast_hops))
+        self._ops = {
+            OpKind.EMBEDDING: self._embedding, OpKind.PROJECTION: self._projection, OpKind.LORA_A: self._lora_a,
+            OpKind.LORA_B: self._lora_b, OpKind.ATTENTION_SCORE: self._score, OpKind.SOFTMAX: self._softmax,
+            OpKind.ATTENTION_VALUE: self._value,
+        }  # fmt: skip
 
     # -- NoC helpers -------------------------------------------------------------------------------
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
         """V -> every matrix unit: row all-gather, then multicast down each column (full vector per link)."""
-        m, r = self.view.mesh, self.rate
+        r = self.rate
         row = self.sim.add(
-            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + r.path_cycles(m.row_hops_max), "noc",
+            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + self._row_path, "noc",
             after=after, priority=prio, op=op,
         )  # fmt: skip
         return self.sim.add(
-            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + r.path_cycles(m.column_hops_max), "noc",
-            stream=[row], lag_cycles=1, end_lag_cycles=r.path_cycles(m.column_hops_max), priority=prio, op=op,
+            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + self._column_path, "noc",
+            stream=(row,), lag_cycles=1, end_lag_cycles=self._column_path, priority=prio, op=op,
         )  # fmt: skip
 
     def _first_flit(self) -> int:
         """Cycles from the start of a broadcast to its first flit at the farthest unit."""
-        return max(1, self.rate.path_cycles(self.view.mesh.broadcast_hops))
+        return self._flit
 
     def _gather(self, name: str, per_link_bytes: float, after: list[int], op: str, prio: int, row: bool) -> int:
         """Matrix units -> V up the columns (and along the vector row when the data changes owner)."""
-        m, r = self.view.mesh, self.rate
-        hops = m.column_hops_max + (m.row_hops_max if row else 0)
-        return self.sim.add(
-            name, NOC_UP, r.link_cycles(per_link_bytes) + r.path_cycles(hops), "noc", after=after, priority=prio, op=op
-        )
+        cycles = self.rate.link_cycles(per_link_bytes) + self._gather_path[row]
+        return self.sim.add(name, NOC_UP, cycles, "noc", after=after, priority=prio, op=op)
 
     def _row_allreduce(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
-        m, r = self.view.mesh, self.rate
-        return self.sim.add(
-            name,
-            NOC_ROW,
-            r.link_cycles(nbytes) + r.path_cycles(m.row_hops_max),
-            "noc",
-            after=after,
-            priority=prio,
-            op=op,
-        )
+        cycles = self.rate.link_cycles(nbytes) + self._row_path
+        return self.sim.add(name, NOC_ROW, cycles, "noc", after=after, priority=prio, op=op)
 
     def _vector(self, op: Op, after: list[int], prio: int) -> int:
         cycles = self.rate.vector_cycles(op.vector_ops)
@@ -110,28 +109,15 @@ class PhaseBuilder:
         `after` (e.g. the batch whose activation buffer this one reuses); return its last task."""
         st = _BatchState()
         st.ready = list(after)
+        handlers, elementwise = self._ops, self._elementwise
         for op in ops:
             kind = op.kind
-            if kind not in (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B):
+            if kind not in _MATRIX_KINDS and st.pending:
                 self._flush(st, prio)
-            if kind == OpKind.EMBEDDING:
-                self._embedding(op, st, prio)
-            elif kind == OpKind.LM_HEAD and op.weight_off_chip:
-                self._host_lm_head(op, st, prio)
-            elif kind in (OpKind.PROJECTION, OpKind.LM_HEAD):
-                self._projection(op, st, prio)
-            elif kind == OpKind.LORA_A:
-                self._lora_a(op, st, prio)
-            elif kind == OpKind.LORA_B:
-                self._lora_b(op, st, prio)
-            elif kind == OpKind.ATTENTION_SCORE:
-                self._score(op, st, prio)
-            elif kind == OpKind.SOFTMAX:
-                self._softmax(op, st, prio)
-            elif kind == OpKind.ATTENTION_VALUE:
-                self._value(op, st, prio)
-            else:  # norm, rope, swiglu, residual on the vector units
-                self._elementwise(op, st, prio)
+            if kind == OpKind.LM_HEAD:
+                (self._host_lm_head if op.weight_off_chip else self._projection)(op, st, prio)
+            else:  # norm, rope, swiglu, residual on the vector units unless the kind has its own handler
+                handlers.get(kind, elementwise)(op, st, prio)
         self._flush(st, prio)
         return st.ready[-1] if st.ready else -1
 
