@@ -143,6 +143,7 @@ class Placement:
     _rings_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # compile.with_workload
     _views: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # perf.mapping.PlacementView.of
     _lora_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # compile.with_workload
+    _used_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # unit_used_bits
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
@@ -190,10 +191,13 @@ class Placement:
         return np.bincount(self.tiles["unit"], weights=own, minlength=self.units).astype(np.int64)
 
     def unit_used_bits(self) -> np.ndarray:
-        """[units] ROM bits each L-Unit uses, word padding included."""
-        return np.bincount(self.tiles["unit"], weights=self.tiles["rom_span_bits"], minlength=self.units).astype(
-            np.int64
-        )
+        """[units] ROM bits each L-Unit uses, word padding included (counted once per tile table: the
+        capacity plan and every fit check ask)."""
+        key, cached = (self.tiles["unit"], self.tiles["rom_span_bits"]), self._used_cache
+        if cached is None or cached[0] is not key[0] or cached[1] is not key[1]:
+            used = np.bincount(key[0], weights=key[1], minlength=self.units).astype(np.int64)
+            self._used_cache = cached = (*key, used)
+        return cached[2].copy()
 
     # -- the ROM fit verdict: a placement is computed whether or not it fits --------------------------------
     @property
