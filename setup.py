@@ -14,7 +14,8 @@ setup(
     ext_modules=[
         Extension(
             "romachip.engine._lunit",
-            sources=["src/romachip/engine/_lunit.c"],
+            sources=[f"src/romachip/engine/{name}.c" for name in ("_lunit", "_vector", "_hunit")],
+            depends=["src/romachip/engine/_native.h"],
             extra_compile_args=FLAGS,
             extra_link_args=["-fopenmp"],
             optional=True,

@@ -142,6 +142,46 @@ def test_native_vector_steps_equal_numpy_bit_for_bit() -> None:
     np.testing.assert_array_equal(_bits(silu_mul(g, u)), _bits(silu_mul_numpy(g, u)))
 
 
+@native
+@pytest.mark.parametrize("kv", ["int8", "fp16"])
+def test_native_attention_equals_numpy_bit_for_bit(kv: str) -> None:
+    from romachip.engine.attention import attention
+    from romachip.engine.kv import KVCache
+
+    rng = np.random.default_rng(21)
+    # (kv heads, query heads, d, shares, start, tokens): a prefill, a later prefill chunk, decode steps; one
+    # key per unit, several, a global softmax, more units than keys
+    cases = [(2, 4, 16, 256, 0, 37), (1, 3, 24, 5, 6, 9), (3, 3, 8, 1, 0, 12), (2, 2, 16, 3, 30, 1),
+             (1, 2, 40, 256, 40, 1), (2, 6, 16, 7, 3, 20)]  # fmt: skip
+    for kvh, heads, d, shares, start, tokens in cases:
+        cache = KVCache(2, kvh, d, start + tokens + 3, kv)
+        scale = rng.choice([1e-3, 1.0, 30.0], (start + tokens, kvh, 1)).astype(np.float32)
+        k = rng.standard_normal((start + tokens, kvh, d)).astype(np.float32) * scale
+        v = rng.standard_normal((start + tokens, kvh, d)).astype(np.float32) * scale
+        v[min(2, start + tokens - 1)] = 0  # a zero value vector (scale 1)
+        cache.write(1, 0, k, v)
+        q = (rng.standard_normal((tokens, heads, d)) * rng.choice([0.1, 3.0, 20.0], (tokens, heads, 1))).astype(
+            np.float32
+        )
+        expected = _bits(attention(cache, 1, q, start, shares=shares, native=False))
+        for threads in (1, 3):
+            with kernel_threads(threads):
+                got = attention(cache, 1, q, start, shares=shares, native=True)
+            np.testing.assert_array_equal(_bits(got), expected, err_msg=f"{kv} {kvh}x{heads} d{d} n{shares} {start}")
+
+
+@native
+def test_native_rms_norm_equals_numpy_bit_for_bit() -> None:
+    from romachip.engine.model import rms_norm
+
+    rng = np.random.default_rng(22)
+    for rows, n in ((1, 64), (13, 576), (9, 7)):
+        x = (rng.standard_normal((rows, n)) * rng.choice([1e-20, 1.0, 1e15], (rows, 1))).astype(np.float32)
+        w = rng.standard_normal(n).astype(np.float32)
+        expected = _bits(rms_norm(x, w, 1e-5, native=False))
+        np.testing.assert_array_equal(_bits(rms_norm(x, w, 1e-5, native=True)), expected)
+
+
 def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:
     tiny = make_tiny("untied_llama3_g48_2bit_sym", layers=1, vocab=41)
     ids = [3, 1, 4, 1, 5, 9, 2, 6]
@@ -154,7 +194,8 @@ def test_the_install_goes_on_without_a_c_compiler(tmp_path) -> None:
     root = Path(__file__).resolve().parents[1]
     (tmp_path / "src/romachip/engine").mkdir(parents=True)
     shutil.copy(root / "setup.py", tmp_path)
-    shutil.copy(root / "src/romachip/engine/_lunit.c", tmp_path / "src/romachip/engine")
+    for source in (root / "src/romachip/engine").glob("_*.[ch]"):
+        shutil.copy(source, tmp_path / "src/romachip/engine")
     env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
     done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -15,18 +15,14 @@
  *   2 bits: byte k % 8, bits 2*(k / 8)  3 bits: its low 2 bits as the 2-bit layout, bit 2 at bit k of
  *                                               the little-endian 32-bit word in bytes 8..11
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
+#include "_native.h"
 
-#include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#include <immintrin.h>
-#define LUNIT_X86 1
-#endif
+PyObject *lunit_exp64(PyObject *self, PyObject *args); /* _vector.c */
+PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
+PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
+PyObject *hunit_attention(PyObject *self, PyObject *args); /* _hunit.c */
 
 #define CHUNK 32
 #define SIMD_GROUP_MAX 512 /* columns: |sum q xi|, |z sum xi| <= 512 * 255 * 2^14 < 2^31 */
@@ -204,7 +200,6 @@ __attribute__((target("avx2"))) static void tile_avx2(const weight_t *w, const a
 }
 
 /* The same on AVX-512 with VNNI (vpdpwssd: 32 int16 products summed into int32 lanes per instruction). */
-#define T512 __attribute__((target("avx2,avx512f,avx512bw,avx512vl,avx512vnni")))
 T512 static inline __m256i fold512(__m512i v) {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
@@ -335,15 +330,13 @@ T512 static void pair_avx512(const weight_t *w, const act_t *x, int64_t t0, doub
 }
 #endif
 
-enum { PORTABLE = 0, AVX2 = 1, AVX512 = 2 };
-
-static int cpu_level(void) { /* the widest vector path this CPU runs; every path gives the same integers */
+int lunit_cpu_level(void) { /* the widest vector path this CPU runs; every path gives the same integers */
 #ifdef LUNIT_X86
     static int cached = -1;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = !__builtin_cpu_supports("avx2") ? PORTABLE
-                 : __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+                 : __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
                          __builtin_cpu_supports("avx512vnni")
                      ? AVX512
                      : AVX2;
@@ -390,105 +383,6 @@ static void run_linear(const weight_t *w, const act_t *x, float *y, int threads,
     }
 }
 
-static int get(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t itemsize, Py_ssize_t items, const char *what) {
-    if (PyObject_GetBuffer(obj, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0)
-        return -1;
-    if (view->itemsize != itemsize || view->len != items * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: expected %zd items of %zd bytes, got %zd bytes of %zd", what, items,
-                     itemsize, view->len, view->itemsize);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
-/* ---- vector-unit steps (docs/numerics.md), one IEEE operation each, in the order detmath.py takes ---- */
-
-#define LN2_HI 6.93147180369123816490e-01
-#define LN2_LO 1.90821492927058770002e-10
-#define INV_LN2 1.44269504088896338700e00
-#define EXP_HI 709.78
-#define EXP_LO -745.2
-
-static double exp_coeffs[10]; /* f64(1/n!), n = 9 .. 0: n! is exact, so the division rounds once */
-
-static inline double pow2i(int64_t n) { /* 2^n exactly, for n in [-1022, 1023] */
-    uint64_t bits = (uint64_t)(n + 1023) << 52;
-    double v;
-    memcpy(&v, &bits, 8);
-    return v;
-}
-
-/* No libm call in the loop body (so that independent elements overlap): rne via the 1.5 * 2^52 shift
- * (exact for |v| < 2^51, default rounding), and ldexp(ldexp(p, h), k - h) as two multiplications by
- * exact powers of two (h, k - h lie in [-538, 512]), which round exactly as ldexp does. */
-static inline double exp64(double x) {
-    if (x != x) return x;
-    if (x >= EXP_HI) return HUGE_VAL;
-    if (x <= EXP_LO) return 0.0;
-    const double shift = 6755399441055744.0; /* 1.5 * 2^52 */
-    double k = (x * INV_LN2 + shift) - shift;
-    double r = x - k * LN2_HI; /* k * LN2_HI is exact (Cody-Waite) */
-    r = r - k * LN2_LO;
-    double p = exp_coeffs[0];
-    for (int i = 1; i < 10; i++) {
-        p = p * r;
-        p = p + exp_coeffs[i];
-    }
-    int64_t ki = (int64_t)k, half = ki / 2 - (ki < 0 && ki % 2 != 0); /* floor(k / 2) */
-    return (p * pow2i(half)) * pow2i(ki - half);
-}
-
-static PyObject *lunit_exp64(PyObject *self, PyObject *args) {
-    PyObject *xo, *yo;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OO", &xo, &yo)) return NULL;
-    Py_buffer xb, yb;
-    if (PyObject_GetBuffer(xo, &xb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    if (get(yo, &yb, 1, 8, xb.len / 8, "out") < 0 || xb.len % 8) {
-        PyBuffer_Release(&xb);
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "exp64 takes float64 arrays");
-        return NULL;
-    }
-    const double *x = xb.buf;
-    double *y = yb.buf;
-    Py_ssize_t n = xb.len / 8;
-    Py_BEGIN_ALLOW_THREADS;
-    for (Py_ssize_t i = 0; i < n; i++) y[i] = exp64(x[i]);
-    Py_END_ALLOW_THREADS;
-    PyBuffer_Release(&yb), PyBuffer_Release(&xb);
-    Py_RETURN_NONE;
-}
-
-/* SwiGLU: h = f32(f32(f64(g / f64(1 + exp64(-g)))) * u) */
-static PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
-    PyObject *go, *uo, *ho;
-    long long n;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOOL", &go, &uo, &ho, &n)) return NULL;
-    Py_buffer gb, ub, hb;
-    if (get(go, &gb, 0, 4, n, "g") < 0) return NULL;
-    if (get(uo, &ub, 0, 4, n, "u") < 0) {
-        PyBuffer_Release(&gb);
-        return NULL;
-    }
-    if (get(ho, &hb, 1, 4, n, "h") < 0) {
-        PyBuffer_Release(&ub), PyBuffer_Release(&gb);
-        return NULL;
-    }
-    const float *g = gb.buf, *u = ub.buf;
-    float *h = hb.buf;
-    Py_BEGIN_ALLOW_THREADS;
-    for (long long i = 0; i < n; i++) {
-        double gd = (double)g[i];
-        float silu = (float)(gd / (1.0 + exp64(-gd)));
-        h[i] = silu * u[i];
-    }
-    Py_END_ALLOW_THREADS;
-    PyBuffer_Release(&hb), PyBuffer_Release(&ub), PyBuffer_Release(&gb);
-    Py_RETURN_NONE;
-}
-
 /* ---- Python entry point ------------------------------------------------------------------------- */
 
 static PyObject *lunit_linear(PyObject *self, PyObject *args) {
@@ -509,11 +403,11 @@ static PyObject *lunit_linear(PyObject *self, PyObject *args) {
     w.chunks = w.in_p / CHUNK;
     int64_t tiles = (out_f + OUT_TILE - 1) / OUT_TILE;
     Py_buffer xb, cb, sb, zb, yb;
-    if (get(xo, &xb, 0, 4, rows * in_f, "x") < 0) return NULL;
-    if (get(co, &cb, 0, 1, tiles * OUT_TILE * w.chunks * w.chunk_bytes, "codes") < 0) goto fail_x;
-    if (get(so, &sb, 0, 4, tiles * OUT_TILE * w.groups, "scales") < 0) goto fail_c;
-    if (get(zo, &zb, 0, 1, tiles * OUT_TILE * w.groups, "zeros") < 0) goto fail_s;
-    if (get(yo, &yb, 1, 4, rows * out_f, "y") < 0) goto fail_z;
+    if (lunit_get(xo, &xb, 0, 4, rows * in_f, "x") < 0) return NULL;
+    if (lunit_get(co, &cb, 0, 1, tiles * OUT_TILE * w.chunks * w.chunk_bytes, "codes") < 0) goto fail_x;
+    if (lunit_get(so, &sb, 0, 4, tiles * OUT_TILE * w.groups, "scales") < 0) goto fail_c;
+    if (lunit_get(zo, &zb, 0, 1, tiles * OUT_TILE * w.groups, "zeros") < 0) goto fail_s;
+    if (lunit_get(yo, &yb, 1, 4, rows * out_f, "y") < 0) goto fail_z;
     w.codes = cb.buf;
     w.scales = sb.buf;
     w.zeros = zb.buf;
@@ -526,7 +420,7 @@ static PyObject *lunit_linear(PyObject *self, PyObject *args) {
         goto fail_y;
     }
     int64_t span = w.groups == 1 ? w.in_p : glen;
-    int simd = (w.groups == 1 || glen % CHUNK == 0) && span <= SIMD_GROUP_MAX ? cpu_level() : PORTABLE;
+    int simd = (w.groups == 1 || glen % CHUNK == 0) && span <= SIMD_GROUP_MAX ? lunit_cpu_level() : PORTABLE;
     if (portable < simd) simd = portable; /* tests: force a narrower path (0 portable, 1 AVX2) */
     Py_BEGIN_ALLOW_THREADS;
     const float *xf = xb.buf;
@@ -554,7 +448,7 @@ fail_x:
 static PyObject *lunit_simd(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
     static const char *names[] = {"portable", "avx2", "avx512"};
-    return PyUnicode_FromString(names[cpu_level()]);
+    return PyUnicode_FromString(names[lunit_cpu_level()]);
 }
 
 static PyMethodDef methods[] = {
@@ -563,6 +457,10 @@ static PyMethodDef methods[] = {
      "y = the L-Unit product of docs/numerics.md (mode 0 int8, 1 bf16)"},
     {"exp64", lunit_exp64, METH_VARARGS, "exp64(x, out): detmath.exp64 of float64 x into out, the same bits"},
     {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, n): SwiGLU of float32 g, u into h"},
+    {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps): RMSNorm of float32 rows"},
+    {"attention", hunit_attention, METH_VARARGS,
+     "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads): "
+     "split-softmax attention after the q.k products (attention.py)"},
     {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2' or 'avx512'"},
     {NULL, NULL, 0, NULL},
 };
@@ -571,10 +469,5 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lunit", "The L-Unit
                                     methods};
 
 PyMODINIT_FUNC PyInit__lunit(void) {
-    double fact = 1.0;
-    for (int n = 0; n <= 9; n++) {
-        fact *= n ? n : 1;
-        exp_coeffs[9 - n] = 1.0 / fact;
-    }
     return PyModule_Create(&module);
 }

@@ -3,7 +3,10 @@ over the H-Units of its KV ring (placement.py, token t on rank t mod n); each H-
 max, sum of exponentials and weighted values over its share; the vector units combine the partials in
 unit order. With one share this is the global softmax, bit for bit.
 
-Both products (q.k and P.v) are exact integer matmuls on BLAS; every float step runs in its fixed order.
+The q.k products are exact integer matmuls on BLAS. After them, two implementations give the same bits
+(tested): the native module's `attention` (C, one pass per query row, threads over rows; the engine's
+"native" kernel) and the NumPy form below (whole-array steps, the P.v integers on BLAS; the "numpy" kernel,
+and every observed run, since the tap reports its intermediates). Every float step runs in its fixed order.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from romachip.engine.detmath import exp64, flog2, pow2, seq_sum
+from romachip.engine.detmath import _lunit, exp64, flog2, pow2, seq_sum
+from romachip.engine.kernels import native_threads
 from romachip.engine.kv import KVCache, encode_vectors
 from romachip.engine.tap import Observer, OpKind, TapEvent
 
@@ -21,17 +25,20 @@ _COMBINE_ELEMENTS = 1 << 20  # binary64 partial outputs per block of units in th
 
 
 def attention(
-    cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None = None, *, shares: int = 1
-) -> np.ndarray:
+    cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None = None, *, shares: int = 1,
+    native: bool | None = None,
+) -> np.ndarray:  # fmt: skip
     """Causal attention of q [tokens, heads, d] (after RoPE) at positions start.. over the cached keys,
     the keys split over `shares` H-Units (the layer's KV ring; 1: one global softmax).
 
     Returns float32 [tokens, heads * d]. The cache must already hold this layer's keys up to the last query.
     An observer gets one ATTENTION_SHARE event per H-Unit share and query chunk, then one ATTENTION event.
+    `native`: the C form after the q.k products (default: where the module built); never with an observer.
     """
     tokens, heads, d = q.shape
+    native = (_lunit is not None if native is None else native) and observer is None
     parts = [
-        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, shares, observer)
+        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, shares, observer, native)
         for i in range(0, tokens, _QUERY_CHUNK)
     ]
     out = np.concatenate(parts, axis=0).reshape(tokens, heads * d)
@@ -41,7 +48,7 @@ def attention(
 
 
 def _attention_rows(
-    cache: KVCache, layer: int, q: np.ndarray, start: int, shares: int, observer: Observer | None
+    cache: KVCache, layer: int, q: np.ndarray, start: int, shares: int, observer: Observer | None, native: bool
 ) -> np.ndarray:
     tokens, heads, d = q.shape
     kvh = cache.k.shape[1]
@@ -63,6 +70,13 @@ def _attention_rows(
         qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
         kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
         dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
+        if native:
+            out = np.empty((kvh, rep * tokens, d), dtype=np.float32)
+            _lunit.attention(
+                dots, np.ascontiguousarray(sq), cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], out,
+                kvh, rep * tokens, keys, d, tokens, start, min(shares, keys), c, native_threads(),
+            )  # fmt: skip
+            return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)
         s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)
         s = _causal(s, start, tokens, rep)
         out = _split_softmax_values(s, v, cache.v_scale[layer, :, :keys], shares, _Tap(observer, layer, start, rep))

@@ -93,6 +93,11 @@ def kernel_threads(threads: int) -> Iterator[None]:
         _THREADS.reset(token)
 
 
+def native_threads() -> int:
+    """The native kernels' thread count inside the current `kernel_threads` block (1 outside)."""
+    return _THREADS.get()
+
+
 @dataclass
 class PreparedLinear:
     """One or more weights sharing an input (fused along out), laid out for one exact integer product.

@@ -64,7 +64,18 @@ def rope_inv_freq(spec: ModelSpec) -> np.ndarray:
     return np.where(medium, smoothed, scaled).astype(np.float32)
 
 
-def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, *, native: bool | None = None) -> np.ndarray:
+    """f32(f32(x * f32(r)) * w) with r = 1 / sqrt(Σseq x^2 / n + eps) in binary64, per row; in C where
+    `native` (default: where the module built), the same steps."""
+    if native if native is not None else _lunit is not None:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        y = np.empty_like(x)
+        _lunit.rms_norm(x, np.ascontiguousarray(weight, dtype=np.float32), y, x.size // x.shape[-1], x.shape[-1], eps)
+        return y
+    return rms_norm_numpy(x, weight, eps)
+
+
+def rms_norm_numpy(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     x64 = x.astype(np.float64)
     ss = seq_sum(x64 * x64, axis=-1)
     r = 1.0 / np.sqrt(ss / x.shape[-1] + eps)
@@ -218,7 +229,7 @@ class EngineModel:
         q = self._rope(i, "q", q.reshape(n, spec.num_heads, d), start, observer)
         k = self._rope(i, "k", k.reshape(n, spec.num_kv_heads, d), start, observer)
         cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
-        att = attention(cache, i, q, start, observer, shares=self.kv_shares[i])
+        att = attention(cache, i, q, start, observer, shares=self.kv_shares[i], native=self.kernel == "native")
         (o,) = self._proj(i, "o", att, mode, adapter, observer)
         return o
 
@@ -234,7 +245,7 @@ class EngineModel:
         return down
 
     def _norm(self, i: int, module: str, x: np.ndarray, weight: np.ndarray, observer: Observer | None) -> np.ndarray:
-        y = rms_norm(x, weight, self.spec.rms_norm_eps)
+        y = rms_norm(x, weight, self.spec.rms_norm_eps, native=self.kernel == "native")
         if observer is not None:
             observer(TapEvent(OpKind.RMS_NORM, i, module, {"x": x, "y": y}))
         return y

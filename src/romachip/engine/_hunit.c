@@ -1,0 +1,173 @@
+/* Attention split over the H-Units (docs/numerics.md, "Attention") after the exact q.k products: the
+ * scores, each unit's max, exponentials, sum, 2^-21 grid and P.v integers, and the vector units' fold in
+ * unit order, one IEEE operation each in the contract's order (attention.py's NumPy form gives the same
+ * bits; tests hold them together). Threads split the (KV head, query row) pairs; each pair is formed by
+ * one thread, in one order, so the bits do not depend on the thread count. */
+#include "_native.h"
+
+#include <stdlib.h>
+
+#define P_BITS 21
+
+PyObject *hunit_attention(PyObject *self, PyObject *args);
+
+typedef struct {
+    int64_t kvh, rows, keys, d, tokens, start, units, slots, cap;
+    const double *dots; /* [kvh, rows, keys]: S = qi . ki, exact integers */
+    const double *sq; /* [kvh, rows] */
+    const double *sk, *sv; /* [kvh, cap] the layer's key and value scales */
+    const void *v; /* [kvh, cap, d] the layer's value integers: int8 or int32 */
+    int v_bytes;
+    double c; /* f64(1 / sqrt(d)) */
+    float *out; /* [kvh, rows, d] */
+} att_t;
+
+typedef struct { /* one thread's scratch for one row */
+    float *s, *m;
+    double *z, *coef, *p, *acc, *ints;
+    int *empty;
+} row_t;
+
+static inline double value_at(const att_t *a, int64_t h, int64_t j, int64_t e) {
+    int64_t i = (h * a->cap + j) * a->d + e;
+    return a->v_bytes == 1 ? (double)((const int8_t *)a->v)[i] : (double)((const int32_t *)a->v)[i];
+}
+
+/* acc[e] (+)= coef * X[e], X the value row of key j (one key per unit) or ints (the unit's A_u) */
+static inline void add_terms(const att_t *a, int64_t h, int64_t j, const double *ints, double coef, double *acc,
+                             int first) {
+    const int64_t d = a->d;
+    if (ints == NULL && a->v_bytes == 1) { /* the common case, left to the compiler's vectorizer */
+        const int8_t *v = (const int8_t *)a->v + (h * a->cap + j) * d;
+        if (first)
+            for (int64_t e = 0; e < d; e++) acc[e] = coef * (double)v[e];
+        else
+            for (int64_t e = 0; e < d; e++) acc[e] = acc[e] + coef * (double)v[e];
+        return;
+    }
+    for (int64_t e = 0; e < d; e++) {
+        double t = coef * (ints ? ints[e] : value_at(a, h, j, e));
+        acc[e] = first ? t : acc[e] + t;
+    }
+}
+
+static void att_row(const att_t *a, int64_t h, int64_t r, const row_t *w) {
+    const int64_t keys = a->keys, n = a->units, pos = a->start + r % a->tokens;
+    const int64_t vis = pos + 1 < keys ? pos + 1 : keys; /* keys 0 .. vis-1 are visible (causal) */
+    const double *dots = a->dots + (h * a->rows + r) * keys, sq = a->sq[h * a->rows + r];
+    const double *sk = a->sk + h * a->cap, *sv = a->sv + h * a->cap;
+    for (int64_t j = 0; j < vis; j++) w->s[j] = (float)(((dots[j] * sq) * sk[j]) * a->c);
+    float mx = -INFINITY;
+    for (int64_t u = 0; u < n; u++) { /* H-Unit u holds keys u, u + n, ...: its max */
+        float m = -INFINITY;
+        for (int64_t j = u; j < vis; j += n) m = w->s[j] > m ? w->s[j] : m;
+        w->m[u] = m;
+        w->empty[u] = m == -INFINITY;
+        mx = m > mx ? m : mx;
+    }
+    for (int64_t u = 0; u < n; u++) { /* exponentials, their sum, the unit's own 2^-21 grid */
+        if (w->empty[u]) continue;
+        double z = 0.0, wmax = 0.0; /* 0 + e_0 = e_0: the fold's first term, exactly */
+        for (int64_t j = u; j < vis; j += n) {
+            float e = w->s[j] == w->m[u] ? 1.0f : (float)exp64((double)w->s[j] - (double)w->m[u]);
+            z = z + (double)e;
+            w->p[j] = (double)e * sv[j];
+            wmax = w->p[j] > wmax ? w->p[j] : wmax;
+        }
+        int f;
+        frexp(wmax, &f); /* flog2(wmax) + 1 */
+        f -= 1;
+        double up = ldexp(1.0, P_BITS - f);
+        for (int64_t j = u; j < vis; j += n) w->p[j] = rint(w->p[j] * up);
+        double alpha = (double)(float)exp64((double)w->m[u] - (double)mx);
+        w->z[u] = alpha * z;
+        w->coef[u] = alpha * ldexp(1.0, f - P_BITS);
+    }
+    /* vector units: Z and O folded over the non-empty units in unit order (unit 0 holds key 0: never empty) */
+    double z = 0.0;
+    int first = 1;
+    for (int64_t u = 0; u < n; u++) {
+        if (w->empty[u]) continue;
+        z = first ? w->z[u] : z + w->z[u];
+        if (a->slots == 1) { /* f64(alpha 2^(F-21) P) is exact: one product by the value integer rounds once */
+            add_terms(a, h, u, NULL, w->coef[u] * w->p[u], w->acc, first);
+        } else {
+            for (int64_t e = 0; e < a->d; e++) w->ints[e] = 0.0;
+            for (int64_t j = u; j < vis; j += n) /* A_ud: exact integers below 2^52, any order */
+                if (w->p[j] != 0.0)
+                    for (int64_t e = 0; e < a->d; e++) w->ints[e] = w->ints[e] + w->p[j] * value_at(a, h, j, e);
+            add_terms(a, h, u, w->ints, w->coef[u], w->acc, first);
+        }
+        first = 0;
+    }
+    float *out = a->out + (h * a->rows + r) * a->d;
+    for (int64_t e = 0; e < a->d; e++) out[e] = (float)(w->acc[e] / z);
+}
+
+static int run_attention(const att_t *a, int threads) {
+    int failed = 0;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        const int64_t n = a->units, keys = a->keys, d = a->d;
+        char *mem = malloc((size_t)(keys * 4 + n * 4 + n * 16 + keys * 8 + d * 16 + n * sizeof(int) + 64));
+        row_t w = {0};
+        if (mem) {
+            double *dp = (double *)mem;
+            w.z = dp, w.coef = dp + n, w.p = dp + 2 * n, w.acc = dp + 2 * n + keys, w.ints = w.acc + d;
+            w.s = (float *)(w.ints + d), w.m = w.s + keys;
+            w.empty = (int *)(w.m + n);
+        } else {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t i = 0; i < a->kvh * a->rows; i++)
+            if (mem) att_row(a, i / a->rows, i % a->rows, &w);
+        free(mem);
+    }
+    return failed;
+}
+
+/* attention(dots, sq, k_scale, v, v_scale, out, kvh, rows, keys, d, tokens, start, units, c, threads) */
+PyObject *hunit_attention(PyObject *self, PyObject *args) {
+    PyObject *dots_o, *sq_o, *sk_o, *v_o, *sv_o, *out_o;
+    long long kvh, rows, keys, d, tokens, start, units;
+    double c;
+    int threads;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOOOLLLLLLLdi", &dots_o, &sq_o, &sk_o, &v_o, &sv_o, &out_o, &kvh, &rows, &keys,
+                          &d, &tokens, &start, &units, &c, &threads))
+        return NULL;
+    if (kvh < 1 || rows < 1 || keys < 1 || d < 1 || tokens < 1 || rows % tokens || start < 0 ||
+        start + tokens > keys || units < 1 || units > keys || threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad attention arguments");
+        return NULL;
+    }
+    Py_buffer b[6];
+    int got = 0;
+    if (PyObject_GetBuffer(v_o, &b[3], PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    Py_ssize_t v_bytes = b[3].itemsize, cap = b[3].len / (kvh * d * (v_bytes ? v_bytes : 1));
+    PyBuffer_Release(&b[3]);
+    if ((v_bytes != 1 && v_bytes != 4) || cap < keys) {
+        PyErr_SetString(PyExc_ValueError, "attention: values must be int8 or int32 [kv_heads, capacity, d]");
+        return NULL;
+    }
+    PyObject *objs[6] = {dots_o, sq_o, sk_o, v_o, sv_o, out_o};
+    Py_ssize_t sizes[6] = {8, 8, 8, v_bytes, 8, 4};
+    Py_ssize_t items[6] = {kvh * rows * keys, kvh * rows, kvh * cap, kvh * cap * d, kvh * cap, kvh * rows * d};
+    const char *names[6] = {"dots", "sq", "k_scale", "v", "v_scale", "out"};
+    for (; got < 6; got++)
+        if (lunit_get(objs[got], &b[got], got == 5, sizes[got], items[got], names[got]) < 0) break;
+    int failed = got < 6;
+    if (!failed) {
+        att_t a = {kvh, rows, keys, d, tokens, start, units, (keys + units - 1) / units, cap, b[0].buf, b[1].buf,
+                   b[2].buf, b[4].buf, b[3].buf, (int)v_bytes, c, b[5].buf};
+        Py_BEGIN_ALLOW_THREADS;
+        failed = run_attention(&a, threads);
+        Py_END_ALLOW_THREADS;
+        if (failed) PyErr_NoMemory();
+    }
+    while (got-- > 0) PyBuffer_Release(&b[got]);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}

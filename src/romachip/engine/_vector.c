@@ -1,0 +1,137 @@
+/* The vector units' elementwise steps of docs/numerics.md in C: exp64, SwiGLU and RMSNorm, one IEEE
+ * operation each, in the order detmath.py / model.py take them (tests hold them to those bit for bit).
+ * exp64 runs eight lanes at once on AVX-512 (the same operations per lane, so the same bits). */
+#include "_native.h"
+
+PyObject *lunit_exp64(PyObject *self, PyObject *args);
+PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
+PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
+
+#ifdef LUNIT_X86
+T512 static void exp64_x8_array(const double *x, double *y, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i + 8 <= n; i += 8) _mm512_storeu_pd(y + i, exp64_x8(_mm512_loadu_pd(x + i)));
+}
+#endif
+
+static void exp64_array(const double *x, double *y, Py_ssize_t n) {
+    Py_ssize_t i = 0;
+#ifdef LUNIT_X86
+    if (lunit_cpu_level() >= AVX512) {
+        exp64_x8_array(x, y, n);
+        i = n / 8 * 8;
+    }
+#endif
+    for (; i < n; i++) y[i] = exp64(x[i]);
+}
+
+PyObject *lunit_exp64(PyObject *self, PyObject *args) {
+    PyObject *xo, *yo;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OO", &xo, &yo)) return NULL;
+    Py_buffer xb, yb;
+    if (PyObject_GetBuffer(xo, &xb, PyBUF_C_CONTIGUOUS) < 0) return NULL;
+    if (lunit_get(yo, &yb, 1, 8, xb.len / 8, "out") < 0 || xb.len % 8) {
+        PyBuffer_Release(&xb);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "exp64 takes float64 arrays");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    exp64_array(xb.buf, yb.buf, xb.len / 8);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&yb), PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+}
+
+#ifdef LUNIT_X86
+T512 static void silu_x8(const float *g, const float *u, float *h, long long n) {
+    for (long long i = 0; i + 8 <= n; i += 8) {
+        __m512d gd = _mm512_cvtps_pd(_mm256_loadu_ps(g + i));
+        __m512d e = exp64_x8(_mm512_sub_pd(_mm512_setzero_pd(), gd)); /* -g: exact */
+        __m256 silu = _mm512_cvtpd_ps(_mm512_div_pd(gd, _mm512_add_pd(_mm512_set1_pd(1.0), e)));
+        _mm256_storeu_ps(h + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+}
+#endif
+
+/* SwiGLU: h = f32(f32(f64(g / f64(1 + exp64(-g)))) * u) */
+PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
+    PyObject *go, *uo, *ho;
+    long long n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOL", &go, &uo, &ho, &n)) return NULL;
+    Py_buffer gb, ub, hb;
+    if (lunit_get(go, &gb, 0, 4, n, "g") < 0) return NULL;
+    if (lunit_get(uo, &ub, 0, 4, n, "u") < 0) {
+        PyBuffer_Release(&gb);
+        return NULL;
+    }
+    if (lunit_get(ho, &hb, 1, 4, n, "h") < 0) {
+        PyBuffer_Release(&ub), PyBuffer_Release(&gb);
+        return NULL;
+    }
+    const float *g = gb.buf, *u = ub.buf;
+    float *h = hb.buf;
+    Py_BEGIN_ALLOW_THREADS;
+    long long i = 0;
+#ifdef LUNIT_X86
+    if (lunit_cpu_level() >= AVX512) {
+        silu_x8(g, u, h, n);
+        i = n / 8 * 8;
+    }
+#endif
+    for (; i < n; i++) {
+        double gd = (double)g[i];
+        float silu = (float)(gd / (1.0 + exp64(-gd)));
+        h[i] = silu * u[i];
+    }
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&hb), PyBuffer_Release(&ub), PyBuffer_Release(&gb);
+    Py_RETURN_NONE;
+}
+
+#define NORM_ROWS 8 /* rows whose sequential sums run side by side (independent chains overlap) */
+
+/* RMSNorm: ss = Σseq f64(x_i)^2, r = f64(1 / sqrt(f64(ss / n) + eps)), y_i = f32(f32(x_i * f32(r)) * w_i) */
+static void rms_rows(const float *x, const float *w, float *y, long long r0, int m, long long n, double eps) {
+    double ss[NORM_ROWS];
+    for (int k = 0; k < m; k++) ss[k] = 0.0; /* 0 + x_0^2 = x_0^2: the fold's first term, exactly */
+    for (long long i = 0; i < n; i++)
+        for (int k = 0; k < m; k++) {
+            double v = (double)x[(r0 + k) * n + i];
+            ss[k] = ss[k] + v * v;
+        }
+    for (int k = 0; k < m; k++) {
+        float r = (float)(1.0 / sqrt(ss[k] / (double)n + eps));
+        const float *xr = x + (r0 + k) * n;
+        float *yr = y + (r0 + k) * n;
+        for (long long i = 0; i < n; i++) yr[i] = (xr[i] * r) * w[i];
+    }
+}
+
+PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
+    PyObject *xo, *wo, *yo;
+    long long rows, n;
+    double eps;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOLLd", &xo, &wo, &yo, &rows, &n, &eps)) return NULL;
+    if (rows < 0 || n < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad RMSNorm arguments");
+        return NULL;
+    }
+    Py_buffer xb, wb, yb;
+    if (lunit_get(xo, &xb, 0, 4, rows * n, "x") < 0) return NULL;
+    if (lunit_get(wo, &wb, 0, 4, n, "weight") < 0) {
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    if (lunit_get(yo, &yb, 1, 4, rows * n, "y") < 0) {
+        PyBuffer_Release(&wb), PyBuffer_Release(&xb);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    for (long long r = 0; r < rows; r += NORM_ROWS)
+        rms_rows(xb.buf, wb.buf, yb.buf, r, rows - r < NORM_ROWS ? (int)(rows - r) : NORM_ROWS, n, eps);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&yb), PyBuffer_Release(&wb), PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+}
