@@ -14,8 +14,8 @@ setup(
     ext_modules=[
         Extension(
             "romachip.engine._lunit",
-            sources=[f"src/romachip/engine/{name}.c" for name in ("_lunit", "_vector", "_hunit")],
-            depends=["src/romachip/engine/_native.h"],
+            sources=[f"src/romachip/engine/{name}.c" for name in ("_lunit", "_amx", "_vector", "_hunit")],
+            depends=["src/romachip/engine/_native.h", "src/romachip/engine/_lunit.h"],
             extra_compile_args=FLAGS,
             extra_link_args=["-fopenmp"],
             optional=True,

@@ -77,7 +77,7 @@ def test_native_kernel_equals_the_numpy_path_bit_for_bit(bits: int) -> None:
         slow = PreparedLinear.from_tensors([qt], kernel="numpy")
         fast = PreparedLinear.from_tensors([qt], kernel="native")
         assert fast.packed.nbytes == -(-out // 8) * 8 * row_bytes(inp, bits)  # bits/8 bytes a weight
-        for rows, mode in itertools.product((1, 3, 9), ("int8", "bf16")):
+        for rows, mode in itertools.product((1, 3, 9, 16, 37), ("int8", "bf16")):
             x = _activations(rng, rows, inp)
             expected = _bits(linear(slow, x, mode))
             for path, threads in itertools.product(NATIVE_PATHS, (1, 3)):
@@ -164,9 +164,9 @@ def test_native_attention_equals_numpy_bit_for_bit(kv: str) -> None:
             np.float32
         )
         expected = _bits(attention(cache, 1, q, start, shares=shares, native=False))
-        for threads in (1, 3):
+        for threads, widest in itertools.product((1, 3), range(len(NATIVE_PATHS))):
             with kernel_threads(threads):
-                got = attention(cache, 1, q, start, shares=shares, native=True)
+                got = attention(cache, 1, q, start, shares=shares, native=True, widest=widest)
             np.testing.assert_array_equal(_bits(got), expected, err_msg=f"{kv} {kvh}x{heads} d{d} n{shares} {start}")
 
 

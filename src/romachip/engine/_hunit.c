@@ -51,7 +51,18 @@ static inline void add_terms(const att_t *a, int64_t h, int64_t j, const double 
     }
 }
 
-static void att_row(const att_t *a, int64_t h, int64_t r, const row_t *w) {
+static inline int flog2d(double x) { /* floor(log2 x) as numpy's frexp gives it (x = 0: -1) */
+    uint64_t b;
+    memcpy(&b, &x, 8);
+    int e = (int)((b >> 52) & 0x7ff), f;
+    if (e != 0 && e != 0x7ff) return e - 1023;
+    frexp(x, &f);
+    return f - 1;
+}
+
+static inline double pow2d(int k) { return k >= -1022 && k <= 1023 ? pow2i(k) : ldexp(1.0, k); }
+
+static inline __attribute__((always_inline)) void att_row(const att_t *a, int64_t h, int64_t r, const row_t *w) {
     const int64_t keys = a->keys, n = a->units, pos = a->start + r % a->tokens;
     const int64_t vis = pos + 1 < keys ? pos + 1 : keys; /* keys 0 .. vis-1 are visible (causal) */
     const double *dots = a->dots + (h * a->rows + r) * keys, sq = a->sq[h * a->rows + r];
@@ -74,14 +85,12 @@ static void att_row(const att_t *a, int64_t h, int64_t r, const row_t *w) {
             w->p[j] = (double)e * sv[j];
             wmax = w->p[j] > wmax ? w->p[j] : wmax;
         }
-        int f;
-        frexp(wmax, &f); /* flog2(wmax) + 1 */
-        f -= 1;
-        double up = ldexp(1.0, P_BITS - f);
+        int f = flog2d(wmax);
+        double up = pow2d(P_BITS - f);
         for (int64_t j = u; j < vis; j += n) w->p[j] = rint(w->p[j] * up);
         double alpha = (double)(float)exp64((double)w->m[u] - (double)mx);
         w->z[u] = alpha * z;
-        w->coef[u] = alpha * ldexp(1.0, f - P_BITS);
+        w->coef[u] = alpha * pow2d(f - P_BITS);
     }
     /* vector units: Z and O folded over the non-empty units in unit order (unit 0 holds key 0: never empty) */
     double z = 0.0;
@@ -104,7 +113,90 @@ static void att_row(const att_t *a, int64_t h, int64_t r, const row_t *w) {
     for (int64_t e = 0; e < a->d; e++) out[e] = (float)(w->acc[e] / z);
 }
 
-static int run_attention(const att_t *a, int threads) {
+
+static void att_row_portable(const att_t *a, int64_t h, int64_t r, const row_t *w) { att_row(a, h, r, w); }
+
+#ifdef LUNIT_X86
+/* The same row with GCC's AVX-512 vectorizer on (IEEE semantics kept: no reassociation, no contraction). */
+T512 static void att_row_avx512(const att_t *a, int64_t h, int64_t r, const row_t *w) { att_row(a, h, r, w); }
+
+/* One key per unit (the chip's spread placement up to 256 keys): e = 1 and Z_u = 1 for every visible key,
+ * so unit j's terms are alpha_j and f64(alpha_j 2^(F_j - 21) P_j) v_j; eight keys at once. Returns 0
+ * (having written nothing) when a score is not finite, for att_row to handle as the contract says. */
+T512 static int att_row_one_key(const att_t *a, int64_t h, int64_t r, const row_t *w) {
+    const int64_t keys = a->keys, pos = a->start + r % a->tokens, d = a->d;
+    const int64_t vis = pos + 1 < keys ? pos + 1 : keys;
+    const double *dots = a->dots + (h * a->rows + r) * keys;
+    const double *sk = a->sk + h * a->cap, *sv = a->sv + h * a->cap;
+    const __m512d sq = _mm512_set1_pd(a->sq[h * a->rows + r]), c = _mm512_set1_pd(a->c);
+    __m256 mx8 = _mm256_set1_ps(-INFINITY);
+    __mmask8 bad = 0;
+    for (int64_t j = 0; j < vis; j += 8) {
+        __mmask8 m = vis - j >= 8 ? 0xff : (__mmask8)((1u << (vis - j)) - 1);
+        __m512d t = _mm512_mul_pd(_mm512_mul_pd(_mm512_maskz_loadu_pd(m, dots + j), sq), _mm512_maskz_loadu_pd(m, sk + j));
+        __m256 s = _mm512_cvtpd_ps(_mm512_mul_pd(t, c));
+        _mm256_mask_storeu_ps(w->s + j, m, s);
+        /* +-inf or NaN: |s| < inf fails */
+        bad |= m & ~_mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_cvtps_pd(s)), _mm512_set1_pd(INFINITY), _CMP_LT_OQ);
+        mx8 = _mm256_mask_max_ps(mx8, m, mx8, s);
+    }
+    if (bad) return 0;
+    float mx = -INFINITY;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, mx8);
+    for (int i = 0; i < 8; i++) mx = lanes[i] > mx ? lanes[i] : mx;
+    const __m512d mxd = _mm512_set1_pd((double)mx), one = _mm512_set1_pd(1.0);
+    for (int64_t j = 0; j < vis; j += 8) {
+        __mmask8 m = vis - j >= 8 ? 0xff : (__mmask8)((1u << (vis - j)) - 1);
+        __m512d s = _mm512_cvtps_pd(_mm256_maskz_loadu_ps(m, w->s + j));
+        __m512d alpha = _mm512_cvtps_pd(_mm512_cvtpd_ps(exp64_x8(_mm512_sub_pd(s, mxd))));
+        __m512d v = _mm512_mask_loadu_pd(one, m, sv + j);
+        __m512d f = _mm512_getexp_pd(v); /* flog2 of the positive scale, exact */
+        __m512d p = _mm512_roundscale_pd(_mm512_mul_pd(v, _mm512_scalef_pd(one, _mm512_sub_pd(_mm512_set1_pd(P_BITS), f))),
+                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        __m512d coef = _mm512_mul_pd(_mm512_mul_pd(alpha, _mm512_scalef_pd(one, _mm512_sub_pd(f, _mm512_set1_pd(P_BITS)))), p);
+        _mm512_mask_storeu_pd(w->z + j, m, alpha);
+        _mm512_mask_storeu_pd(w->coef + j, m, coef);
+    }
+    double z = w->z[0];
+    for (int64_t j = 1; j < vis; j++) z = z + w->z[j];
+    double *acc = w->acc;
+    if (a->v_bytes == 1) {
+        const int8_t *v = (const int8_t *)a->v + h * a->cap * d;
+        for (int64_t e = 0; e < d; e++) acc[e] = w->coef[0] * (double)v[e];
+        for (int64_t j = 1; j < vis; j++) {
+            const double cj = w->coef[j];
+            const int8_t *vj = v + j * d;
+            for (int64_t e = 0; e < d; e++) acc[e] = acc[e] + cj * (double)vj[e];
+        }
+    } else {
+        const int32_t *v = (const int32_t *)a->v + h * a->cap * d;
+        for (int64_t e = 0; e < d; e++) acc[e] = w->coef[0] * (double)v[e];
+        for (int64_t j = 1; j < vis; j++) {
+            const double cj = w->coef[j];
+            const int32_t *vj = v + j * d;
+            for (int64_t e = 0; e < d; e++) acc[e] = acc[e] + cj * (double)vj[e];
+        }
+    }
+    float *out = a->out + (h * a->rows + r) * d;
+    for (int64_t e = 0; e < d; e++) out[e] = (float)(acc[e] / z);
+    return 1;
+}
+#endif
+
+static void att_row_best(const att_t *a, int64_t h, int64_t r, const row_t *w, int level) {
+#ifdef LUNIT_X86
+    if (level >= AVX512) {
+        if (a->slots == 1 && att_row_one_key(a, h, r, w)) return;
+        att_row_avx512(a, h, r, w);
+        return;
+    }
+#endif
+    (void)level;
+    att_row_portable(a, h, r, w);
+}
+
+static int run_attention(const att_t *a, int threads, int level) {
     int failed = 0;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
@@ -122,21 +214,21 @@ static int run_attention(const att_t *a, int threads) {
         }
 #pragma omp for schedule(dynamic, 16)
         for (int64_t i = 0; i < a->kvh * a->rows; i++)
-            if (mem) att_row(a, i / a->rows, i % a->rows, &w);
+            if (mem) att_row_best(a, i / a->rows, i % a->rows, &w, level);
         free(mem);
     }
     return failed;
 }
 
-/* attention(dots, sq, k_scale, v, v_scale, out, kvh, rows, keys, d, tokens, start, units, c, threads) */
+/* attention(dots, sq, k_scale, v, v_scale, out, kvh, rows, keys, d, tokens, start, units, c, threads, widest) */
 PyObject *hunit_attention(PyObject *self, PyObject *args) {
     PyObject *dots_o, *sq_o, *sk_o, *v_o, *sv_o, *out_o;
     long long kvh, rows, keys, d, tokens, start, units;
     double c;
-    int threads;
+    int threads, widest; /* widest: the widest vector path allowed (tests: 0 portable) */
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOOOLLLLLLLdi", &dots_o, &sq_o, &sk_o, &v_o, &sv_o, &out_o, &kvh, &rows, &keys,
-                          &d, &tokens, &start, &units, &c, &threads))
+    if (!PyArg_ParseTuple(args, "OOOOOOLLLLLLLdii", &dots_o, &sq_o, &sk_o, &v_o, &sv_o, &out_o, &kvh, &rows, &keys,
+                          &d, &tokens, &start, &units, &c, &threads, &widest))
         return NULL;
     if (kvh < 1 || rows < 1 || keys < 1 || d < 1 || tokens < 1 || rows % tokens || start < 0 ||
         start + tokens > keys || units < 1 || units > keys || threads < 1) {
@@ -163,7 +255,8 @@ PyObject *hunit_attention(PyObject *self, PyObject *args) {
         att_t a = {kvh, rows, keys, d, tokens, start, units, (keys + units - 1) / units, cap, b[0].buf, b[1].buf,
                    b[2].buf, b[4].buf, b[3].buf, (int)v_bytes, c, b[5].buf};
         Py_BEGIN_ALLOW_THREADS;
-        failed = run_attention(&a, threads);
+        int level = lunit_cpu_level();
+        failed = run_attention(&a, threads, widest < level ? widest : level);
         Py_END_ALLOW_THREADS;
         if (failed) PyErr_NoMemory();
     }

@@ -24,24 +24,7 @@ PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
 PyObject *hunit_attention(PyObject *self, PyObject *args); /* _hunit.c */
 
-#define CHUNK 32
-#define SIMD_GROUP_MAX 512 /* columns: |sum q xi|, |z sum xi| <= 512 * 255 * 2^14 < 2^31 */
-#define OUT_TILE 8
-#define BF16_WINDOW_BITS 13
-
-typedef struct { /* codes [tiles][chunks][OUT_TILE][chunk_bytes]; scales, zeros [tiles][groups][OUT_TILE] */
-    int64_t in_f, in_p, out_f, groups, glen, bits, chunk_bytes, chunks;
-    const uint8_t *codes;
-    const float *scales;
-    const uint8_t *zeros;
-} weight_t;
-
-typedef struct {
-    int64_t rows;
-    const int16_t *xi; /* [rows, in_p], zero padded */
-    const int64_t *sumx; /* [rows, groups] */
-    const double *a; /* [rows, groups] */
-} act_t;
+#include "_lunit.h"
 
 /* ---- activations ------------------------------------------------------------------------------- */
 
@@ -77,11 +60,75 @@ static void quantize_row(const float *x, const weight_t *w, int mode, int16_t *x
     }
 }
 
-/* ---- integer products and epilogue: portable path (any group length) ---------------------------- */
-
-static inline const uint8_t *chunk_at(const weight_t *w, int64_t tile, int64_t chunk, int lane) {
-    return w->codes + ((tile * w->chunks + chunk) * OUT_TILE + lane) * w->chunk_bytes;
+#ifdef LUNIT_X86
+/* quantize_row on AVX-512, the same steps per element: bf16(x) by integer rounding, the group's max, and
+ * x * 2^k for ldexpf(x, k) (one correctly rounded product, as ldexpf is, while 2^k is a normal float; other
+ * groups take the scalar loop) */
+T512 static void quantize_row_avx512(const float *x, const weight_t *w, int mode, int16_t *xi, int64_t *sumx,
+                                     double *a) {
+    memset(xi, 0, sizeof(int16_t) * w->in_p);
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    float s = 1.0f;
+    if (mode == 0) {
+        __m512 m = _mm512_setzero_ps();
+        for (int64_t i = 0; i < w->in_f; i += 16) {
+            __mmask16 k = w->in_f - i >= 16 ? 0xffff : (__mmask16)((1u << (w->in_f - i)) - 1);
+            m = _mm512_max_ps(m, _mm512_and_ps(_mm512_maskz_loadu_ps(k, x + i), absmask));
+        }
+        float mx = _mm512_reduce_max_ps(m);
+        s = mx > 0.0f ? mx / 127.0f : 1.0f;
+    }
+    for (int64_t j = 0; j < w->groups; j++) {
+        int64_t c0 = j * w->glen, c1 = c0 + w->glen < w->in_f ? c0 + w->glen : w->in_f, total = 0;
+        __m512 scale = _mm512_set1_ps(s);
+        if (mode == 1) {
+            __m512 m = _mm512_setzero_ps();
+            for (int64_t i = c0; i < c1; i += 16) {
+                __mmask16 k = c1 - i >= 16 ? 0xffff : (__mmask16)((1u << (c1 - i)) - 1);
+                __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(k, x + i));
+                u = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+                m = _mm512_max_ps(m, _mm512_and_ps(_mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xFFFF0000u))), absmask));
+            }
+            int e = 0;
+            frexpf(_mm512_reduce_max_ps(m), &e);
+            int pw = BF16_WINDOW_BITS + 1 - e;
+            a[j] = ldexp(1.0, e - 1 - BF16_WINDOW_BITS);
+            if (pw < -126 || pw > 127) { /* 2^pw is no normal float: the scalar steps */
+                for (int64_t i = c0; i < c1; i++) total += xi[i] = (int16_t)rintf(ldexpf(to_bf16(x[i]), pw));
+                sumx[j] = total;
+                continue;
+            }
+            uint32_t bits = (uint32_t)(pw + 127) << 23;
+            float f;
+            memcpy(&f, &bits, 4);
+            scale = _mm512_set1_ps(f);
+        } else {
+            a[j] = (double)s;
+        }
+        for (int64_t i = c0; i < c1; i += 16) {
+            __mmask16 k = c1 - i >= 16 ? 0xffff : (__mmask16)((1u << (c1 - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(k, x + i), r;
+            if (mode == 1) {
+                __m512i u = _mm512_castps_si512(v);
+                u = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7FFF),
+                                                         _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1))));
+                v = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32((int)0xFFFF0000u)));
+                r = _mm512_roundscale_ps(_mm512_mul_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            } else {
+                r = _mm512_roundscale_ps(_mm512_div_ps(v, scale), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+            }
+            __m512i q = _mm512_maskz_mov_epi32(k, _mm512_cvtps_epi32(r));
+            _mm256_mask_storeu_epi16(xi + i, k, _mm512_cvtepi32_epi16(q));
+            total += _mm512_reduce_add_epi32(q);
+        }
+        sumx[j] = total;
+    }
 }
+#endif
+
+/* ---- integer products and epilogue: portable path (any group length) ---------------------------- */
 
 static inline int code_at(const weight_t *w, int64_t tile, int lane, int64_t c) {
     const uint8_t *p = chunk_at(w, tile, c / CHUNK, lane);
@@ -116,27 +163,6 @@ static void tile_portable(const weight_t *w, const act_t *x, int64_t tile, doubl
 
 /* ---- the same with AVX2: groups of whole chunks, <= 512 columns (int32 sums exact) ---------------- */
 #ifdef LUNIT_X86
-__attribute__((target("avx2"))) static inline __m256i unpack_chunk(const uint8_t *p, int64_t bits) {
-    if (bits == 8) return _mm256_loadu_si256((const __m256i *)p);
-    if (bits == 4) {
-        __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
-        return _mm256_and_si256(_mm256_srlv_epi64(v, _mm256_set_epi64x(4, 4, 0, 0)), _mm256_set1_epi8(15));
-    }
-    uint64_t lo;
-    memcpy(&lo, p, 8);
-    __m256i v = _mm256_srlv_epi64(_mm256_set1_epi64x((long long)lo), _mm256_set_epi64x(6, 4, 2, 0));
-    v = _mm256_and_si256(v, _mm256_set1_epi8(3));
-    if (bits == 2) return v;
-    uint32_t hi;
-    memcpy(&hi, p + 8, 4);
-    const __m256i pick = _mm256_set_epi8(3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0,
-                                         0, 0, 0, 0, 0, 0);
-    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-    __m256i h = _mm256_and_si256(_mm256_shuffle_epi8(_mm256_set1_epi32((int)hi), pick), bit);
-    h = _mm256_and_si256(_mm256_cmpeq_epi8(h, bit), _mm256_set1_epi8(4));
-    return _mm256_or_si256(v, h);
-}
-
 /* lane l of the result: the sum of the 8 lanes of v[l] (wrapping int32: exact when the true sum fits) */
 __attribute__((target("avx2"))) static inline __m256i hsum8(const __m256i *v) {
     __m256i h01 = _mm256_hadd_epi32(v[0], v[1]), h23 = _mm256_hadd_epi32(v[2], v[3]);
@@ -340,6 +366,7 @@ int lunit_cpu_level(void) { /* the widest vector path this CPU runs; every path 
                          __builtin_cpu_supports("avx512vnni")
                      ? AVX512
                      : AVX2;
+        if (cached == AVX512 && lunit_amx_available()) cached = AMX;
     }
     return cached;
 #else
@@ -349,7 +376,11 @@ int lunit_cpu_level(void) { /* the widest vector path this CPU runs; every path 
 
 #define PAIR_ROWS_MIN 4 /* rows from which two tiles at once (pair_avx512) beat one tile at a time */
 
-static void run_linear(const weight_t *w, const act_t *x, float *y, int threads, int simd) {
+static int run_linear(const weight_t *w, const act_t *x, float *y, int threads, int simd) {
+    if (simd == AMX) {
+        if (x->rows >= AMX_ROWS_MIN) return lunit_linear_amx(w, x, y, threads);
+        simd = AVX512; /* decode and short prompts: AMX tiles would be mostly padding */
+    }
     int64_t tiles = (w->out_f + OUT_TILE - 1) / OUT_TILE;
     int per = simd == AVX512 && x->rows >= PAIR_ROWS_MIN ? 2 : 1; /* tiles per unit of work */
     int64_t units = (tiles + per - 1) / per;
@@ -381,6 +412,7 @@ static void run_linear(const weight_t *w, const act_t *x, float *y, int threads,
         free(acc);
         free(wbuf);
     }
+    return 0;
 }
 
 /* ---- Python entry point ------------------------------------------------------------------------- */
@@ -411,26 +443,38 @@ static PyObject *lunit_linear(PyObject *self, PyObject *args) {
     w.codes = cb.buf;
     w.scales = sb.buf;
     w.zeros = zb.buf;
-    int16_t *xi = calloc((size_t)(rows * w.in_p + 16), sizeof(int16_t));
-    int64_t *sumx = malloc(sizeof(int64_t) * (size_t)(rows * w.groups + 1));
-    double *a = malloc(sizeof(double) * (size_t)(rows * w.groups + 1));
+    static __thread scratch_t xi_s, sumx_s, a_s; /* each row is written in full by quantize_row */
+    int16_t *xi = scratch(&xi_s, sizeof(int16_t) * (size_t)(rows * w.in_p + 16));
+    int64_t *sumx = scratch(&sumx_s, sizeof(int64_t) * (size_t)(rows * w.groups + 1));
+    double *a = scratch(&a_s, sizeof(double) * (size_t)(rows * w.groups + 1));
     if (!xi || !sumx || !a) {
-        free(xi), free(sumx), free(a);
         PyErr_NoMemory();
         goto fail_y;
     }
     int64_t span = w.groups == 1 ? w.in_p : glen;
     int simd = (w.groups == 1 || glen % CHUNK == 0) && span <= SIMD_GROUP_MAX ? lunit_cpu_level() : PORTABLE;
-    if (portable < simd) simd = portable; /* tests: force a narrower path (0 portable, 1 AVX2) */
+    if (portable < simd) simd = portable; /* tests: force a narrower path (0 portable, 1 AVX2, 2 AVX-512) */
+    int failed;
     Py_BEGIN_ALLOW_THREADS;
     const float *xf = xb.buf;
-    for (int64_t r = 0; r < rows; r++)
+    const int vector_rows = lunit_cpu_level() >= AVX512 && portable >= AVX512;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && rows > 1) schedule(static)
+    for (int64_t r = 0; r < rows; r++) { /* each row by one thread */
+#ifdef LUNIT_X86
+        if (vector_rows) {
+            quantize_row_avx512(xf + r * in_f, &w, mode, xi + r * w.in_p, sumx + r * w.groups, a + r * w.groups);
+            continue;
+        }
+#endif
         quantize_row(xf + r * in_f, &w, mode, xi + r * w.in_p, sumx + r * w.groups, a + r * w.groups);
+    }
+    memset(xi + rows * w.in_p, 0, 16 * sizeof(int16_t));
     act_t act = {rows, xi, sumx, a};
-    run_linear(&w, &act, yb.buf, threads, simd);
+    failed = run_linear(&w, &act, yb.buf, threads, simd);
     Py_END_ALLOW_THREADS;
-    free(xi), free(sumx), free(a);
+    if (failed) PyErr_NoMemory();
     PyBuffer_Release(&yb), PyBuffer_Release(&zb), PyBuffer_Release(&sb), PyBuffer_Release(&cb), PyBuffer_Release(&xb);
+    if (failed) return NULL;
     Py_RETURN_NONE;
 fail_y:
     PyBuffer_Release(&yb);
@@ -447,7 +491,7 @@ fail_x:
 
 static PyObject *lunit_simd(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
-    static const char *names[] = {"portable", "avx2", "avx512"};
+    static const char *names[] = {"portable", "avx2", "avx512", "amx"};
     return PyUnicode_FromString(names[lunit_cpu_level()]);
 }
 
@@ -459,9 +503,9 @@ static PyMethodDef methods[] = {
     {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, n): SwiGLU of float32 g, u into h"},
     {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps): RMSNorm of float32 rows"},
     {"attention", hunit_attention, METH_VARARGS,
-     "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads): "
+     "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads, widest): "
      "split-softmax attention after the q.k products (attention.py)"},
-    {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2' or 'avx512'"},
+    {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2', 'avx512' or 'amx'"},
     {NULL, NULL, 0, NULL},
 };
 

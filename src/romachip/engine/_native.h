@@ -11,6 +11,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -37,6 +38,22 @@ static inline int lunit_get(PyObject *obj, Py_buffer *view, int writable, Py_ssi
         return -1;
     }
     return 0;
+}
+
+/* A grow-only buffer kept per thread (declare `static __thread scratch_t`): the kernels' temporaries are
+ * reused from call to call instead of fresh pages (zeroed by the OS) each time. NULL when out of memory. */
+typedef struct {
+    void *p;
+    size_t bytes;
+} scratch_t;
+
+static inline void *scratch(scratch_t *s, size_t bytes) {
+    if (bytes > s->bytes) {
+        void *p = realloc(s->p, bytes);
+        if (!p) return NULL;
+        s->p = p, s->bytes = bytes;
+    }
+    return s->p;
 }
 
 /* ---- exp64 (docs/numerics.md, "Vector-unit arithmetic") ------------------------------------------ */

@@ -26,7 +26,7 @@ _COMBINE_ELEMENTS = 1 << 20  # binary64 partial outputs per block of units in th
 
 def attention(
     cache: KVCache, layer: int, q: np.ndarray, start: int, observer: Observer | None = None, *, shares: int = 1,
-    native: bool | None = None,
+    native: bool | None = None, widest: int = 3,
 ) -> np.ndarray:  # fmt: skip
     """Causal attention of q [tokens, heads, d] (after RoPE) at positions start.. over the cached keys,
     the keys split over `shares` H-Units (the layer's KV ring; 1: one global softmax).
@@ -34,11 +34,12 @@ def attention(
     Returns float32 [tokens, heads * d]. The cache must already hold this layer's keys up to the last query.
     An observer gets one ATTENTION_SHARE event per H-Unit share and query chunk, then one ATTENTION event.
     `native`: the C form after the q.k products (default: where the module built); never with an observer.
+    `widest`: its widest vector path (kernels.NATIVE_PATHS index; tests force narrower ones).
     """
     tokens, heads, d = q.shape
     native = (_lunit is not None if native is None else native) and observer is None
     parts = [
-        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, shares, observer, native)
+        _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, shares, observer, widest if native else None)
         for i in range(0, tokens, _QUERY_CHUNK)
     ]
     out = np.concatenate(parts, axis=0).reshape(tokens, heads * d)
@@ -48,8 +49,9 @@ def attention(
 
 
 def _attention_rows(
-    cache: KVCache, layer: int, q: np.ndarray, start: int, shares: int, observer: Observer | None, native: bool
+    cache: KVCache, layer: int, q: np.ndarray, start: int, shares: int, observer: Observer | None, widest: int | None
 ) -> np.ndarray:
+    """widest: None for the NumPy form, else the C form's widest vector path."""
     tokens, heads, d = q.shape
     kvh = cache.k.shape[1]
     rep = heads // kvh
@@ -70,11 +72,11 @@ def _attention_rows(
         qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
         kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
         dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
-        if native:
+        if widest is not None:
             out = np.empty((kvh, rep * tokens, d), dtype=np.float32)
             _lunit.attention(
                 dots, np.ascontiguousarray(sq), cache.k_scale[layer], cache.v[layer], cache.v_scale[layer], out,
-                kvh, rep * tokens, keys, d, tokens, start, min(shares, keys), c, native_threads(),
+                kvh, rep * tokens, keys, d, tokens, start, min(shares, keys), c, native_threads(), widest,
             )  # fmt: skip
             return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)
         s = (((dots * sq[:, :, None]) * cache.k_scale[layer, :, None, :keys]) * c).astype(np.float32)

@@ -337,10 +337,10 @@ def linear(
     return acc.astype(np.float32)
 
 
-NATIVE_PATHS = ("portable", "avx2", "avx512")  # the C kernel's code paths, narrowest first
+NATIVE_PATHS = ("portable", "avx2", "avx512", "amx")  # the C kernel's code paths, narrowest first
 
 
-def native_linear(prep: PreparedLinear, x: np.ndarray, mode: str, *, widest: str = "avx512") -> np.ndarray:
+def native_linear(prep: PreparedLinear, x: np.ndarray, mode: str, *, widest: str = "amx") -> np.ndarray:
     """linear() on the C kernel, on the widest of its paths this CPU has up to `widest` (tests compare them)."""
     code = _MODE_CODES.get(mode)
     if code is None:
