@@ -17,6 +17,7 @@ typedef struct {
     const double *sq; /* [kvh, rows] */
     const double *sk, *sv; /* [kvh, cap] the layer's key and value scales */
     const void *v; /* [kvh, cap, d] the layer's value integers: int8 or int32 */
+    double *vd; /* [kvh, keys, d] the same as binary64 (exact), for the AVX-512 rows; NULL on the others */
     int v_bytes;
     double c; /* f64(1 / sqrt(d)) */
     float *out; /* [kvh, rows, d] */
@@ -161,22 +162,23 @@ T512 static int att_row_one_key(const att_t *a, int64_t h, int64_t r, const row_
     double z = w->z[0];
     for (int64_t j = 1; j < vis; j++) z = z + w->z[j];
     double *acc = w->acc;
-    if (a->v_bytes == 1) {
-        const int8_t *v = (const int8_t *)a->v + h * a->cap * d;
-        for (int64_t e = 0; e < d; e++) acc[e] = w->coef[0] * (double)v[e];
+    const double *v = a->vd + h * keys * d;
+    for (int64_t e0 = 0; e0 + 64 <= d; e0 += 64) { /* eight accumulators in registers over every key */
+        __m512d t[8];
+        const __m512d c0 = _mm512_set1_pd(w->coef[0]);
+        for (int k = 0; k < 8; k++) t[k] = _mm512_mul_pd(c0, _mm512_loadu_pd(v + e0 + 8 * k));
         for (int64_t j = 1; j < vis; j++) {
-            const double cj = w->coef[j];
-            const int8_t *vj = v + j * d;
-            for (int64_t e = 0; e < d; e++) acc[e] = acc[e] + cj * (double)vj[e];
+            const __m512d cj = _mm512_set1_pd(w->coef[j]);
+            const double *vj = v + j * d + e0;
+            for (int k = 0; k < 8; k++) t[k] = _mm512_add_pd(t[k], _mm512_mul_pd(cj, _mm512_loadu_pd(vj + 8 * k)));
         }
-    } else {
-        const int32_t *v = (const int32_t *)a->v + h * a->cap * d;
-        for (int64_t e = 0; e < d; e++) acc[e] = w->coef[0] * (double)v[e];
-        for (int64_t j = 1; j < vis; j++) {
-            const double cj = w->coef[j];
-            const int32_t *vj = v + j * d;
-            for (int64_t e = 0; e < d; e++) acc[e] = acc[e] + cj * (double)vj[e];
-        }
+        for (int k = 0; k < 8; k++) _mm512_storeu_pd(acc + e0 + 8 * k, t[k]);
+    }
+    const int64_t rest = d / 64 * 64;
+    for (int64_t e = rest; e < d; e++) acc[e] = w->coef[0] * v[e];
+    for (int64_t j = 1; j < vis && rest < d; j++) {
+        const double cj = w->coef[j];
+        for (int64_t e = rest; e < d; e++) acc[e] = acc[e] + cj * v[j * d + e];
     }
     float *out = a->out + (h * a->rows + r) * d;
     for (int64_t e = 0; e < d; e++) out[e] = (float)(acc[e] / z);
@@ -187,7 +189,7 @@ T512 static int att_row_one_key(const att_t *a, int64_t h, int64_t r, const row_
 static void att_row_best(const att_t *a, int64_t h, int64_t r, const row_t *w, int level) {
 #ifdef LUNIT_X86
     if (level >= AVX512) {
-        if (a->slots == 1 && att_row_one_key(a, h, r, w)) return;
+        if (a->vd && att_row_one_key(a, h, r, w)) return;
         att_row_avx512(a, h, r, w);
         return;
     }
@@ -196,10 +198,19 @@ static void att_row_best(const att_t *a, int64_t h, int64_t r, const row_t *w, i
     att_row_portable(a, h, r, w);
 }
 
-static int run_attention(const att_t *a, int threads, int level) {
+static int run_attention(att_t *a, int threads, int level) {
+    static __thread scratch_t vd_s;
     int failed = 0;
+    a->vd = level >= AVX512 && a->slots == 1 ? scratch(&vd_s, sizeof(double) * (size_t)(a->kvh * a->keys * a->d)) : NULL;
+    if (level >= AVX512 && a->slots == 1 && !a->vd) return 1;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
+        if (a->vd) {
+#pragma omp for schedule(static)
+            for (int64_t hj = 0; hj < a->kvh * a->keys; hj++)
+                for (int64_t e = 0; e < a->d; e++)
+                    a->vd[hj * a->d + e] = value_at(a, hj / a->keys, hj % a->keys, e);
+        }
         const int64_t n = a->units, keys = a->keys, d = a->d;
         char *mem = malloc((size_t)(keys * 4 + n * 4 + n * 16 + keys * 8 + d * 16 + n * sizeof(int) + 64));
         row_t w = {0};
@@ -253,7 +264,7 @@ PyObject *hunit_attention(PyObject *self, PyObject *args) {
     int failed = got < 6;
     if (!failed) {
         att_t a = {kvh, rows, keys, d, tokens, start, units, (keys + units - 1) / units, cap, b[0].buf, b[1].buf,
-                   b[2].buf, b[4].buf, b[3].buf, (int)v_bytes, c, b[5].buf};
+                   b[2].buf, b[4].buf, b[3].buf, NULL, (int)v_bytes, c, b[5].buf};
         Py_BEGIN_ALLOW_THREADS;
         int level = lunit_cpu_level();
         failed = run_attention(&a, threads, widest < level ? widest : level);
