@@ -89,7 +89,7 @@ def _random_graph(sim, rng: random.Random, n: int) -> None:
         stream = [d for d in rng.sample(earlier, min(i, rng.randint(0, 2))) if d not in after]
         sim.add(f"t{i}", rng.choice("RSTU"), rng.randint(0, 9), rng.choice(["macs", "noc", "rom"]), after=after,
                 stream=stream, lag_cycles=rng.randint(0, 3), end_lag_cycles=rng.randint(0, 3),
-                priority=rng.randint(0, 2), op=f"op{i % 7}")  # fmt: skip
+                priority=rng.randint(-1, 2), op=f"op{i % 7}")  # fmt: skip
 
 
 @pytest.mark.parametrize("seed", range(20))

@@ -243,22 +243,31 @@ class Placement:
         tile_bytes = rows * (rank.astype(np.int64) * e)[t["tensor"]]  # B rows beside their base rows
         out += np.bincount(t["unit"], weights=tile_bytes, minlength=self.units).astype(np.int64)  # exact: < 2**53
         first_unit, members_of = self._tensor_units()
-        a_units: list[list[int]] = []
-        a_bytes: list[int] = []
-        next_unit: dict[int, int] = {}  # by id: `_tensor_units` gives equal unit sets as one tuple object
-        scale = cfg.scale_bytes_per_matrix
-        for i in np.flatnonzero(rank).tolist():
-            r, members = int(rank[i]), members_of[i]
-            out[first_unit[i]] += scale
-            start, m = next_unit.get(id(members), 0), len(members)
-            units = [members[(start + k) % m] for k in range(r)]
-            a_units.append(units)  # A rows, round-robin
-            a_bytes.append(self.tensors[i].shape[1] * e)
-            out[units[0]] += scale
-            next_unit[id(members)] = (start + r) % m
-        a_bytes_each = np.repeat(np.asarray(a_bytes, dtype=np.int64), [len(u) for u in a_units])
-        a_at = np.fromiter((u for us in a_units for u in us), dtype=np.int64)
-        out += np.bincount(a_at, weights=a_bytes_each, minlength=self.units).astype(np.int64)
+        adapted = np.flatnonzero(rank)
+        r = rank[adapted].astype(np.int64)
+        # A rows round-robin: each module starts where the previous module on the same units stopped
+        sets: dict[int, int] = {}  # by id: `_tensor_units` gives equal unit sets as one tuple object
+        set_of, start, next_unit = [], [], {}
+        for i, ri in zip(adapted.tolist(), r.tolist(), strict=True):
+            members = members_of[i]
+            k = sets.setdefault(id(members), len(sets))
+            set_of.append(k)
+            start.append(next_unit.get(k, 0))
+            next_unit[k] = (start[-1] + ri) % len(members)
+        unit_sets = [members_of[i] for i in adapted[np.unique(set_of, return_index=True)[1]].tolist()]
+        table = np.zeros((len(unit_sets), max(len(u) for u in unit_sets)), dtype=np.int64)
+        size = np.array([len(u) for u in unit_sets], dtype=np.int64)
+        for k, units in enumerate(unit_sets):
+            table[k, : len(units)] = units
+        set_of, start = np.array(set_of, dtype=np.int64), np.array(start, dtype=np.int64)
+        row_set, row_start = np.repeat(set_of, r), np.repeat(start, r)  # one entry per A row
+        row_k = np.arange(int(r.sum()), dtype=np.int64) - np.repeat(np.cumsum(r) - r, r)
+        a_unit = table[row_set, (row_start + row_k) % size[row_set]]
+        a_bytes = np.repeat(np.array([self.tensors[i].shape[1] * e for i in adapted.tolist()], dtype=np.int64), r)
+        out += np.bincount(a_unit, weights=a_bytes, minlength=self.units).astype(np.int64)
+        scale = cfg.scale_bytes_per_matrix  # A's and B's scale words, with each matrix's first row
+        np.add.at(out, first_unit[adapted], scale)
+        np.add.at(out, table[set_of, start], scale)
         return out
 
     def _tensor_units(self) -> tuple[np.ndarray, list[tuple[int, ...]]]:
