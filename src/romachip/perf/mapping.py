@@ -13,6 +13,7 @@ token's K/V (`Placement.kv_tokens`, token round robin over the layer's KV ring).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,9 +21,8 @@ from romachip.compile import EMBED_NAME, HEAD_NAME, Placement
 from romachip.spec.chip import ChipSpec
 
 
-@dataclass(frozen=True)
-class TensorWork:
-    """One weight tensor as its busiest unit sees it."""
+class TensorWork(NamedTuple):
+    """One weight tensor as its busiest unit sees it (a named tuple: a view makes one per tensor)."""
 
     name: str
     out_features: int
@@ -112,16 +112,20 @@ class PlacementView:
 
     @staticmethod
     def _unit_groups(placement: Placement) -> np.ndarray:
-        """Units that hold tiles of exactly the same layers form a group (one group for `spread`)."""
-        t = placement.tiles
-        layers = np.array([e.layer for e in placement.tensors], dtype=np.int64)[t["tensor"]]
+        """Units that hold tiles of exactly the same layers form a group (one group for `spread`): units
+        grouped by the last layer they hold, from the units each tensor's tiles are on."""
         group = np.zeros(placement.units, dtype=np.int64)
-        blocks = layers >= 0
-        if not blocks.any():
+        last_of: dict[int, tuple[tuple[int, ...], int]] = {}  # by id: equal unit sets are one tuple object
+        for entry, units in zip(placement.tensors, placement._tensor_units()[1], strict=True):
+            if entry.layer >= 0 and units:
+                last_of[id(units)] = (units, max(entry.layer, last_of.get(id(units), ((), -1))[1]))
+        if not last_of:
             return group
-        first_layer = np.full(placement.units, -1, dtype=np.int64)
-        np.maximum.at(first_layer, t["unit"][blocks], layers[blocks])  # last layer a unit holds
-        keys, inverse = np.unique(first_layer, return_inverse=True)
+        last_layer = np.full(placement.units, -1, dtype=np.int64)
+        for units, layer in last_of.values():
+            at = np.asarray(units, dtype=np.int64)
+            last_layer[at] = np.maximum(last_layer[at], layer)
+        keys, inverse = np.unique(last_layer, return_inverse=True)
         return inverse.astype(np.int64) if len(keys) > 1 else group
 
     @staticmethod
