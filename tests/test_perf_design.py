@@ -174,9 +174,12 @@ def test_prefill_batches_fit_the_vector_and_h_unit_sram_and_attention_shows(smal
     assert t1k > 4.2 * t256
 
 
-def test_prefill_composed_from_layers_equals_the_whole(small):
+def test_prefill_composed_from_layers_equals_the_whole(small, roma):
     for tokens in (96, 700):
-        assert small.prefill(tokens).cycles == small.prefill(tokens, every_layer=True).cycles
+        whole = small.prefill(tokens, every_layer=True).cycles
+        assert small.prefill(tokens).cycles == whole == small.prefill_cycles(tokens)  # the TTFT-only path too
+    groups = ChipModel(roma, load_model_spec("smollm2-135m"), fmt=G128, lora=None, strategy="layer_groups")
+    assert groups.view.groups > 1 and groups.prefill_cycles(40) == groups.prefill(40).cycles
 
 
 def test_any_weight_width_has_an_energy(roma, small):

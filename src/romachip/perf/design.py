@@ -96,7 +96,7 @@ def design_point(
         e = cm.energy(runs[c])
         rates[c], energy[c], power[c] = clock / runs[c].cycles, e.total_mj, e.power_w
     host_bytes = runs[contexts[0]].count(Event.HOST_BITS) / 8
-    ttft_ms = cm.prefill(prompt_tokens).cycles / clock * 1e3 if prompt_tokens > 0 else NAN
+    ttft_ms = cm.prefill_cycles(prompt_tokens) / clock * 1e3 if prompt_tokens > 0 else NAN
     return DesignPoint(
         chip=chip.name,
         model=spec.name,

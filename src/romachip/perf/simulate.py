@@ -129,14 +129,17 @@ class ChipModel:
             "policy": self.policy,
         }
 
-    def _run(self, batches: list[list[Op]]) -> PhaseRun:
+    def _schedule(self, batches: list[list[Op]], *, count_events: bool = True) -> tuple[Schedule, PhaseBuilder]:
         sim = Simulator()
-        builder = PhaseBuilder(sim, self.chip, self.view, self.rates)
+        builder = PhaseBuilder(sim, self.chip, self.view, self.rates, count_events=count_events)
         last: list[int] = []
         for i, ops in enumerate(batches):  # batch i reuses the activation buffer of batch i - BATCHES_IN_FLIGHT
             reuse = last[i - BATCHES_IN_FLIGHT] if i >= BATCHES_IN_FLIGHT else None
             last.append(builder.batch(ops, prio=i, after=[reuse] if reuse is not None else []))
-        schedule = sim.run()
+        return sim.run(), builder
+
+    def _run(self, batches: list[list[Op]]) -> PhaseRun:
+        schedule, builder = self._schedule(batches)
         busy = {k: float(v) for k, v in schedule.busy_cycles.items()}
         bound = {k: float(v) for k, v in schedule.critical_bound_cycles().items()}
         return PhaseRun(schedule.makespan_cycles, bound, busy, builder.events, builder.lora_events, schedule)
@@ -188,6 +191,19 @@ class ChipModel:
         two = self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens)
         one = [_drop_layer(ops, 1) for ops in two]
         return self._run(one).extend(self._run(two), layers - 1)
+
+    def prefill_cycles(self, tokens: int) -> int:
+        """`prefill(tokens).cycles` (the TTFT) alone: the same simulations, composed the same way, without
+        counting events or walking the critical path, for callers that need only the time (a sweep's
+        design point); tests check it equals the full prefill's."""
+        layers = self.spec.num_layers
+        if self.view.groups > 1 or layers < 3:
+            return self._schedule(self._prefill_batches(self.spec, tokens), count_events=False)[0].makespan_cycles
+        two = self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens)
+        one_c, two_c = (
+            self._schedule(b, count_events=False)[0].makespan_cycles for b in ([_drop_layer(o, 1) for o in two], two)
+        )
+        return one_c + (layers - 1) * (two_c - one_c)
 
     def _prefill_batches(self, spec: ModelSpec, tokens: int) -> list[list[Op]]:
         batch = self.prefill_token_batch(tokens)

@@ -47,8 +47,18 @@ _MATRIX_KINDS = (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B
 class PhaseBuilder:
     """Turns the ops of one token batch into tasks on a Simulator; call `ops` for each batch in order."""
 
-    def __init__(self, sim: Simulator, chip: ChipSpec, view: PlacementView, rates: ChipRates | None = None) -> None:
+    def __init__(
+        self,
+        sim: Simulator,
+        chip: ChipSpec,
+        view: PlacementView,
+        rates: ChipRates | None = None,
+        *,
+        count_events: bool = True,
+    ) -> None:
         self.sim, self.chip, self.view = sim, chip, view
+        if not count_events:  # timing only (a design point's TTFT): `events` stay empty
+            self._count = self._noc_count = _ignore
         self.rate = rates or ChipRates.of(chip)
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
         self.events: dict[EventKey, float] = {}  # counted events of the base model's ops (for energy)
@@ -332,6 +342,10 @@ class PhaseBuilder:
         path (its unit's hops to the vector row, on average, plus half the vector row)."""
         hops = self._spanning_hops if pattern in ("broadcast", "reduce") else self._gather_hops
         self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
+
+
+def _ignore(*_args: object) -> None:
+    """What `_count` and `_noc_count` do for a builder that only times (count_events=False)."""
 
 
 @dataclass
