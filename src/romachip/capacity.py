@@ -32,6 +32,7 @@ Library code: no printing; bad input raises RomachipError subclasses.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, fields
 
@@ -192,6 +193,14 @@ def _check_chip_support(chip: ChipSpec, fmt: WeightFormat, lora: LoraConfig, kv:
 
 def _rom_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tuple[list[BreakdownRow], int, int]:
     """ROM breakdown rows per tensor kind, exact on-chip bits and host bytes."""
+    rows, on_bits, host_bytes = _model_rom_rows(spec, fmt, policy)
+    return list(rows), on_bits, host_bytes
+
+
+@functools.lru_cache(maxsize=64)
+def _model_rom_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tuple[tuple, int, int]:
+    """`_rom_rows` once per (model, format, policy) and process (frozen specs: a sweep over chips asks the
+    same model's breakdown at every design point)."""
     tensors = model_tensors(spec, fmt, policy)
     rows, on_bits, host_bits = [], 0, 0
     for kind in TensorKind:
@@ -207,7 +216,7 @@ def _rom_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> tupl
         )  # fmt: skip
         on_bits += sum(t.bits.total_bits for t in on)
         host_bits += sum(t.bits.total_bits for t in ts if not t.on_chip)
-    return rows, on_bits, math.ceil(host_bits / 8)
+    return tuple(rows), on_bits, math.ceil(host_bits / 8)
 
 
 def lora_unit_bytes(placement: Placement, lora: LoraConfig) -> np.ndarray:
@@ -215,8 +224,10 @@ def lora_unit_bytes(placement: Placement, lora: LoraConfig) -> np.ndarray:
     return placement.lora_unit_bytes(placement.uniform_ranks(lora), lora.dtype)
 
 
+@functools.lru_cache(maxsize=256)
 def _activation_peak_bytes(spec: ModelSpec, fmt: WeightFormat, context: int, act_bytes: int) -> int:
-    """Peak live activation bytes of one decode step: the largest op's in + out, plus the residual stream."""
+    """Peak live activation bytes of one decode step: the largest op's in + out, plus the residual stream
+    (once per model, format, context and width in a process: a sweep asks it at every design point)."""
     ops = decode_ops(spec, context, fmt=fmt, activation_bytes=act_bytes)
     return max(op.activation_bytes_in + op.activation_bytes_out for op in ops) + spec.hidden_size * act_bytes
 
