@@ -31,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.quant_quality import hamlet_text, plays_folder  # noqa: E402
+from benchmarks.quant_quality import hamlet_text, plays_folder, pydoc_text  # noqa: E402
 from romachip.cli.finetune import eval_perplexity  # noqa: E402
 from romachip.train.finetune import FinetuneSettings, finetune, training_windows, window_indices  # noqa: E402
 
@@ -39,6 +39,11 @@ from romachip.train.finetune import FinetuneSettings, finetune, training_windows
 def plays_text() -> str:
     plays = sorted(p for p in plays_folder().rglob("*.md") if p.stem != "hamlet")
     return "\n\n".join(p.read_text(encoding="utf-8") for p in plays)
+
+
+def train_text(kind: str) -> str:
+    """The training text: every play but Hamlet (Shakespeare, Hamlet's own domain) or the Python manual."""
+    return plays_text() if kind == "plays" else pydoc_text()
 
 
 def float_ppl(text: str, window: int, max_tokens: int, adapter: str | None = None) -> float:
@@ -95,10 +100,10 @@ def run(args: argparse.Namespace) -> dict:
     ev = {"window": args.seq_len, "max_tokens": args.eval_tokens}
     t0 = time.perf_counter()
     if args.what == "train-rom":
-        res = finetune(args.image, plays_text(), Path(args.out), settings(args))
+        res = finetune(args.image, train_text(args.train), Path(args.out), settings(args))
         return {"train_s": time.perf_counter() - t0, "first_loss": res.losses[0], "last_loss": res.losses[-1]}
     if args.what == "train-peft":
-        return {"train_s": train_peft_float(plays_text(), Path(args.out), settings(args))}
+        return {"train_s": train_peft_float(train_text(args.train), Path(args.out), settings(args))}
     if args.what == "float":
         return {"ppl": float_ppl(hamlet_text(), adapter=args.adapter, **ev), "eval_s": time.perf_counter() - t0}
     ppl = eval_perplexity(args.image, hamlet_text(), adapter=args.adapter, **ev)
@@ -111,6 +116,7 @@ def main() -> None:
     parser.add_argument("--image", help="the ROM image (train-rom, eval)")
     parser.add_argument("--adapter", help="eval, float: the adapter folder (none: the base model)")
     parser.add_argument("--out", help="train-*: the adapter folder to write")
+    parser.add_argument("--train", choices=["plays", "pydoc"], default="plays", help="train-*: the training text")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=32.0)

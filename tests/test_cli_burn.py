@@ -45,7 +45,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
 def test_burn_end_to_end(tmp_path, capsys, checkpoint):
     out = tmp_path / "tiny.rom"
     code, stdout, err = run(capsys, "burn", str(checkpoint), "--chip", "roma", "--bits", "4", "--group-size", "32",
-                            "-o", str(out), "--json")  # fmt: skip
+                            "--quantizer", "rtn", "-o", str(out), "--json")  # fmt: skip
     assert code == 0, err
     r = json.loads(stdout)
     assert r["fits"] is True and r["file_bytes"] == out.stat().st_size
@@ -132,7 +132,7 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
     ("args", "message"),
     [
         (["--bits", "3"], "runs 3-bit weights on no unit"),
-        (["--quantizer", "gptq"], "GPTQ quantizer needs calibration text"),
+        (["--quantizer", "gptq", "--calibration", "{empty}"], "calibration text is empty"),
         (["--quantizer", "gptq", "--calibration", "/nonexistent.txt"], "/nonexistent.txt does not exist"),
         (["--quantizer", "gptq", "--calibration", __file__], "needs the checkpoint's tokenizer"),
         (["--storage-policy", "dram"], "dram"),
@@ -142,6 +142,8 @@ def test_corrupted_image_is_reported_by_inspect(tmp_path, capsys, checkpoint):
 )
 def test_bad_options_exit_2_and_write_nothing(tmp_path, capsys, checkpoint, args, message):
     out = tmp_path / "x.rom"
+    (tmp_path / "empty.txt").write_text(" \n")
+    args = [a.replace("{empty}", str(tmp_path / "empty.txt")) for a in args]
     code, _, err = run(capsys, "burn", str(checkpoint), "-o", str(out), *args)
     assert code == 2 and message in err
     assert not out.exists()
@@ -198,10 +200,21 @@ def test_two_bit_tables_are_warned_about(tmp_path, capsys, checkpoint, policy, w
         assert "2 bits" in warnings[0]
 
 
-def test_four_bit_burn_has_no_warnings(tmp_path, capsys, checkpoint):
+def test_the_default_burn(tmp_path, capsys, checkpoint):
+    """No options: GPTQ calibrated on the model's own samples, g32 (the tiny model fits the ROM at it), 8-bit
+    tables, each said in a note; no warnings; and the same image twice (a pure function of the checkpoint)."""
     code, stdout, err = run(capsys, "burn", str(checkpoint), "-o", str(tmp_path / "four.rom"), "--json")
     assert code == 0, err
-    assert json.loads(stdout)["warnings"] == [] and "warning" not in err
+    r = json.loads(stdout)
+    assert r["warnings"] == [] and "warning" not in err
+    assert r["quantizer"] == "gptq" and r["weight_format"] == "uint4 g32 asym fp16 scale"
+    assert r["storage_policy"] == "rom_int8"
+    assert any("group size 32" in n and "more ROM" in n for n in r["notes"])
+    assert any("samples itself" in n for n in r["notes"]) and "note:" in err
+    model = RomImage.open(tmp_path / "four.rom").model()
+    assert model.metadata["calibration"] == "16 sequences x 256 tokens sampled from the model, seed 0"
+    assert run(capsys, "burn", str(checkpoint), "-o", str(tmp_path / "again.rom"))[0] == 0
+    assert (tmp_path / "four.rom").read_bytes() == (tmp_path / "again.rom").read_bytes()
 
 
 def test_rtn_search_burn_weighs_columns_by_the_norm_gain(tmp_path, capsys, checkpoint):

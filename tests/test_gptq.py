@@ -118,7 +118,7 @@ def test_sequential_gptq_on_tiny_model(tmp_path):
     names = {projection_name(i, p) for i in range(2) for p in PROJECTIONS} | {"model.embed_tokens.weight"}
     assert set(gq.weights) == names and set(gq.floats) == {n for n in ckpt.tensors if n.endswith("norm.weight")}
     assert seen[-1] == (15, 15) and [d for d, _ in seen] == list(range(1, 16))
-    assert gq.metadata["calibration"] == "8 sequences x 64 tokens"
+    assert gq.metadata["calibration"] == "8 sequences x 64 tokens of the given text"
     emb = "model.embed_tokens.weight"
     np.testing.assert_array_equal(gq.weights[emb].codes, rq.weights[emb].codes)
     ids = torch.from_numpy(rng.integers(0, 60, (4, 64)))
@@ -129,10 +129,11 @@ def test_sequential_gptq_on_tiny_model(tmp_path):
     assert err_g < err_r, (float(err_g), float(err_r))
 
 
-def test_gptq_needs_calibration_text(tmp_path):
+def test_gptq_calibration_text_must_hold_a_window(tmp_path):
+    """(Without text GPTQ samples its own: tests/test_sampled.py.)"""
     ckpt = tiny_checkpoint(tmp_path)
-    with pytest.raises(FormatError, match="calibration text"):
-        quantize_checkpoint(ckpt, WeightFormat(), quantizer="gptq")
+    with pytest.raises(FormatError, match="calibration text is empty"):
+        quantize_checkpoint(ckpt, WeightFormat(), quantizer="gptq", calibration_text="  ")
     with pytest.raises(FormatError, match="at least one window"):
         quantize_checkpoint(ckpt, WeightFormat(), quantizer="gptq", calibration_text="w1 w2 w3")
     with pytest.raises(FormatError, match="unknown quantizer"):

@@ -468,3 +468,75 @@ def auto_policy(
         f"needed, {report.rom.rom_bytes_available:,} B available): they are stored at {fmt.bits} bits instead, which "
         "costs quality (docs/quantization.md)"
     )
+
+
+#: Group sizes a default burn tries, smallest first: g32 when the model fits the ROM at it, else the
+#: paper's g128. On SmolLM2 (GPTQ, 8-bit tables) g32 takes held-out perplexity from ~1.25x to ~1.15x
+#: the shipped model's; g64 is not tried, since with RTN it measured no better than g128
+#: (docs/quantization.md).
+AUTO_GROUP_SIZES = (32, 128)
+AUTO_GROUP = "auto"
+
+
+@dataclass(frozen=True)
+class StorageChoice:
+    """The weight format and table policy a default burn (and `fit`) uses, the placement compiled for it
+    when one was (at context 0, no adapters), and notes on what the choice costs or gave up."""
+
+    fmt: WeightFormat
+    policy: StoragePolicy
+    placement: Placement | None
+    notes: tuple[str, ...]
+
+
+def _overhead_note(chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, larger: WeightFormat) -> str:
+    inp = spec.hidden_size
+    projections = [t for t in model_tensors(spec, fmt) if t.kind in (TensorKind.ATTENTION, TensorKind.MLP)]
+    extra = sum(t.bits.total_bits - larger.storage_bits(t.rows, t.cols).total_bits for t in projections)
+    small, large = fmt.bits_per_weight(inp) - fmt.bits, larger.bits_per_weight(inp) - larger.bits
+    return (
+        f"group size {fmt.group_size}: the model fits {chip.name}'s ROM at it, and its scales and zeros take "
+        f"{small:.3g} bits per weight instead of {large:.3g} "
+        f"at g{larger.group_size} ({extra / 8 / 2**20:,.1f} MiB more ROM); --group-size {larger.group_size} stores "
+        "the paper's format"
+    )
+
+
+def choose_storage(
+    chip: ChipSpec,
+    spec: ModelSpec,
+    *,
+    bits: int = DEFAULT_FORMAT.bits,
+    symmetric: bool = DEFAULT_FORMAT.symmetric,
+    group_size: int | None | str = AUTO_GROUP,
+    policy: StoragePolicy | str = AUTO_POLICY,
+    strategy: str = DEFAULT_STRATEGY,
+) -> StorageChoice:
+    """The format and policy of a burn that leaves them to the default (`group_size`/`policy` "auto").
+
+    Auto group size: the smallest of AUTO_GROUP_SIZES at which the model fits the ROM (with the 8-bit
+    tables when the policy is auto too: the tables matter more than the group size), else the largest.
+    Auto policy: `auto_policy` for the chosen format. A given group size or policy is kept as it is.
+    """
+    if group_size != AUTO_GROUP and policy != AUTO_POLICY:  # nothing to choose: nothing compiled
+        fmt = WeightFormat(bits=bits, group_size=group_size, symmetric=symmetric)  # type: ignore[arg-type]
+        return StorageChoice(fmt, StoragePolicy.parse(policy), None, ())
+    kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
+    lora = LoraConfig(rank=0, dtype=chip.precision.lora)
+    sizes = AUTO_GROUP_SIZES if group_size == AUTO_GROUP else (group_size,)
+    fmts = [WeightFormat(bits=bits, group_size=g, symmetric=symmetric) for g in sizes]
+    wanted = StoragePolicy.ROM_INT8 if policy == AUTO_POLICY else StoragePolicy.parse(policy)
+    notes: list[str] = []
+    for fmt in fmts[:-1]:  # a smaller group only when it fits as wanted
+        placement = compile_placement(chip, spec, fmt, strategy=strategy, policy=wanted, kv=kv)
+        if plan(chip, spec, fmt=fmt, lora=lora, kv=kv, placement=placement).rom.rom_fits:
+            return StorageChoice(fmt, wanted, placement, (_overhead_note(chip, spec, fmt, fmts[-1]),))
+    fmt = fmts[-1]
+    if len(fmts) > 1:
+        notes.append(f"group size {fmts[0].group_size} does not fit {chip.name}'s ROM ({wanted.value} tables): "
+                     f"the weights are stored at g{fmt.group_size}")  # fmt: skip
+    placement = compile_placement(chip, spec, fmt, strategy=strategy, policy=wanted, kv=kv)
+    if policy != AUTO_POLICY:
+        return StorageChoice(fmt, wanted, placement, tuple(notes))
+    pol, note = auto_policy(chip, spec, fmt, strategy=strategy, int8_placement=placement)
+    return StorageChoice(fmt, pol, placement if pol is wanted else None, (*notes, *([note] if note else [])))

@@ -8,11 +8,12 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY, check_weight_bits
+from romachip.capacity import AUTO_GROUP, AUTO_POLICY, DEFAULT_STRATEGY, check_weight_bits
 from romachip.cli.app import app, console, err_console, print_json, progress_bar
 from romachip.files import output_file, read_text
 from romachip.quant.formats import WeightFormat
-from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, check_quantizer
+from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, DEFAULT_QUANTIZER, check_quantizer
+from romachip.quant.sampled import SAMPLED_SEQUENCES
 from romachip.rom import RomImage
 from romachip.rom.pipeline import burn_checkpoint
 from romachip.spec import load_chip
@@ -37,22 +38,33 @@ def burn(
     chip: str = typer.Option("roma", "--chip", help="Chip preset name or path to a chip YAML."),
     bits: int = typer.Option(DEFAULT_FMT.bits, "--bits", min=1, help="Weight code width (the chip must support it)."),
     group_size: int = typer.Option(
-        DEFAULT_FMT.group_size, "--group-size", min=0, help="Weights per quantization group along the input; 0 = a row."
+        None,
+        "--group-size",
+        min=0,
+        help="Weights per quantization group along the input; 0 = a row [default: 32 when the model fits the "
+        "chip's ROM at it, else 128; the output says which and what the scales cost].",
     ),
     symmetric: bool = typer.Option(DEFAULT_FMT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
     quantizer: str = typer.Option(
-        "rtn",
+        DEFAULT_QUANTIZER,
         "--quantizer",
-        help="rtn (round to nearest), rtn-search (each group's scale/zero searched for the least "
-        "norm-weighted error; no data needed, docs/quantization.md), or gptq (needs --calibration; minutes).",
+        help="gptq (the default: error feedback from calibration activations; minutes on a small model, the "
+        "progress bar shows the ETA), rtn (round to nearest: seconds, lower quality), or rtn-search (each "
+        "group's scale/zero searched for the least norm-weighted error). Measured in docs/quantization.md.",
     ),
-    calibration: str = typer.Option(None, "--calibration", help="UTF-8 text file for GPTQ calibration."),
+    calibration: str = typer.Option(
+        None,
+        "--calibration",
+        help="UTF-8 text file for GPTQ calibration [default: text the model samples itself from its BOS token, "
+        "seed 0, so the burn needs no data].",
+    ),
     calibration_tokens: int = typer.Option(
-        CALIBRATION_SEQUENCES * CALIBRATION_TOKENS,
+        None,
         "--calibration-tokens",
         min=1,
-        help=f"GPTQ's calibration budget in tokens, taken as windows of {CALIBRATION_TOKENS} spread over the "
-        "text; GPTQ's time grows with it (the progress bar shows the ETA).",
+        help=f"GPTQ's calibration budget in tokens, in windows of {CALIBRATION_TOKENS} (spread over a given "
+        f"text) [default: {SAMPLED_SEQUENCES * CALIBRATION_TOKENS} sampled, "
+        f"{CALIBRATION_SEQUENCES * CALIBRATION_TOKENS} of a --calibration text]; time grows with it.",
     ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
     storage_policy: str = typer.Option(
@@ -70,14 +82,14 @@ def burn(
     output_file(output, what="ROM image")
     chip_spec = load_chip(chip)
     check_weight_bits(chip_spec, bits)  # every option is checked before the checkpoint loads (seconds)
-    fmt = WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)
+    WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)  # refuses a bad format up front
     calibration_text = _read_calibration(None if calibration is None else Path(calibration))
     check_quantizer(quantizer, calibration_text)
     if storage_policy != AUTO_POLICY:
         StoragePolicy.parse(storage_policy)
     with progress_bar() as bar:
         tasks: dict[str, int] = {}
-        labels = {"load": "loading", "quantize": "quantize", "burn": "burn"}
+        labels = {"load": "loading", "calibrate": "sample calibration", "quantize": "quantize", "burn": "burn"}
 
         def progress(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -85,7 +97,8 @@ def burn(
             bar.update(tasks[stage], completed=done, total=total or None)
 
         report = burn_checkpoint(
-            checkpoint, output, chip_spec, chip_preset=chip, fmt=fmt, quantizer=quantizer,
+            checkpoint, output, chip_spec, chip_preset=chip, bits=bits, symmetric=symmetric,
+            group_size=AUTO_GROUP if group_size is None else group_size or None, quantizer=quantizer,
             calibration_text=calibration_text, calibration_tokens=calibration_tokens, strategy=strategy,
             policy=storage_policy, progress=progress,
         )  # fmt: skip

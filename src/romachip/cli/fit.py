@@ -6,12 +6,15 @@ import typer
 from rich.table import Table
 
 from romachip.capacity import (
+    AUTO_GROUP,
+    AUTO_POLICY,
     DEFAULT_FORMAT,
     DEFAULT_KV,
     DEFAULT_LORA,
     DEFAULT_STRATEGY,
     CapacityReport,
     check_weight_bits,
+    choose_storage,
     plan,
 )
 from romachip.cli.app import EXIT_DOES_NOT_FIT, app, console, finite, print_json
@@ -20,7 +23,7 @@ from romachip.perf.design import host_bytes_per_token
 from romachip.quant.formats import WeightFormat
 from romachip.spec import ChipSpec, ModelSpec, load_chip, load_model_spec
 from romachip.spec.tech import load_host_link
-from romachip.tensor_bits import DEFAULT_POLICY
+from romachip.tensor_bits import StoragePolicy
 from romachip.workload import ALL_TARGETS, KvConfig, LoraConfig
 
 DEFAULT_CHIP = "roma"
@@ -116,10 +119,11 @@ def fit(
         DEFAULT_FORMAT.bits, "--bits", min=1, help="Weight code width (the chip must support it)."
     ),
     group_size: int = typer.Option(
-        DEFAULT_FORMAT.group_size,
+        None,
         "--group-size",
         min=0,
-        help="Weights per quantization group along the input; 0 = a row.",
+        help="Weights per quantization group along the input; 0 = a row [default: as `burn` chooses, 32 when "
+        "the model fits the ROM at it, else 128].",
     ),
     symmetric: bool = typer.Option(DEFAULT_FORMAT.symmetric, "--symmetric", help="Symmetric codes: no zero-points."),
     lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", min=0, help="LoRA rank (0: no adapters)."),
@@ -143,10 +147,11 @@ def fit(
         help="Override the chip's H-Unit SRAM for LoRA + KV, in MiB (all units together).",
     ),
     storage_policy: str = typer.Option(
-        DEFAULT_POLICY.value,
+        AUTO_POLICY,
         "--storage-policy",
-        help="Where the embedding table and LM head go: rom_weight, rom_int8, off_chip (embedding on the host), "
-        "off_chip_all (embedding and LM head on the host). See docs/capacity.md.",
+        help="Where the embedding table and LM head go: auto (as `burn` chooses: rom_int8 when it fits, else "
+        "rom_weight), rom_weight, rom_int8, off_chip (embedding on the host), off_chip_all (embedding and LM "
+        "head on the host). See docs/capacity.md.",
     ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
     tokens_per_s: float = typer.Option(
@@ -167,9 +172,13 @@ def fit(
     spec = load_model_spec(model)
     if sram_mb is not None and sram_mb < 0:
         raise CapacityError(f"--sram-mb must be >= 0 MiB, got {sram_mb}")
-    fmt = WeightFormat(
-        bits=bits, group_size=group_size or None, symmetric=symmetric, scale_dtype=DEFAULT_FORMAT.scale_dtype
-    )
+    WeightFormat(bits=bits, group_size=group_size or None, symmetric=symmetric)  # refuses a bad format up front
+    if storage_policy != AUTO_POLICY:
+        StoragePolicy.parse(storage_policy)
+    group = AUTO_GROUP if group_size is None else group_size or None
+    choice = choose_storage(chip_spec, spec, bits=bits, symmetric=symmetric, group_size=group,
+                            policy=storage_policy, strategy=strategy)  # fmt: skip
+    fmt, storage_policy = choice.fmt, choice.policy.value
     lora = LoraConfig(
         rank=lora_rank, targets=parse_lora_targets(lora_targets), dtype=lora_dtype or chip_spec.precision.lora
     )
@@ -177,14 +186,15 @@ def fit(
         dtype=kv_dtype or chip_spec.precision.kv, context_tokens=context, scale_bytes_per_vector=kv_scale_bytes
     )
     sram_bytes = None if sram_mb is None else int(sram_mb * MIB)
-    report = plan(
-        chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=storage_policy, strategy=strategy, sram_bytes=sram_bytes
-    )
+    report = plan(chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=storage_policy, strategy=strategy,
+                  sram_bytes=sram_bytes, placement=choice.placement)  # fmt: skip (the choice's, when compiled)
     host = _host_link(chip_spec, spec, fmt, storage_policy, tokens_per_s)
     if as_json:
-        print_json(report.to_dict() | {"host_link": host})
+        print_json(report.to_dict() | {"host_link": host, "notes": list(choice.notes)})
         _exit_with_verdict(report.fits)
         return
+    for note in choice.notes:
+        console.print(f"[cyan]note:[/] {note}", highlight=False, soft_wrap=True)
     console.print(_summary_table(report))
     console.print(_breakdown_table(report))
     need = host["bandwidth_needed_bytes_per_s"]

@@ -3,7 +3,8 @@
 - every projection of every block: RTN, RTN with the per-group scale/zero search of rtn_search.py
   (`rtn-search`, each input column weighed by the square of the RMSNorm gain in front of it), or GPTQ
   in `fmt`;
-- GPTQ with act order (static groups) and a clip search per group by default;
+- GPTQ with act order (static groups) and a clip search per group by default, calibrated on the given
+  text or, without one, on text the model samples itself (sampled.py: the default burn's calibration);
 - the embedding (and an untied lm_head): RTN in `embedding_fmt` (default: `fmt`), rows are tokens, groups
   run along the hidden dimension;
 - RMSNorm weights stay float32 in `floats`.
@@ -24,9 +25,13 @@ from romachip.quant.checkpoint import Checkpoint
 from romachip.quant.formats import WeightFormat
 from romachip.quant.rtn import quantize_rtn
 from romachip.quant.rtn_search import quantize_rtn_search
+from romachip.quant.sampled import SAMPLED_SEQUENCES, sampled_ids
 from romachip.quant.tensor import QuantizedModel, QuantizedTensor
 
 QUANTIZERS = ("rtn", "rtn-search", "gptq")
+#: The default burn's quantizer (burn, burn_checkpoint): GPTQ, on the model's own samples when no text is
+#: given; measured against RTN in docs/quantization.md. `quantize_checkpoint` itself defaults to RTN.
+DEFAULT_QUANTIZER = "gptq"
 #: The RMSNorm whose gain scales each projection's input (o_proj and down_proj have none in front).
 INPUT_NORM = {
     "q_proj": "input_layernorm",
@@ -77,11 +82,12 @@ def searched_rtn(ckpt: Checkpoint, layer: int, proj: str, fmt: WeightFormat) -> 
 
 
 def check_quantizer(quantizer: str, calibration_text: str | None) -> None:
-    """FormatError for an unknown quantizer or GPTQ without calibration text (burn asks before loading)."""
+    """FormatError for an unknown quantizer or empty calibration text (burn asks before loading). GPTQ
+    without calibration text samples its own (sampled.py)."""
     if quantizer not in QUANTIZERS:
         raise FormatError(f"unknown quantizer {quantizer!r}; choose one of {', '.join(QUANTIZERS)}")
-    if quantizer == "gptq" and not calibration_text:
-        raise FormatError("the GPTQ quantizer needs calibration text (e.g. --calibration FILE)")
+    if quantizer == "gptq" and calibration_text is not None and not calibration_text.strip():
+        raise FormatError("the calibration text is empty")
 
 
 def quantize_checkpoint(
@@ -91,13 +97,19 @@ def quantize_checkpoint(
     quantizer: Literal["rtn", "rtn-search", "gptq"] = "rtn",
     calibration_text: str | None = None,
     embedding_fmt: WeightFormat | None = None,
-    calibration_sequences: int = CALIBRATION_SEQUENCES,
+    calibration_sequences: int | None = None,
     calibration_tokens: int = CALIBRATION_TOKENS,
     act_order: bool = True,
     clip_search: bool = True,
+    seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    calibration_progress: Callable[[int, int], None] | None = None,
 ) -> QuantizedModel:
     """Quantize every weight of `ckpt`; progress(done, total) is called as tensors finish.
+
+    GPTQ calibrates on `calibration_sequences` windows of `calibration_tokens` tokens: of
+    `calibration_text` (default CALIBRATION_SEQUENCES windows), or, with no text, sampled from the float
+    model itself from `seed` (default SAMPLED_SEQUENCES; calibration_progress(done, total) per token).
 
     GPTQ options (ignored by RTN): act_order visits columns by decreasing Hessian diagonal with static
     groups, so ROM groups stay contiguous; clip_search lets each group shrink its range. Both default on:
@@ -111,6 +123,14 @@ def quantize_checkpoint(
     names = [projection_name(i, p) for i in range(spec.num_layers) for p in PROJECTIONS]
     total = len(heads) + len(names)
     done = 0
+    ids = None
+    if quantizer == "gptq":  # first, so that the progress of the tensors below is theirs alone
+        if calibration_text is None:
+            ids = sampled_ids(spec, ckpt.tensors, sequences=calibration_sequences or SAMPLED_SEQUENCES,
+                              tokens=calibration_tokens, seed=seed, progress=calibration_progress)  # fmt: skip
+        else:
+            ids = calibration_ids(ckpt.tokenizer_json, calibration_text, tokens=calibration_tokens,
+                                  sequences=calibration_sequences or CALIBRATION_SEQUENCES)  # fmt: skip
     for name in heads:
         weights[name] = quantize_rtn(ckpt.tensors[name], emb_fmt)
         done += 1
@@ -127,9 +147,6 @@ def quantize_checkpoint(
     else:
         from romachip.quant.gptq_model import gptq_model
 
-        ids = calibration_ids(
-            ckpt.tokenizer_json, calibration_text or "", sequences=calibration_sequences, tokens=calibration_tokens
-        )
         calib_tensors = dict(ckpt.tensors)
         calib_tensors[EMBEDDING] = weights[EMBEDDING].dequantize()  # calibrate on what the chip will see
         offset = done
@@ -144,7 +161,8 @@ def quantize_checkpoint(
         "embedding_format": emb_fmt.describe(),
     }
     if quantizer == "gptq":
-        metadata["calibration"] = f"{ids.shape[0]} sequences x {ids.shape[1]} tokens"
+        source = "of the given text" if calibration_text is not None else f"sampled from the model, seed {seed}"
+        metadata["calibration"] = f"{ids.shape[0]} sequences x {ids.shape[1]} tokens {source}"
         metadata["gptq_options"] = f"act_order={act_order} clip_search={clip_search}"
     return QuantizedModel(
         spec=spec,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from romachip.names import EMBED_NAME
 from romachip.quant.tensor import QuantizedModel
 from romachip.rom.layout import FORMAT_VERSION, MAGIC
 from romachip.rom.pipeline import BurnReport, burn_checkpoint
@@ -23,11 +24,18 @@ def burn(
     *,
     chip_preset: str | None = None,
     strategy: str = "spread",
-    policy: StoragePolicy | str = DEFAULT_POLICY,
+    policy: StoragePolicy | str | None = None,
     num_groups: int | None = None,
     progress: Progress | None = None,
 ) -> RomImage:
-    """Write `qmodel` as a ROM image for `chip` at `path` and open it (checksums verified)."""
+    """Write `qmodel` as a ROM image for `chip` at `path` and open it (checksums verified).
+
+    `policy` None: the one the model's tables were quantized for, as `burn_checkpoint` chooses it
+    (rom_int8 when the embedding holds 8-bit codes and the weights fewer, else rom_weight)."""
+    if policy is None:
+        table = qmodel.weights.get(EMBED_NAME)
+        int8 = table is not None and table.fmt.bits == 8 and qmodel.fmt.bits != 8
+        policy = StoragePolicy.ROM_INT8 if int8 else DEFAULT_POLICY
     write_image(
         path,
         qmodel,

@@ -8,12 +8,27 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from romachip.capacity import AUTO_POLICY, DEFAULT_STRATEGY, CapacityReport, auto_policy, plan
+from romachip.capacity import (
+    AUTO_GROUP,
+    AUTO_POLICY,
+    DEFAULT_FORMAT,
+    DEFAULT_STRATEGY,
+    CapacityReport,
+    choose_storage,
+    plan,
+)
 from romachip.compile import compile_placement
 from romachip.errors import CapacityError, FormatError
 from romachip.quant.checkpoint import load_checkpoint
 from romachip.quant.formats import WeightFormat
-from romachip.quant.quantize import CALIBRATION_SEQUENCES, CALIBRATION_TOKENS, quantize_checkpoint
+from romachip.quant.quantize import (
+    CALIBRATION_SEQUENCES,
+    CALIBRATION_TOKENS,
+    DEFAULT_QUANTIZER,
+    check_quantizer,
+    quantize_checkpoint,
+)
+from romachip.quant.sampled import SAMPLED_SEQUENCES
 from romachip.rom.layout import FORMAT_VERSION
 from romachip.rom.reader import RomImage
 from romachip.rom.writer import write_image
@@ -91,27 +106,35 @@ def burn_checkpoint(
     chip: ChipSpec,
     *,
     chip_preset: str | None = None,
-    fmt: WeightFormat = WeightFormat(),  # noqa: B008  (frozen)
-    quantizer: str = "rtn",
+    bits: int = DEFAULT_FORMAT.bits,
+    group_size: int | None | str = AUTO_GROUP,
+    symmetric: bool = DEFAULT_FORMAT.symmetric,
+    quantizer: str = DEFAULT_QUANTIZER,
     calibration_text: str | None = None,
-    calibration_tokens: int = CALIBRATION_SEQUENCES * CALIBRATION_TOKENS,
+    calibration_tokens: int | None = None,
     strategy: str = DEFAULT_STRATEGY,
     policy: StoragePolicy | str = AUTO_POLICY,
     progress: StageProgress | None = None,
 ) -> BurnReport:
-    """Quantize a checkpoint (HF folder, .gguf, or a shipped name) into `fmt` and burn it for `chip`.
+    """Quantize a checkpoint (HF folder, .gguf, or a shipped name) into `bits`-bit codes and burn it for `chip`.
 
-    The model is placed once; a model whose placement overflows an L-Unit is refused (CapacityError with
-    the breakdown) before it is quantized, and nothing is written. `policy="auto"` (the default) keeps the
-    embedding/LM head at 8 bits when that fits, else in the weight format, with a note (`auto_policy`).
-    GPTQ calibrates on `calibration_tokens` tokens, in windows of CALIBRATION_TOKENS.
+    The defaults are the measured default burn (docs/quantization.md): GPTQ calibrated on text the model
+    samples itself (none given: SAMPLED_SEQUENCES windows of CALIBRATION_TOKENS, seed 0), group size 32
+    when the model fits the ROM at it, else 128 (`group_size="auto"`; None = one group per row), and the
+    embedding/LM head at 8 bits when that fits (`policy="auto"`), each said in the report's notes
+    (`choose_storage`). The model is placed once; a model whose placement overflows an L-Unit is refused
+    (CapacityError with the breakdown) before it is quantized, and nothing is written. GPTQ calibrates
+    on `calibration_tokens` tokens (default: 16 windows sampled, 32 of a given text), in windows of
+    CALIBRATION_TOKENS.
     """
     report = progress or (lambda stage, done, total: None)
-    if calibration_tokens < CALIBRATION_TOKENS:
+    if calibration_tokens is not None and calibration_tokens < CALIBRATION_TOKENS:
         raise FormatError(
             f"--calibration-tokens must be at least one window of {CALIBRATION_TOKENS} tokens, got {calibration_tokens}"
         )
-    pol = None if policy == AUTO_POLICY else StoragePolicy.parse(policy)
+    check_quantizer(quantizer, calibration_text)
+    if policy != AUTO_POLICY:
+        StoragePolicy.parse(policy)
     t0 = time.perf_counter()
     walls: dict[str, float] = {}
     report("load", 0, 0)
@@ -119,27 +142,31 @@ def burn_checkpoint(
     report("load", 1, 1)
     walls["load_s"] = time.perf_counter() - t0
     t = time.perf_counter()
-    notes: list[str] = []
+    choice = choose_storage(chip, ckpt.spec, bits=bits, symmetric=symmetric, group_size=group_size, policy=policy,
+                            strategy=strategy)  # fmt: skip
+    fmt, pol, notes = choice.fmt, choice.policy, list(choice.notes)
     kv = KvConfig(dtype=chip.precision.kv, context_tokens=0)
-    placement = None
-    if pol is None:  # compile the 8-bit-table placement once; it is the one burned when it fits
-        placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=StoragePolicy.ROM_INT8, kv=kv)
-        pol, note = auto_policy(chip, ckpt.spec, fmt, strategy=strategy, int8_placement=placement)
-        notes += [note] if note else []
-        placement = placement if pol is StoragePolicy.ROM_INT8 else None
+    placement = choice.placement
     if placement is None:
         placement = compile_placement(chip, ckpt.spec, fmt, strategy=strategy, policy=pol, kv=kv)
     fit = plan(chip, ckpt.spec, fmt=fmt, lora=LoraConfig(rank=0, dtype=chip.precision.lora), kv=kv, placement=placement)
     if not fit.rom.rom_fits:
         raise refusal(fit)
+    sampled = quantizer == "gptq" and calibration_text is None
+    default_windows = SAMPLED_SEQUENCES if sampled else CALIBRATION_SEQUENCES
+    windows = default_windows if calibration_tokens is None else calibration_tokens // CALIBRATION_TOKENS
+    if sampled:
+        notes.append(f"GPTQ calibrates on {windows} x {CALIBRATION_TOKENS} tokens the model samples itself "
+                     "(seed 0); --quantizer rtn burns in seconds, at some quality (docs/quantization.md)")  # fmt: skip
     qmodel = quantize_checkpoint(
         ckpt,
         fmt,
         quantizer=quantizer,  # type: ignore[arg-type]
         calibration_text=calibration_text,
-        calibration_sequences=calibration_tokens // CALIBRATION_TOKENS,
+        calibration_sequences=windows,
         embedding_fmt=pol.table_format(fmt),
         progress=lambda d, n: report("quantize", d, n),
+        calibration_progress=lambda d, n: report("calibrate", d, n),
     )
     walls["quantize_s"] = time.perf_counter() - t
     t = time.perf_counter()
