@@ -171,3 +171,16 @@ def test_version_prints_the_package_version(capsys):
 
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"romachip {__version__}"
+
+
+def test_fit_assumes_the_default_burns_format_and_policy(capsys):
+    """No --group-size / --storage-policy: what `burn` would store (capacity.choose_storage), with its notes."""
+    three = json.loads(run(capsys, "--model", "llama-3.2-3b", "--json")[1])
+    assert three["weight_format"] == "uint4 g128 asym fp16 scale" and three["policy"] == "rom_int8"
+    assert any("group size 32 does not fit" in n for n in three["notes"])
+    one = json.loads(run(capsys, "--model", "llama-3.2-1b", "--json")[1])
+    assert one["weight_format"] == "uint4 g32 asym fp16 scale" and one["policy"] == "rom_int8"
+    assert any("group size 32" in n and "more ROM" in n for n in one["notes"])
+    given = json.loads(run(capsys, "--model", "llama-3.2-1b", "--group-size", "128", "--storage-policy",
+                           "rom_weight", "--json")[1])  # fmt: skip
+    assert given["weight_format"] == "uint4 g128 asym fp16 scale" and given["notes"] == []

@@ -490,15 +490,15 @@ class StorageChoice:
 
 
 def _overhead_note(chip: ChipSpec, spec: ModelSpec, fmt: WeightFormat, larger: WeightFormat) -> str:
-    inp = spec.hidden_size
+    """What the smaller group costs: scale + zero bits per projection weight, and the extra ROM."""
     projections = [t for t in model_tensors(spec, fmt) if t.kind in (TensorKind.ATTENTION, TensorKind.MLP)]
-    extra = sum(t.bits.total_bits - larger.storage_bits(t.rows, t.cols).total_bits for t in projections)
-    small, large = fmt.bits_per_weight(inp) - fmt.bits, larger.bits_per_weight(inp) - larger.bits
+    params = sum(t.params for t in projections)
+    small = sum(t.bits.total_bits - t.bits.code_bits for t in projections)
+    large = sum(larger.storage_bits(t.rows, t.cols).total_bits - t.bits.code_bits for t in projections)
     return (
         f"group size {fmt.group_size}: the model fits {chip.name}'s ROM at it, and its scales and zeros take "
-        f"{small:.3g} bits per weight instead of {large:.3g} "
-        f"at g{larger.group_size} ({extra / 8 / 2**20:,.1f} MiB more ROM); --group-size {larger.group_size} stores "
-        "the paper's format"
+        f"{small / params:.3g} bits per weight instead of {large / params:.3g} at g{larger.group_size} "
+        f"({(small - large) / 8 / 2**20:,.1f} MiB more ROM); --group-size {larger.group_size} stores the paper's format"
     )
 
 
