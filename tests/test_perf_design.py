@@ -229,7 +229,7 @@ def test_design_point_is_the_chip_models_numbers_and_keeps_its_shape(roma, small
 def test_fit_and_simulate_report_the_host_bandwidth_a_rate_needs(capsys):
     import json
 
-    args = ["--model", "llama-3.2-1b", "--storage-policy", "off_chip_all", "--json"]
+    args = ["--model", "llama-3.2-1b", "--group-size", "128", "--storage-policy", "off_chip_all", "--json"]
     assert main(["fit", *args, "--tokens-per-s", "1000"]) == 0
     host = json.loads(capsys.readouterr().out)["host_link"]
     assert main(["simulate", *args, "--prompt", "8", "--generate", "3"]) == 0
