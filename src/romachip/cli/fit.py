@@ -186,8 +186,9 @@ def fit(
         dtype=kv_dtype or chip_spec.precision.kv, context_tokens=context, scale_bytes_per_vector=kv_scale_bytes
     )
     sram_bytes = None if sram_mb is None else int(sram_mb * MIB)
+    # the choice's placement when choose_storage compiled one (one compilation per command)
     report = plan(chip_spec, spec, fmt=fmt, lora=lora, kv=kv, policy=storage_policy, strategy=strategy,
-                  sram_bytes=sram_bytes, placement=choice.placement)  # fmt: skip (the choice's, when compiled)
+                  sram_bytes=sram_bytes, placement=choice.placement)  # fmt: skip
     host = _host_link(chip_spec, spec, fmt, storage_policy, tokens_per_s)
     if as_json:
         print_json(report.to_dict() | {"host_link": host, "notes": list(choice.notes)})
