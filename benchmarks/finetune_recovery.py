@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     ev = {"window": args.seq_len, "max_tokens": args.eval_tokens}
     t0 = time.perf_counter()
     if args.what == "train-rom":
-        res = finetune(args.image, train_text(args.train), Path(args.out), settings(args))
+        res = finetune(args.image, train_text(args.train), Path(args.out), settings(args), resume=args.resume)
         return {"train_s": time.perf_counter() - t0, "first_loss": res.losses[0], "last_loss": res.losses[-1]}
     if args.what == "train-peft":
         return {"train_s": train_peft_float(train_text(args.train), Path(args.out), settings(args))}
@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--out", help="train-*: the adapter folder to write")
     parser.add_argument("--train", choices=["plays", "pydoc"], default="plays", help="train-*: the training text")
     parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--resume", action="store_true", help="train-rom: continue the checkpoint in --out")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--alpha", type=float, default=32.0)
     parser.add_argument("--lr", type=float, default=1e-3)
