@@ -10,6 +10,7 @@
 #define P_BITS 21
 
 PyObject *hunit_attention(PyObject *self, PyObject *args);
+PyObject *hunit_scores(PyObject *self, PyObject *args);
 
 typedef struct {
     int64_t kvh, rows, keys, d, tokens, start, units, slots, cap;
@@ -274,4 +275,107 @@ PyObject *hunit_attention(PyObject *self, PyObject *args) {
     while (got-- > 0) PyBuffer_Release(&b[got]);
     if (failed) return NULL;
     Py_RETURN_NONE;
+}
+
+/* ---- q.k with int8 keys: S = sum_d qi ki exact in int32 (|qi| < 2^15, |ki| <= 127, d <= 256: |S| < 2^30) */
+
+#define KEY_BLOCK 16
+#define SCORE_D_MAX 256
+
+#ifdef LUNIT_X86
+/* keys packed [kvh][key block][d / 2][16 keys][2] as int16 (zero past the last key), so that one vpdpwssd
+ * adds q_e k_je + q_e+1 k_je+1 for 16 keys */
+T512 static void scores_avx512(const double *qi, const int8_t *k, double *dots, int64_t kvh, int64_t rows,
+                               int64_t keys, int64_t d, int64_t cap, int64_t tokens, int64_t start, int threads,
+                               int16_t *kp) {
+    const int64_t blocks = (keys + KEY_BLOCK - 1) / KEY_BLOCK, d2 = (d + 1) / 2;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t hb = 0; hb < kvh * blocks; hb++) {
+            int16_t *dst = kp + hb * d2 * KEY_BLOCK * 2;
+            const int64_t h = hb / blocks, j0 = hb % blocks * KEY_BLOCK;
+            memset(dst, 0, sizeof(int16_t) * (size_t)(d2 * KEY_BLOCK * 2));
+            for (int64_t n = 0; n < KEY_BLOCK && j0 + n < keys; n++)
+                for (int64_t e = 0; e < d; e++) dst[(e / 2 * KEY_BLOCK + n) * 2 + e % 2] = k[(h * cap + j0 + n) * d + e];
+        }
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t hr = 0; hr < kvh * rows; hr++) {
+            const int64_t h = hr / rows, r = hr % rows, pos = start + r % tokens;
+            const int64_t vis = pos + 1 < keys ? pos + 1 : keys;
+            const double *q = qi + hr * d;
+            int32_t pairs[SCORE_D_MAX / 2];
+            for (int64_t e2 = 0; e2 < d2; e2++) {
+                int32_t lo = (int32_t)q[2 * e2], hi = 2 * e2 + 1 < d ? (int32_t)q[2 * e2 + 1] : 0;
+                pairs[e2] = (int32_t)(((uint32_t)hi << 16) | ((uint32_t)lo & 0xffffu));
+            }
+            double *out = dots + hr * keys;
+            for (int64_t j0 = 0; j0 < vis; j0 += KEY_BLOCK) {
+                const int16_t *kb = kp + (h * blocks + j0 / KEY_BLOCK) * d2 * KEY_BLOCK * 2;
+                __m512i acc = _mm512_setzero_si512();
+                for (int64_t e2 = 0; e2 < d2; e2++)
+                    acc = _mm512_dpwssd_epi32(acc, _mm512_loadu_si512((const void *)(kb + e2 * KEY_BLOCK * 2)),
+                                              _mm512_set1_epi32(pairs[e2]));
+                int64_t n = keys - j0 < KEY_BLOCK ? keys - j0 : KEY_BLOCK;
+                __mmask8 m0 = n >= 8 ? 0xff : (__mmask8)((1u << n) - 1), m1 = n >= 16 ? 0xff : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
+                _mm512_mask_storeu_pd(out + j0, m0, _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc)));
+                _mm512_mask_storeu_pd(out + j0 + 8, m1, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(acc, 1)));
+            }
+        }
+    }
+}
+#endif
+
+/* scores(qi, k, dots, kvh, rows, keys, d, tokens, start, threads, widest) -> whether it computed the visible
+ * entries of dots (False: no AVX-512 VNNI allowed here, d too large or a |qi| >= 2^15; use BLAS) */
+PyObject *hunit_scores(PyObject *self, PyObject *args) {
+    PyObject *q_o, *k_o, *dots_o;
+    long long kvh, rows, keys, d, tokens, start;
+    int threads, widest;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOLLLLLLii", &q_o, &k_o, &dots_o, &kvh, &rows, &keys, &d, &tokens, &start, &threads,
+                          &widest))
+        return NULL;
+    if (kvh < 1 || rows < 1 || keys < 1 || d < 1 || tokens < 1 || rows % tokens || start < 0 || start + tokens > keys ||
+        threads < 1) {
+        PyErr_SetString(PyExc_ValueError, "bad score arguments");
+        return NULL;
+    }
+    int level = lunit_cpu_level();
+    if ((widest < level ? widest : level) < AVX512 || d > SCORE_D_MAX) Py_RETURN_FALSE;
+    Py_buffer qb, kb, db;
+    if (PyObject_GetBuffer(k_o, &kb, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    Py_ssize_t cap = kb.len / (kvh * d), itemsize = kb.itemsize;
+    PyBuffer_Release(&kb);
+    if (itemsize != 1 || cap < keys) {
+        PyErr_SetString(PyExc_ValueError, "scores: keys must be int8 [kv_heads, capacity, d]");
+        return NULL;
+    }
+    if (lunit_get(q_o, &qb, 0, 8, kvh * rows * d, "qi") < 0) return NULL;
+    if (lunit_get(k_o, &kb, 0, 1, kvh * cap * d, "k") < 0) {
+        PyBuffer_Release(&qb);
+        return NULL;
+    }
+    if (lunit_get(dots_o, &db, 1, 8, kvh * rows * keys, "dots") < 0) {
+        PyBuffer_Release(&kb), PyBuffer_Release(&qb);
+        return NULL;
+    }
+    const double *q = qb.buf;
+    int fits = 1, done = 0;
+    for (Py_ssize_t i = 0; i < kvh * rows * d; i++) fits &= q[i] > -32768.0 && q[i] < 32768.0;
+#ifdef LUNIT_X86
+    static __thread scratch_t kp_s;
+    const int64_t blocks = (keys + KEY_BLOCK - 1) / KEY_BLOCK;
+    int16_t *kp = fits ? scratch(&kp_s, sizeof(int16_t) * (size_t)(kvh * blocks * (d + 1) / 2 * KEY_BLOCK * 2 + 64)) : NULL;
+    if (kp) {
+        Py_BEGIN_ALLOW_THREADS;
+        scores_avx512(q, kb.buf, db.buf, kvh, rows, keys, d, cap, tokens, start, threads, kp);
+        Py_END_ALLOW_THREADS;
+        done = 1;
+    }
+#endif
+    PyBuffer_Release(&db), PyBuffer_Release(&kb), PyBuffer_Release(&qb);
+    if (fits && !done) return PyErr_NoMemory();
+    if (done) Py_RETURN_TRUE;
+    Py_RETURN_FALSE;
 }

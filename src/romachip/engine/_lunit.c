@@ -23,6 +23,7 @@ PyObject *lunit_exp64(PyObject *self, PyObject *args); /* _vector.c */
 PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
 PyObject *hunit_attention(PyObject *self, PyObject *args); /* _hunit.c */
+PyObject *hunit_scores(PyObject *self, PyObject *args);
 
 #include "_lunit.h"
 
@@ -505,6 +506,9 @@ static PyMethodDef methods[] = {
     {"attention", hunit_attention, METH_VARARGS,
      "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads, widest): "
      "split-softmax attention after the q.k products (attention.py)"},
+    {"scores", hunit_scores, METH_VARARGS,
+     "scores(qi, k, dots, kv_heads, rows, keys, d, tokens, start, threads, widest): the visible q.k products "
+     "of int8 keys into dots; False where this CPU or the data cannot (take BLAS)"},
     {"simd", lunit_simd, METH_NOARGS, "the widest vector path this CPU takes: 'portable', 'avx2', 'avx512' or 'amx'"},
     {NULL, NULL, 0, NULL},
 };

@@ -70,8 +70,16 @@ def _attention_rows(
         out = ((torch.from_numpy(e) @ torch.from_numpy(v)).numpy().astype(np.float64) / z).astype(np.float32)
     else:
         qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
-        kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
-        dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
+        dots = None
+        if widest is not None and cache.mode == "int8":  # the visible products in C (exact int32 sums)
+            dots = np.empty((kvh, rep * tokens, keys))
+            qi = np.ascontiguousarray(qi)
+            args = (kvh, rep * tokens, keys, d, tokens, start, native_threads(), widest)
+            if not _lunit.scores(qi, cache.k[layer], dots, *args):
+                dots = None
+        if dots is None:
+            kt = np.ascontiguousarray(k.transpose(0, 2, 1), dtype=np.float64)
+            dots = torch.bmm(torch.from_numpy(qi), torch.from_numpy(kt)).numpy()
         if widest is not None:
             out = np.empty((kvh, rep * tokens, d), dtype=np.float32)
             _lunit.attention(
