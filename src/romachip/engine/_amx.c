@@ -192,7 +192,7 @@ TAMX int lunit_linear_amx(const weight_t *w, const act_t *x, float *y, int threa
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         if (prepared) {
-#pragma omp for schedule(static) reduction(| : any_hi)
+#pragma omp for schedule(dynamic, 1) reduction(| : any_hi)
             for (int64_t b = 0; b < blocks; b++) any_hi |= split_block(w, x, &t, b);
 #pragma omp single
             t.any_hi = any_hi;
@@ -207,7 +207,7 @@ TAMX int lunit_linear_amx(const weight_t *w, const act_t *x, float *y, int threa
             failed = 1;
         }
         if (ok) configure(kb);
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < units; u++)
             if (ok) unit_amx(w, x, &t, u, kb, codes, c, acc, y);
         if (ok) _tile_release();

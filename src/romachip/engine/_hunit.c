@@ -207,7 +207,7 @@ static int run_attention(att_t *a, int threads, int level) {
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         if (a->vd) {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 8)
             for (int64_t hj = 0; hj < a->kvh * a->keys; hj++)
                 for (int64_t e = 0; e < a->d; e++)
                     a->vd[hj * a->d + e] = value_at(a, hj / a->keys, hj % a->keys, e);
@@ -291,7 +291,7 @@ T512 static void scores_avx512(const double *qi, const int8_t *k, double *dots, 
     const int64_t blocks = (keys + KEY_BLOCK - 1) / KEY_BLOCK, d2 = (d + 1) / 2;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 4)
         for (int64_t hb = 0; hb < kvh * blocks; hb++) {
             int16_t *dst = kp + hb * d2 * KEY_BLOCK * 2;
             const int64_t h = hb / blocks, j0 = hb % blocks * KEY_BLOCK;

@@ -22,6 +22,7 @@
 PyObject *lunit_exp64(PyObject *self, PyObject *args); /* _vector.c */
 PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
+PyObject *lunit_rope(PyObject *self, PyObject *args);
 PyObject *hunit_attention(PyObject *self, PyObject *args); /* _hunit.c */
 PyObject *hunit_scores(PyObject *self, PyObject *args);
 
@@ -390,7 +391,7 @@ static int run_linear(const weight_t *w, const act_t *x, float *y, int threads, 
     {
         double *acc = malloc(sizeof(double) * (size_t)(x->rows * OUT_TILE * per));
         int16_t *wbuf = malloc(sizeof(int16_t) * (size_t)(OUT_TILE * per * ((w->glen < w->in_p ? w->glen : w->in_p) + CHUNK)));
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
         for (int64_t u = 0; u < units; u++) {
             if (!acc || !wbuf) continue;
             int64_t t = u * per;
@@ -459,7 +460,7 @@ static PyObject *lunit_linear(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS;
     const float *xf = xb.buf;
     const int vector_rows = lunit_cpu_level() >= AVX512 && portable >= AVX512;
-#pragma omp parallel for num_threads(threads) if (threads > 1 && rows > 1) schedule(static)
+#pragma omp parallel for num_threads(threads) if (threads > 1 && rows > 1) schedule(dynamic, 8)
     for (int64_t r = 0; r < rows; r++) { /* each row by one thread */
 #ifdef LUNIT_X86
         if (vector_rows) {
@@ -503,6 +504,7 @@ static PyMethodDef methods[] = {
     {"exp64", lunit_exp64, METH_VARARGS, "exp64(x, out): detmath.exp64 of float64 x into out, the same bits"},
     {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, n): SwiGLU of float32 g, u into h"},
     {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps): RMSNorm of float32 rows"},
+    {"rope", lunit_rope, METH_VARARGS, "rope(x, cos, sin, y, tokens, heads, d): RoPE of float32 x [tokens, heads, d]"},
     {"attention", hunit_attention, METH_VARARGS,
      "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads, widest): "
      "split-softmax attention after the q.k products (attention.py)"},

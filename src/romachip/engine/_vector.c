@@ -6,6 +6,7 @@
 PyObject *lunit_exp64(PyObject *self, PyObject *args);
 PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
+PyObject *lunit_rope(PyObject *self, PyObject *args);
 
 #ifdef LUNIT_X86
 T512 static void exp64_x8_array(const double *x, double *y, Py_ssize_t n) {
@@ -133,5 +134,44 @@ PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
         rms_rows(xb.buf, wb.buf, yb.buf, r, rows - r < NORM_ROWS ? (int)(rows - r) : NORM_ROWS, n, eps);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&yb), PyBuffer_Release(&wb), PyBuffer_Release(&xb);
+    Py_RETURN_NONE;
+}
+
+/* RoPE, rotate_half layout: [f32(f32(x1 c) - f32(x2 s)), f32(f32(x2 c) + f32(x1 s))] per token and head */
+PyObject *lunit_rope(PyObject *self, PyObject *args) {
+    PyObject *xo, *co, *so, *yo;
+    long long tokens, heads, d;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOOLLL", &xo, &co, &so, &yo, &tokens, &heads, &d)) return NULL;
+    if (tokens < 0 || heads < 1 || d < 2 || d % 2) {
+        PyErr_SetString(PyExc_ValueError, "bad RoPE arguments");
+        return NULL;
+    }
+    Py_buffer b[4];
+    PyObject *objs[4] = {xo, co, so, yo};
+    Py_ssize_t items[4] = {tokens * heads * d, tokens * d / 2, tokens * d / 2, tokens * heads * d};
+    const char *names[4] = {"x", "cos", "sin", "y"};
+    int got = 0;
+    for (; got < 4; got++)
+        if (lunit_get(objs[got], &b[got], got == 3, 4, items[got], names[got]) < 0) break;
+    if (got == 4) {
+        const float *x = b[0].buf, *c = b[1].buf, *s = b[2].buf;
+        float *y = b[3].buf;
+        const long long h2 = d / 2;
+        Py_BEGIN_ALLOW_THREADS;
+        for (long long t = 0; t < tokens; t++)
+            for (long long h = 0; h < heads; h++) {
+                const float *x1 = x + (t * heads + h) * d, *x2 = x1 + h2, *ct = c + t * h2, *st = s + t * h2;
+                float *y1 = y + (t * heads + h) * d, *y2 = y1 + h2;
+                for (long long i = 0; i < h2; i++) {
+                    y1[i] = x1[i] * ct[i] - x2[i] * st[i];
+                    y2[i] = x2[i] * ct[i] + x1[i] * st[i];
+                }
+            }
+        Py_END_ALLOW_THREADS;
+    }
+    int failed = got < 4;
+    while (got-- > 0) PyBuffer_Release(&b[got]);
+    if (failed) return NULL;
     Py_RETURN_NONE;
 }

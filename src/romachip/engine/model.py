@@ -171,6 +171,11 @@ class EngineModel:
         """x [tokens, heads, d] at positions start.. -> rotated (rotate_half layout)."""
         tokens, _, d = x.shape
         cos_t, sin_t = self.rope_tables(start + tokens)
+        if self.kernel == "native":  # the same float32 steps in C
+            y = np.empty(x.shape, dtype=np.float32)
+            c, s = cos_t[start : start + tokens], sin_t[start : start + tokens]
+            _lunit.rope(np.ascontiguousarray(x, dtype=np.float32), c, s, y, tokens, x.shape[1], d)
+            return y
         c = cos_t[start : start + tokens, None, :]
         s = sin_t[start : start + tokens, None, :]
         x1, x2 = x[..., : d // 2], x[..., d // 2 :]
