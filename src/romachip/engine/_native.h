@@ -47,10 +47,11 @@ typedef struct {
     size_t bytes;
 } scratch_t;
 
-static inline void *scratch(scratch_t *s, size_t bytes) {
+static inline void *scratch(scratch_t *s, size_t bytes) { /* 64-byte aligned: AMX tile rows split no line */
     if (bytes > s->bytes) {
-        void *p = realloc(s->p, bytes);
-        if (!p) return NULL;
+        void *p = NULL;
+        if (posix_memalign(&p, 64, bytes)) return NULL;
+        free(s->p);
         s->p = p, s->bytes = bytes;
     }
     return s->p;
