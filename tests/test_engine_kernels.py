@@ -171,6 +171,25 @@ def test_native_attention_equals_numpy_bit_for_bit(kv: str) -> None:
 
 
 @native
+@pytest.mark.parametrize("mode", ["int8", "fp16"])
+def test_native_vector_encoding_equals_numpy_bit_for_bit(mode: str) -> None:
+    from romachip.engine.kv import encode_vectors
+
+    rng = np.random.default_rng(23)
+    x = (rng.standard_normal((40, 24)) * rng.choice([1e-9, 3e-6, 1.0, 7e4], (40, 1))).astype(np.float32)
+    x[0] = 0  # a zero vector: scale 1
+    x[1, :4] = [1 + 2**-11, 1 + 3 * 2**-11, -(2**-25), 2**-24 * 1.5]  # fp16 ties to even, subnormal ties
+    x[2, :3] = [65520.0, -1e6, 65504.0]  # past fp16's range: clamped to 65504
+    ints, scale = encode_vectors(x, mode)
+    for dtype in (np.float64, np.int8 if mode == "int8" else np.int32):
+        got, got_scale = encode_vectors(x, mode, native=True, dtype=dtype)
+        np.testing.assert_array_equal(got.astype(np.float64), ints)
+        np.testing.assert_array_equal(got_scale.view(np.uint64), scale.view(np.uint64))
+    got, _ = encode_vectors(x, mode, native=True)
+    np.testing.assert_array_equal(got.view(np.uint64), ints.view(np.uint64))  # the sign of zero too
+
+
+@native
 def test_native_rms_norm_equals_numpy_bit_for_bit() -> None:
     from romachip.engine.model import rms_norm
 

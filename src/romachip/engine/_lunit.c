@@ -23,6 +23,7 @@ PyObject *lunit_exp64(PyObject *self, PyObject *args); /* _vector.c */
 PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
 PyObject *lunit_rope(PyObject *self, PyObject *args);
+PyObject *lunit_encode(PyObject *self, PyObject *args);
 PyObject *hunit_attention(PyObject *self, PyObject *args); /* _hunit.c */
 PyObject *hunit_scores(PyObject *self, PyObject *args);
 
@@ -504,6 +505,9 @@ static PyMethodDef methods[] = {
     {"exp64", lunit_exp64, METH_VARARGS, "exp64(x, out): detmath.exp64 of float64 x into out, the same bits"},
     {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, n): SwiGLU of float32 g, u into h"},
     {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps): RMSNorm of float32 rows"},
+    {"encode", lunit_encode, METH_VARARGS,
+     "encode(x, out, scale, rows, d, mode): kv.encode_vectors of float32 rows (mode 0 int8, 1 fp16) into int8, "
+     "int32 or float64 out and float64 scale"},
     {"rope", lunit_rope, METH_VARARGS, "rope(x, cos, sin, y, tokens, heads, d): RoPE of float32 x [tokens, heads, d]"},
     {"attention", hunit_attention, METH_VARARGS,
      "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads, widest): "

@@ -7,6 +7,7 @@ PyObject *lunit_exp64(PyObject *self, PyObject *args);
 PyObject *lunit_silu_mul(PyObject *self, PyObject *args);
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args);
 PyObject *lunit_rope(PyObject *self, PyObject *args);
+PyObject *lunit_encode(PyObject *self, PyObject *args);
 
 #ifdef LUNIT_X86
 T512 static void exp64_x8_array(const double *x, double *y, Py_ssize_t n) {
@@ -173,5 +174,81 @@ PyObject *lunit_rope(PyObject *self, PyObject *args) {
     int failed = got < 4;
     while (got-- > 0) PyBuffer_Release(&b[got]);
     if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* The H-Unit's vector forms (kv.encode_vectors), per row of d values:
+ *   mode 0, int8: m = max |v|, s = f32(m / 127) (1 if m = 0), vi = clamp(rne(f32(v / s)), +-127)
+ *   mode 1, fp16: h = fp16(clamp(v, +-65504)) (nearest even), E = flog2(max |h|), vi = rne(h 2^(14 - E)),
+ *                 s = 2^(E - 14) (a zero vector: vi = 0, s = 1)
+ * vi into int8 (itemsize 1), int32 (4) or binary64 (8) storage, s as binary64. */
+/* fp16(v) as a float32, nearest even (|v| <= 65504 after the clamp, so no overflow): 10 mantissa bits by
+ * integer rounding in the normal range, the 2^-24 grid below 2^-14 */
+static float to_fp16f(float v) {
+    v = v > 65504.0f ? 65504.0f : v < -65504.0f ? -65504.0f : v;
+    if (fabsf(v) < 0x1p-14f) return rintf(v * 0x1p24f) * 0x1p-24f; /* exact scalings, one rounding */
+    uint32_t u;
+    memcpy(&u, &v, 4);
+    u = (u + 0x0FFFu + ((u >> 13) & 1u)) & ~0x1FFFu;
+    memcpy(&v, &u, 4);
+    return v;
+}
+
+static void encode_rows(const float *x, void *out, double *scale, long long rows, long long d, int mode,
+                        int itemsize) {
+    float *h = malloc(sizeof(float) * (size_t)d);
+    for (long long r = 0; r < rows && h; r++) {
+        const float *xr = x + r * d;
+        float m = 0.0f;
+        double s;
+        if (mode == 0) {
+            for (long long i = 0; i < d; i++) h[i] = xr[i], m = fabsf(xr[i]) > m ? fabsf(xr[i]) : m;
+            float sf = m > 0.0f ? m / 127.0f : 1.0f;
+            for (long long i = 0; i < d; i++) h[i] = fminf(fmaxf(rintf(h[i] / sf), -127.0f), 127.0f);
+            s = (double)sf;
+        } else {
+            for (long long i = 0; i < d; i++) h[i] = to_fp16f(xr[i]), m = fabsf(h[i]) > m ? fabsf(h[i]) : m;
+            int e = 0;
+            frexpf(m, &e); /* flog2(m) + 1; 0 for a zero vector */
+            for (long long i = 0; i < d; i++) h[i] = rintf(ldexpf(h[i], 15 - e));
+            s = m > 0.0f ? ldexp(1.0, e - 15) : 1.0;
+        }
+        scale[r] = s;
+        for (long long i = 0; i < d; i++) {
+            if (itemsize == 1) ((int8_t *)out)[r * d + i] = (int8_t)h[i];
+            else if (itemsize == 4) ((int32_t *)out)[r * d + i] = (int32_t)h[i];
+            else ((double *)out)[r * d + i] = (double)h[i];
+        }
+    }
+    free(h);
+}
+
+PyObject *lunit_encode(PyObject *self, PyObject *args) {
+    PyObject *xo, *oo, *so;
+    long long rows, d;
+    int mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOLLi", &xo, &oo, &so, &rows, &d, &mode)) return NULL;
+    if (rows < 0 || d < 1 || (mode != 0 && mode != 1)) {
+        PyErr_SetString(PyExc_ValueError, "bad encode arguments");
+        return NULL;
+    }
+    Py_buffer xb, ob, sb;
+    if (lunit_get(xo, &xb, 0, 4, rows * d, "x") < 0) return NULL;
+    if (PyObject_GetBuffer(oo, &ob, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&xb);
+        return NULL;
+    }
+    int itemsize = (int)ob.itemsize;
+    if ((itemsize != 1 && itemsize != 4 && itemsize != 8) || ob.len != rows * d * itemsize ||
+        lunit_get(so, &sb, 1, 8, rows, "scale") < 0) {
+        PyBuffer_Release(&ob), PyBuffer_Release(&xb);
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "encode: out must be int8, int32 or float64 [rows, d]");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS;
+    encode_rows(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
+    Py_END_ALLOW_THREADS;
+    PyBuffer_Release(&sb), PyBuffer_Release(&ob), PyBuffer_Release(&xb);
     Py_RETURN_NONE;
 }

@@ -69,7 +69,7 @@ def _attention_rows(
         z = seq_sum(e.astype(np.float64), axis=-1)[..., None]
         out = ((torch.from_numpy(e) @ torch.from_numpy(v)).numpy().astype(np.float64) / z).astype(np.float32)
     else:
-        qi, sq = encode_vectors(qg, "fp16")  # q always at 16-bit precision, whatever the cache holds
+        qi, sq = encode_vectors(qg, "fp16", native=widest is not None)  # q at 16 bits, whatever the cache holds
         dots = None
         if widest is not None and cache.mode == "int8":  # the visible products in C (exact int32 sums)
             dots = np.empty((kvh, rep * tokens, keys))

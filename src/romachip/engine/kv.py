@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from romachip.engine.detmath import to_fp16
+from romachip.engine.detmath import _lunit, to_fp16
 from romachip.engine.kernels import align_blocks, quantize_int8_rows
 from romachip.errors import GenerationError
 
@@ -19,8 +19,16 @@ MAX_CONTEXT_TOKENS = 1 << 15  # the PV product stays exact in binary64 below thi
 KV_WINDOW_BITS = 14  # fp16 vectors aligned to 2^(E-14): |vi| <= 2^15
 
 
-def encode_vectors(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """[..., d] float32 -> (integers float64 [..., d], scale float64 [...]) in the KV precision `mode`."""
+def encode_vectors(
+    x: np.ndarray, mode: str, *, native: bool = False, dtype: type = np.float64
+) -> tuple[np.ndarray, np.ndarray]:
+    """[..., d] float32 -> (integers [..., d], scale float64 [...]) in the KV precision `mode`; the integers
+    float64, or `dtype` (int8 / int32 storage) with `native`, which computes the same steps in C."""
+    if native and _lunit is not None and mode in HARDWARE_KV_MODES:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out, scale = np.empty(x.shape, dtype=dtype), np.empty(x.shape[:-1])
+        _lunit.encode(x, out, scale, x.size // x.shape[-1], x.shape[-1], HARDWARE_KV_MODES.index(mode))
+        return out, scale
     if mode == "int8":
         xi, scale = quantize_int8_rows(x)
         return xi.astype(np.float64), scale.astype(np.float64)
@@ -46,8 +54,9 @@ class KVCache:
         self.k_scale = np.ones(shape[:3], dtype=np.float64)
         self.v_scale = np.ones(shape[:3], dtype=np.float64)
 
-    def write(self, layer: int, start: int, k: np.ndarray, v: np.ndarray) -> None:
-        """Store k, v [tokens, kv_heads, d] (float32, k after RoPE) at positions start..start+tokens-1."""
+    def write(self, layer: int, start: int, k: np.ndarray, v: np.ndarray, *, native: bool = False) -> None:
+        """Store k, v [tokens, kv_heads, d] (float32, k after RoPE) at positions start..start+tokens-1
+        (`native`: encoded in C, the same steps)."""
         end = start + k.shape[0]
         if end > self.capacity:
             raise GenerationError(f"KV cache holds {self.capacity} tokens; position {end - 1} does not fit")
@@ -56,5 +65,6 @@ class KVCache:
             self.k[layer, :, start:end] = kt
             self.v[layer, :, start:end] = vt
             return
-        self.k[layer, :, start:end], self.k_scale[layer, :, start:end] = encode_vectors(kt, self.mode)
-        self.v[layer, :, start:end], self.v_scale[layer, :, start:end] = encode_vectors(vt, self.mode)
+        store = {"native": native, "dtype": self.k.dtype}
+        self.k[layer, :, start:end], self.k_scale[layer, :, start:end] = encode_vectors(kt, self.mode, **store)
+        self.v[layer, :, start:end], self.v_scale[layer, :, start:end] = encode_vectors(vt, self.mode, **store)

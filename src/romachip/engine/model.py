@@ -233,7 +233,7 @@ class EngineModel:
         q, k, v = self._proj(i, "qkv", h, mode, adapter, observer)
         q = self._rope(i, "q", q.reshape(n, spec.num_heads, d), start, observer)
         k = self._rope(i, "k", k.reshape(n, spec.num_kv_heads, d), start, observer)
-        cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d))
+        cache.write(i, start, k, v.reshape(n, spec.num_kv_heads, d), native=self.kernel == "native")
         att = attention(cache, i, q, start, observer, shares=self.kv_shares[i], native=self.kernel == "native")
         (o,) = self._proj(i, "o", att, mode, adapter, observer)
         return o
