@@ -194,8 +194,8 @@ static float to_fp16f(float v) {
     return v;
 }
 
-static void encode_rows(const float *x, void *out, double *scale, long long rows, long long d, int mode,
-                        int itemsize) {
+static inline __attribute__((always_inline)) void encode_body(const float *x, void *out, double *scale,
+                                                             long long rows, long long d, int mode, int itemsize) {
     float *h = malloc(sizeof(float) * (size_t)d);
     for (long long r = 0; r < rows && h; r++) {
         const float *xr = x + r * d;
@@ -210,7 +210,12 @@ static void encode_rows(const float *x, void *out, double *scale, long long rows
             for (long long i = 0; i < d; i++) h[i] = to_fp16f(xr[i]), m = fabsf(h[i]) > m ? fabsf(h[i]) : m;
             int e = 0;
             frexpf(m, &e); /* flog2(m) + 1; 0 for a zero vector */
-            for (long long i = 0; i < d; i++) h[i] = rintf(ldexpf(h[i], 15 - e));
+            /* ldexpf(h, 15 - e) as h * 2^(15 - e): 15 - e lies in [-1, 38] for fp16 values, so the power is a
+             * normal float and the product exact */
+            uint32_t pb = (uint32_t)(15 - e + 127) << 23;
+            float pw;
+            memcpy(&pw, &pb, 4);
+            for (long long i = 0; i < d; i++) h[i] = rintf(h[i] * pw);
             s = m > 0.0f ? ldexp(1.0, e - 15) : 1.0;
         }
         scale[r] = s;
@@ -222,6 +227,18 @@ static void encode_rows(const float *x, void *out, double *scale, long long rows
     }
     free(h);
 }
+
+static void encode_portable(const float *x, void *out, double *scale, long long rows, long long d, int mode,
+                            int itemsize) {
+    encode_body(x, out, scale, rows, d, mode, itemsize);
+}
+
+#ifdef LUNIT_X86
+T512 static void encode_avx512(const float *x, void *out, double *scale, long long rows, long long d, int mode,
+                               int itemsize) { /* the same C, vectorized by the compiler (IEEE semantics kept) */
+    encode_body(x, out, scale, rows, d, mode, itemsize);
+}
+#endif
 
 PyObject *lunit_encode(PyObject *self, PyObject *args) {
     PyObject *xo, *oo, *so;
@@ -247,7 +264,12 @@ PyObject *lunit_encode(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS;
-    encode_rows(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
+#ifdef LUNIT_X86
+    if (lunit_cpu_level() >= AVX512)
+        encode_avx512(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
+    else
+#endif
+        encode_portable(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&sb), PyBuffer_Release(&ob), PyBuffer_Release(&xb);
     Py_RETURN_NONE;
