@@ -392,7 +392,7 @@ static int run_linear(const weight_t *w, const act_t *x, float *y, int threads, 
     {
         double *acc = malloc(sizeof(double) * (size_t)(x->rows * OUT_TILE * per));
         int16_t *wbuf = malloc(sizeof(int16_t) * (size_t)(OUT_TILE * per * ((w->glen < w->in_p ? w->glen : w->in_p) + CHUNK)));
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(static) /* decode: many tiny units */
         for (int64_t u = 0; u < units; u++) {
             if (!acc || !wbuf) continue;
             int64_t t = u * per;
