@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import typer
 from rich.table import Table
 
 from romachip.cli.app import app, console, err_console, finite, print_json, progress_bar
 from romachip.errors import AdapterError
-from romachip.train.finetune import FinetuneSettings, StepInfo, finetune
-from romachip.train.model import ALL_TARGETS
+from romachip.files import read_text
+from romachip.train.settings import ALL_TARGETS, FinetuneSettings, StepInfo
 
 DEFAULTS = FinetuneSettings()
 EXIT_INTERRUPTED = 130  # the shell's code for SIGINT
-
-
-def _read(path: str, what: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AdapterError(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
 
 
 def eval_perplexity(image: str, text: str, *, adapter: str | None, window: int, max_tokens: int) -> float:
@@ -126,14 +117,16 @@ def finetune_cmd(
     keeps the last checkpoint, and --resume continues it bit for bit."""
     import torch
 
+    from romachip.train.finetune import finetune
+
     settings = FinetuneSettings(
         rank=rank, alpha=alpha, targets=tuple(t.strip() for t in targets.split(",") if t.strip()), rslora=rslora,
         steps=steps, epochs=epochs, lr=lr, seq_len=seq_len, batch=batch, grad_accum=grad_accum, seed=seed,
         chip_numerics=chip_numerics, checkpoint_every=checkpoint_every,
     )  # fmt: skip
     settings.check()
-    train = _read(text, "training text")
-    held_out = _read(eval_text, "evaluation text") if eval_text else None
+    train = read_text(text, what="training text")
+    held_out = read_text(eval_text, what="evaluation text") if eval_text else None
     if eval_tokens < 2:
         raise AdapterError(f"--eval-tokens must be at least 2, got {eval_tokens}")
     if threads is not None:

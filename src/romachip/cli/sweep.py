@@ -22,7 +22,6 @@ from romachip.dse import (
     run_sweep,
 )
 from romachip.dse.answer import WorkloadAnswer, analyse, export_rows, fmt_value, short_path
-from romachip.dse.plots import write_plots
 from romachip.dse.run import check_size
 from romachip.dse.spec import check_metric
 from romachip.errors import SweepError
@@ -228,6 +227,8 @@ def show(
             ("ranked_by_" + rank_by) if rank_by else "front": [_json_row(r, axes, metrics, a.base) for r in listed],
         }
         if not no_plots:
+            from romachip.dse.plots import write_plots  # matplotlib (0.5 s) only when plots are drawn
+
             folder = Path(plots) if plots else results.folder / "plots"
             doc["plots"] = [str(p) for p in write_plots(a, axes, list(spec.objectives), folder)]
         if export is not None:

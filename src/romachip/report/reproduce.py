@@ -11,14 +11,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
-from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter  # noqa: E402
-
-from romachip.atomic import atomic_open  # noqa: E402
-from romachip.report.figures import (  # noqa: E402
+from romachip.atomic import atomic_open
+from romachip.report.figures import (
     CONTEXTS,
     PROMPTS,
     SETUP_3B,
@@ -32,7 +26,7 @@ from romachip.report.figures import (  # noqa: E402
     max_context_table,
     rank_sweep,
 )
-from romachip.report.sensitivity import STEP, sensitivity  # noqa: E402
+from romachip.report.sensitivity import STEP, sensitivity
 
 TOLERANCE = 0.05  # every calibrated figure must land within 5%
 SENSITIVITY_CONTEXT = 4096  # a context no figure of the paper fixes
@@ -54,14 +48,6 @@ class ReproduceResult:
 def _atomic_write(path: Path, data: bytes) -> None:
     with atomic_open(path, "wb") as f:
         f.write(data)
-
-
-def _save_plot(fig, path: Path) -> None:
-    try:
-        with atomic_open(path, "wb") as f:
-            fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
-    finally:
-        plt.close(fig)
 
 
 def reproduce(out_dir: str | Path, progress: Callable[[], None] | None = None) -> ReproduceResult:
@@ -90,7 +76,9 @@ def reproduce(out_dir: str | Path, progress: Callable[[], None] | None = None) -
         "baselines": {SETUP_3B.label: baseline_table(SETUP_3B), SETUP_8B.label: baseline_table(SETUP_8B)},
     }
     tick()
-    files = _plots(out, figures, predictions)
+    from romachip.report.plots import write_plots  # matplotlib only when the plots are drawn
+
+    files = write_plots(out, figures, predictions, TOLERANCE)
     tick()
     md = out / "report.md"
     _atomic_write(md, render_markdown(figures, predictions).encode())
@@ -194,58 +182,6 @@ def _sensitivity_lines(sens: dict) -> list[str]:
         ]
         lines.append(f"| {r['what']} (`{r['spec']}.{r['field']}`) | {r['value']:.4g} | " + " | ".join(cells) + " |")
     return [*lines, ""]
-
-
-def _plots(out: Path, figures: list[Figure], predictions: dict) -> list[Path]:
-    files = []
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, run in predictions["decode_and_ttft"].items():
-        xs = sorted(run["decode_tokens_per_s"])
-        ax.plot(xs, [run["decode_tokens_per_s"][x] / 1e3 for x in xs], marker="o", label=f"model: {label}")
-    ax.scatter([0, 1024], [31.8, 24.6], color="k", marker="x", zorder=3, label="ROMA (paper), 3B 4-bit")
-    ax.set(xlabel="tokens in KV cache", ylabel="decode K tokens/s", title="Decode throughput vs context")
-    ax.legend(fontsize=8)
-    files.append(out / "decode_vs_context.png")
-    _save_plot(fig, files[-1])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, run in predictions["decode_and_ttft"].items():
-        ax.plot(PROMPTS, [run["ttft_ms"][p] for p in PROMPTS], marker="o", mfc="none", label=f"model: {label}")
-    # drawn last, larger and filled, so that the model's point at the same place does not hide it
-    ax.scatter([256], [5.6], color="crimson", marker="*", s=140, zorder=5, label="ROMA (paper)")
-    ax.set(xlabel="prompt tokens", ylabel="TTFT (ms)", title="Time to first token", xscale="log", yscale="log")
-    _plain_log_ticks(ax, PROMPTS)
-    ax.legend(fontsize=8)
-    files.append(out / "ttft_vs_prompt.png")
-    _save_plot(fig, files[-1])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for label, table in predictions["max_context_tokens"].items():
-        for rank, row in table.items():
-            ax.plot(SRAM_MB, [row[mb] for mb in SRAM_MB], marker="o", label=f"{label}, rank {rank}")
-    ax.set(xlabel="H-Unit SRAM (MiB)", ylabel="max context (tokens)", title="Longest context that fits")
-    ax.legend(fontsize=8)
-    files.append(out / "max_context_vs_sram.png")
-    _save_plot(fig, files[-1])
-    fig, ax = plt.subplots(figsize=(7, 5))
-    cal = [f for f in figures if f.kind == "calibrated"]
-    ax.barh([f.name for f in cal], [100 * f.rel_error for f in cal])
-    ax.axvline(-100 * TOLERANCE, color="r", ls="--", label=f"±{TOLERANCE:.0%} calibration tolerance")
-    ax.axvline(100 * TOLERANCE, color="r", ls="--")
-    ax.set(xlabel="model vs paper (%)", title="Calibration figures")
-    ax.legend(fontsize=8, loc="lower right")
-    ax.tick_params(axis="y", labelsize=7)
-    files.append(out / "calibration.png")
-    _save_plot(fig, files[-1])
-    return files
-
-
-def _plain_log_ticks(ax, xs: list[int]) -> None:  # noqa: ANN001
-    """Log axes with one plain label per measured x and plain y labels (matplotlib's default log minor
-    labels overlap at this size)."""
-    ax.xaxis.set_major_locator(FixedLocator(xs))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 __all__ = ["CONTEXTS", "ReproduceResult", "reproduce", "render_markdown"]

@@ -12,7 +12,6 @@ the end; `resume=True` continues from one bit for bit (same image, settings and 
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,55 +24,12 @@ from romachip.errors import AdapterError, CapacityError
 from romachip.names import projection_module
 from romachip.rom import RomImage
 from romachip.train import output
-from romachip.train.model import ALL_TARGETS, build_model, check_targets, lora_parameters
+from romachip.train.model import build_model, lora_parameters
+from romachip.train.settings import FinetuneSettings, StepInfo, check_targets
 from romachip.workload import KvConfig
 
 #: Settings a resumed run must share with the run it continues (steps and checkpointing may change).
 RESUME_KEYS = ("rank", "alpha", "targets", "rslora", "lr", "seq_len", "batch", "grad_accum", "seed", "chip_numerics")
-
-
-@dataclass(frozen=True)
-class FinetuneSettings:
-    rank: int = 16
-    alpha: float = 32.0
-    targets: tuple[str, ...] = ALL_TARGETS
-    rslora: bool = False
-    steps: int | None = None  # None: `epochs` passes over the windows (1 if neither is given)
-    epochs: float | None = None
-    lr: float = 2e-4  # QLoRA's
-    seq_len: int = 256
-    batch: int = 4
-    grad_accum: int = 1
-    seed: int = 0
-    chip_numerics: bool = False
-    checkpoint_every: int = 50
-
-    def check(self) -> None:
-        for name in ("rank", "seq_len", "batch", "grad_accum", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise AdapterError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if self.seq_len < 2:
-            raise AdapterError(f"--seq-len must be at least 2 tokens, got {self.seq_len}")
-        if self.steps is not None and self.steps < 1 or self.epochs is not None and self.epochs <= 0:
-            raise AdapterError("--steps must be at least 1 and --epochs above 0")
-        if not self.lr > 0 or not self.alpha > 0:
-            raise AdapterError(f"--lr and --alpha must be positive, got {self.lr} and {self.alpha}")
-        check_targets(self.targets)
-
-    def total_steps(self, windows: int) -> int:
-        if self.steps is not None:
-            return self.steps
-        per_step = self.batch * self.grad_accum
-        return max(1, math.ceil((self.epochs or 1.0) * windows / per_step))
-
-
-@dataclass
-class StepInfo:
-    step: int
-    total: int
-    loss: float
-    tokens_per_s: float
-    eta_s: float
 
 
 @dataclass
@@ -142,7 +98,7 @@ def finetune(
     image_path: str | Path,
     train_text: str,
     out_dir: str | Path,
-    settings: FinetuneSettings = FinetuneSettings(),
+    settings: FinetuneSettings = FinetuneSettings(),  # noqa: B008  (frozen)
     *,
     resume: bool = False,
     on_step: Callable[[StepInfo], None] | None = None,

@@ -13,25 +13,15 @@ import numpy as np
 import torch
 
 from romachip.errors import AdapterError
-from romachip.names import EMBED_NAME, HEAD_NAME, PROJECTION_PART, PROJECTIONS, projection_name
+from romachip.names import EMBED_NAME, HEAD_NAME, PROJECTION_PART, projection_name
 from romachip.quant.hf_reference import llama_config
 from romachip.quant.tensor import QuantizedModel
+from romachip.train.settings import ALL_TARGETS, check_targets  # noqa: F401  (re-exported)
 from romachip.train.torch_linear import LoraLinear, RomLinear
 
-ALL_TARGETS = tuple(PROJECTIONS)
 PEFT_PREFIX = "base_model.model."
 EMBEDDING = EMBED_NAME
 LM_HEAD = HEAD_NAME
-
-
-def check_targets(targets: list[str] | tuple[str, ...]) -> tuple[str, ...]:
-    """The adapted projections, in the model's order; unknown names are refused."""
-    unknown = sorted(set(targets) - set(ALL_TARGETS))
-    if unknown or not targets:
-        raise AdapterError(
-            f"--targets must name projections among {', '.join(ALL_TARGETS)}; got {', '.join(unknown) or 'none'}"
-        )
-    return tuple(p for p in ALL_TARGETS if p in targets)
 
 
 def build_model(
