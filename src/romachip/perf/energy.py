@@ -8,6 +8,7 @@ bit-hops on the NoC times the length of one hop (the pitch of a matrix unit, fro
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import NamedTuple
@@ -102,6 +103,7 @@ class EventKey(NamedTuple):
         return f"{self.event.value}_int{self.weight_bits}" if self.weight_bits else self.event.value
 
 
+@functools.cache  # one key per width (the timing model asks for every projection)
 def l_macs(weight_bits: int) -> EventKey:
     return EventKey(Event.L_MACS, weight_bits)
 

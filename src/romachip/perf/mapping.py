@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from romachip.compile import EMBED_NAME, HEAD_NAME, Placement
+from romachip.compile import EMBED_NAME, HEAD_NAME, Placement, linear_name
 from romachip.spec.chip import ChipSpec
 
 
@@ -106,6 +106,7 @@ class PlacementView:
         self.mesh = self._mesh_view(chip, placement)
         self._layer_group: dict[int, int] = {}
         self._kv_keys: dict[tuple[int, int], tuple[int, int]] = {}  # kv_keys, once per (layer, keys)
+        self._projections: dict[tuple[int, str], TensorWork] = {}
         for entry in placement.tensors:
             if entry.layer >= 0 and entry.name in self.tensors:
                 self._layer_group.setdefault(entry.layer, self.tensors[entry.name].group)
@@ -150,6 +151,13 @@ class PlacementView:
 
     def tensor(self, name: str) -> TensorWork:
         return self.tensors[name]
+
+    def projection(self, layer: int, module: str) -> TensorWork:
+        """The TensorWork of one block's projection (every batch of every phase asks: kept by name parts)."""
+        tw = self._projections.get((layer, module))
+        if tw is None:
+            tw = self._projections[layer, module] = self.tensors[linear_name(layer, module)]
+        return tw
 
     def lm_head(self) -> TensorWork | None:
         return self.tensors.get(HEAD_NAME) or self.tensors.get(EMBED_NAME)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from romachip.compile import linear_name
 from romachip.graph import Op, OpKind
 from romachip.perf.energy import Event as E
 from romachip.perf.energy import EventKey, l_macs
@@ -142,7 +141,7 @@ class PhaseBuilder:
     def _tensor_of(self, op: Op):
         if op.kind == OpKind.LM_HEAD:
             return self.view.lm_head()
-        return self.view.tensor(linear_name(op.layer, op.module))
+        return self.view.projection(op.layer, op.module)
 
     def _embedding(self, op: Op, st: _BatchState, prio: int) -> None:
         d, t = op.out_features, op.tokens
