@@ -150,8 +150,8 @@ def place_tensors(
     num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
     word_bits, align_bits = rom_alignment(chip)
-    tiles = _split_tensors(tensors, unit_sets)
-    _assign_offsets(tiles, word_bits, align_bits)
+    tiles, in_order = _split_tensors(tensors, unit_sets, word_bits, align_bits)
+    _assign_offsets(tiles, word_bits, align_bits, in_order=in_order)
     return assemble_placement(chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora=lora)
 
 
@@ -191,7 +191,7 @@ def with_workload(placement: Placement, *, kv: KvConfig, lora: LoraConfig | None
     key = (placement.tiles["unit"], placement.tiles["tensor"])
     cached = placement._rings_cache
     if cached is None or not all(a is b for a, b in zip(cached[0], key, strict=True)):
-        cached = (key, _kv_rings(placement.tensors, placement.tiles, n))  # the rings depend on the tiles only
+        cached = (key, _kv_rings(placement))  # the rings depend on the tiles only
     kv_bytes, kv_ring, kv_rank, kv_layer_ring = _kv_layout(placement.tensors, kv, placement.head_dim, cached[1])
     out = replace(
         placement, kv_bytes_per_token=kv_bytes, kv_ring=kv_ring, kv_rank=kv_rank, kv_layer_ring=kv_layer_ring,
@@ -226,22 +226,25 @@ def _kv_layout(
     return per_token, ring, rank, layer_ring
 
 
-def _kv_rings(
-    tensors: list[TensorEntry], tiles: dict[str, np.ndarray], n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kv_rings(placement: Placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(ring, rank per unit; ring per layer) of the token_round_robin KV rule. A layer's ring is the set of
     units holding its weight tiles; layers whose unit sets overlap share one ring (the union), so every
     unit is in at most one ring and holds the same tokens for all the ring's layers."""
+    tensors, n = placement.tensors, placement.units
     layers = max((t.layer for t in tensors), default=-1) + 1
-    tile_layer = np.array([t.layer for t in tensors] + [-1], dtype=np.int64)[tiles["tensor"]]
-    blocks = tile_layer >= 0
     held = np.zeros((layers, n), dtype=bool)  # layer x unit: does the unit hold a tile of the layer
-    held[tile_layer[blocks], tiles["unit"][blocks]] = True
+    layers_on: dict[int, tuple[tuple[int, ...], list[int]]] = {}  # by id: equal unit sets are one tuple
+    for t, units in zip(tensors, placement._tensor_units()[1], strict=True):
+        if t.layer >= 0 and units:
+            layers_on.setdefault(id(units), (units, []))[1].append(t.layer)
+    for units, on in layers_on.values():
+        held[np.ix_(on, units)] = True
     label = np.full(n, -1, dtype=np.int64)
     layer_label = np.full(layers, -1, dtype=np.int64)
+    first_of: dict[bytes, int] = {}  # a layer on the units of an earlier layer changes no label
     for layer in range(layers):  # union-find in the small: merge the labels a layer's units already carry
         units = held[layer]
-        if not units.any():
+        if first_of.setdefault(units.tobytes(), layer) != layer or not units.any():
             continue
         carried = label[units]
         old = np.unique(carried[carried >= 0])
@@ -250,8 +253,11 @@ def _kv_rings(
             label[np.isin(label, old)] = new
         label[units] = new
     for layer in range(layers):  # a layer's units always carry one label (they are relabelled together)
-        if held[layer].any():
+        first = first_of[held[layer].tobytes()]
+        if first == layer and held[layer].any():
             layer_label[layer] = label[int(np.argmax(held[layer]))]
+        elif first != layer:
+            layer_label[layer] = layer_label[first]
     labels = np.unique(label[label >= 0])  # rings numbered by their label, i.e. in unit order of first layer
     ring = np.where(label >= 0, np.searchsorted(labels, label), -1)
     layer_ring = np.where(layer_label >= 0, np.searchsorted(labels, layer_label), -1)
@@ -277,14 +283,16 @@ def _unit_sets(
     return [everyone if t.layer < 0 else groups[(t.layer * g) // max(layers, 1)] for t in tensors]
 
 
-def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """The tile table (tensor order, then unit order) before layout: each tensor's output rows split over
-    its units as evenly as possible, the `rows % parts` parts that get one row more starting at a
-    rotation that advances from tensor to tensor of the same input width and unit set (so ROM use stays
-    balanced), rows handed out in unit order; units that get no row hold no tile. All tensors at once:
-    one [tensors, units] array per column."""
+def _split_tensors(
+    tensors: list[TensorEntry], unit_sets: list[np.ndarray], word_bits: int, align_bits: int
+) -> tuple[dict[str, np.ndarray], bool]:
+    """The tile table before layout (offsets not yet assigned), and whether it is already in the layout's
+    (unit, tensor) order: each tensor's output rows split over its units as evenly as possible, the
+    `rows % parts` parts that get one row more starting at a rotation that advances from tensor to tensor
+    of the same input width and unit set (so ROM use stays balanced), rows handed out in unit order; units
+    that get no row hold no tile. All tensors at once: one [units, tensors] array per column."""
     if not tensors:
-        return {k: np.zeros(0, dtype=np.int64) for k in TILE_COLUMNS if k not in ("rom_offset_bits", "rom_span_bits")}
+        return {k: np.zeros(0, dtype=np.int64) for k in TILE_COLUMNS if k != "rom_offset_bits"}, True
     out_f = np.array([t.shape[0] for t in tensors], dtype=np.int64)
     in_f = np.array([t.shape[1] for t in tensors], dtype=np.int64)
     parts = np.array([len(u) for u in unit_sets], dtype=np.int64)
@@ -314,7 +322,7 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
     axis = 0 if unit_major else 1
     start = np.cumsum(counts, axis=axis) - counts  # first row of a part: the rows of the parts before it
     keep = counts > 0
-    rows, row_start = counts[keep], start[keep]
+    row_start = start[keep]
     index = np.arange(len(tensors), dtype=np.int64)
     if unit_major:
         unit, tensor = np.repeat(everyone, keep.sum(axis=1)), np.broadcast_to(index[None, :], keep.shape)[keep]
@@ -323,7 +331,12 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
         for ti, u in enumerate(unit_sets):
             unit_of[ti, : len(u)] = u
         unit, tensor = unit_of[keep], np.repeat(index, keep.sum(axis=1))
-    code_per_row, scale_per_row, zero_per_row = _row_bits(tensors)
+    # a tensor's tiles have base or base + 1 rows: their bits and ROM spans from a [tensors, 2] table
+    variant = tensor * 2 + extra[keep]
+    table_rows = base[:, None] + np.array([0, 1], dtype=np.int64)[None, :]
+    code, scale, zero = (table_rows * per_row[:, None] for per_row in _row_bits(tensors))
+    span = tile_span_bits(code, scale, zero, word_bits, align_bits)
+    rows = table_rows.reshape(-1)[variant]
     return {
         "unit": unit.astype(np.int64, copy=False),
         "tensor": tensor,
@@ -331,10 +344,11 @@ def _split_tensors(tensors: list[TensorEntry], unit_sets: list[np.ndarray]) -> d
         "row_stop": row_start + rows,
         "col_start": np.zeros(len(rows), dtype=np.int64),
         "col_stop": in_f[tensor],
-        "code_bits": rows * code_per_row[tensor],
-        "scale_bits": rows * scale_per_row[tensor],
-        "zero_bits": rows * zero_per_row[tensor],
-    }
+        "code_bits": code.reshape(-1)[variant],
+        "scale_bits": scale.reshape(-1)[variant],
+        "zero_bits": zero.reshape(-1)[variant],
+        "rom_span_bits": span.reshape(-1)[variant],
+    }, unit_major
 
 
 def _row_bits(tensors: list[TensorEntry]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -350,15 +364,18 @@ def _row_bits(tensors: list[TensorEntry]) -> tuple[np.ndarray, np.ndarray, np.nd
     return (np.array(x, dtype=np.int64) for x in (code, scale, zero))
 
 
-def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int) -> None:
-    """Sort tiles by (unit, execution order) and lay them out back to back in each unit's ROM, each
-    segment on a word boundary and each tile on an `align_bits` boundary (a B-ROM group of words)."""
+def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int, *, in_order: bool = False) -> None:
+    """Sort tiles by (unit, execution order) (unless `in_order`: they are) and lay them out back to back
+    in each unit's ROM, each segment on a word boundary and each tile on an `align_bits` boundary (a B-ROM
+    group of words); `rom_span_bits`, when given, are the tiles' spans (`tile_span_bits`)."""
     unit, tensor = tiles["unit"], tiles["tensor"]
-    if len(unit) > 1 and not ((unit[1:] > unit[:-1]) | ((unit[1:] == unit[:-1]) & (tensor[1:] > tensor[:-1]))).all():
+    if not in_order and len(unit) > 1:
         order = np.lexsort((tensor, unit))
         for k in tiles:
             tiles[k] = tiles[k][order]
-    span = tile_span_bits(tiles["code_bits"], tiles["scale_bits"], tiles["zero_bits"], word_bits, align_bits)
+    span = tiles.get("rom_span_bits")
+    if span is None:
+        span = tile_span_bits(tiles["code_bits"], tiles["scale_bits"], tiles["zero_bits"], word_bits, align_bits)
     ends = np.cumsum(span)
     starts = ends - span
     first = np.ones(len(span), dtype=bool)
