@@ -13,9 +13,9 @@ rank-16 LoRA on the roma preset:
 - `physics`: `design_point` on chips that differ from the previous one only in physics (each repeat a
   different clock), as a sweep over clocks, technologies or MAC counts runs: the placement is reused.
 - `old code`: the same design point run by the code of the commit the goal was set against
-  (`OLD_COMMIT`, taken with `git archive` into a temporary folder and timed in a subprocess, in this same
-  run), when the checkout has that history; its numbers differ (the physics came later), its time is the
-  denominator the goal names.
+  (`OLD_COMMIT`, taken with `git archive` into a temporary folder and timed in a subprocess, its points
+  interleaved with the others' so that all see the same machine load), when the checkout has that
+  history; its numbers differ (the physics came later), its time is the denominator the goal names.
 The goal is the issue's 60 ms against a reference of ~850 ms on the machine it was measured on, i.e. a
 ratio fast / old code <= 60 / 850 = 0.071. `reference` mimics the old path on today's code, so its
 numbers are checked equal to the fast path's; but it runs today's compiler and event kernel, which got
@@ -48,28 +48,27 @@ GOAL_RATIO = 60 / 850
 OLD_COMMIT = "958e071"  # main when the goal was set (issue 8): its design point took ~850 ms there
 
 # The old path, as a sweep ran it at OLD_COMMIT: presets parsed, plan, a ChipModel, decode at two contexts,
-# the prefill simulated whole; timed in the subprocess after one warm-up call.
+# the prefill simulated whole. After one warm-up call it times one design point per line on stdin, so
+# that the parent can interleave its points with the fast path's (both then see the same machine load).
 OLD_SCRIPT = """
-import json, statistics, sys, time
+import sys, time
 from romachip.capacity import plan
 from romachip.perf.simulate import ChipModel
 from romachip.quant.formats import WeightFormat
-from romachip.spec import _load, load_chip, load_model_spec
+from romachip.spec import load_chip, load_model_spec
 from romachip.workload import KvConfig, LoraConfig
 fmt, lora = WeightFormat(4, 128), LoraConfig(rank=16)
 def point():
-    _load._load_preset.cache_clear() if hasattr(_load, "_load_preset") else None
     chip, spec = load_chip("roma"), load_model_spec(sys.argv[1])
     plan(chip, spec, fmt=fmt, lora=lora, kv=KvConfig(dtype=chip.precision.kv, context_tokens=1025))
     cm = ChipModel(chip, spec, fmt=fmt, lora=lora)
     cm.decode(0), cm.decode(1024), cm.prefill(256)
 point()
-times = []
-for _ in range(int(sys.argv[2])):
+print("ready", flush=True)
+for _ in sys.stdin:
     t = time.perf_counter()
     point()
-    times.append((time.perf_counter() - t) * 1e3)
-print(json.dumps(statistics.median(times)))
+    print((time.perf_counter() - t) * 1e3, flush=True)
 """
 FMT, LORA, CONTEXTS, PROMPT = WeightFormat(4, 128), LoraConfig(rank=16), (0, 1024), 256
 
@@ -93,48 +92,88 @@ def fast(model: str, clock_hz: float | None = None) -> tuple[float, float, float
     return p.decode_tokens_per_s[CONTEXTS[0]], p.decode_tokens_per_s[CONTEXTS[1]], p.ttft_ms
 
 
-def _median_ms(fn, repeats: int) -> tuple[float, tuple]:
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times), out
+class OldCode:
+    """OLD_COMMIT's code in a subprocess (git archive into a temporary folder), timing one design point per
+    call; `note` says why not when it cannot be run here (no git history, a failing old checkout)."""
 
-
-def old_code_ms(model: str, repeats: int) -> tuple[float | None, str]:
-    """Median ms of the design point on OLD_COMMIT's code (None and why when it cannot be run here)."""
-    root = Path(__file__).resolve().parents[1]
-    try:
-        tar = subprocess.run(["git", "-C", str(root), "archive", OLD_COMMIT, "src"], capture_output=True, check=True)
-    except (OSError, subprocess.CalledProcessError) as e:
-        return None, f"git archive {OLD_COMMIT} failed ({e}); a checkout with history is needed"
-    with tempfile.TemporaryDirectory() as tmp:
+    def __init__(self, model: str) -> None:
+        self.proc, self.note = None, f"code of {OLD_COMMIT}"
+        self._tmp = tempfile.TemporaryDirectory()
+        root = Path(__file__).resolve().parents[1]
+        try:
+            tar = subprocess.run(["git", "-C", str(root), "archive", OLD_COMMIT, "src"], capture_output=True,
+                                 check=True)  # fmt: skip
+        except (OSError, subprocess.CalledProcessError) as e:
+            self.note = f"git archive {OLD_COMMIT} failed ({e}); a checkout with history is needed"
+            return
         with tarfile.open(fileobj=io.BytesIO(tar.stdout)) as archive:
-            archive.extractall(tmp, filter="data")
-        env = {**os.environ, "PYTHONPATH": str(Path(tmp) / "src")}
-        run = subprocess.run([sys.executable, "-c", OLD_SCRIPT, model, str(repeats)], capture_output=True, text=True,
-                             env=env, cwd=tmp)  # fmt: skip
-    if run.returncode != 0:
-        return None, f"the code of {OLD_COMMIT} failed: {run.stderr.strip().splitlines()[-1:]}"
-    return float(run.stdout.strip().splitlines()[-1]), f"code of {OLD_COMMIT}"
+            archive.extractall(self._tmp.name, filter="data")
+        env = {**os.environ, "PYTHONPATH": str(Path(self._tmp.name) / "src")}
+        self.proc = subprocess.Popen([sys.executable, "-c", OLD_SCRIPT, model], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                     cwd=self._tmp.name)  # fmt: skip
+        if self.proc.stdout.readline().strip() != "ready":
+            self._failed()
+
+    def _failed(self) -> None:
+        err = self.proc.stderr.read().strip().splitlines()[-1:] if self.proc.poll() is not None else []
+        self.note, self.proc = f"the code of {OLD_COMMIT} failed: {err}", None
+
+    def point_ms(self) -> float | None:
+        if self.proc is None:
+            return None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            self._failed()
+            return None
+        return float(line)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.stdin.close()
+            self.proc.wait()
+        self._tmp.cleanup()
+
+
+def _ms(fn) -> tuple[float, tuple]:
+    t = time.perf_counter()
+    out = fn()
+    return (time.perf_counter() - t) * 1e3, out
 
 
 def measure(repeats: int, model: str = "llama-3.2-3b", *, old_code: bool = True) -> dict:
-    old_ms, old_note = old_code_ms(model, repeats) if old_code else (None, "not measured (--no-old-code)")
+    """Median times of `repeats` rounds; each round runs one old-code point, one reference, one fast
+    point and one physics-only point back to back, so that all four see the same machine load."""
+    old = OldCode(model) if old_code else None
     fast(model)  # warm imports
-    ref_ms, ref_out = _median_ms(lambda: reference(model), repeats)
-    fast_ms, fast_out = _median_ms(lambda: fast(model), repeats)
-    assert ref_out == fast_out, (ref_out, fast_out)
-    clocks = iter([400e6 + 10e6 * i for i in range(repeats)])
-    physics_ms, _ = _median_ms(lambda: fast(model, next(clocks)), repeats)
+    times: dict[str, list[float]] = {"old": [], "ref": [], "fast": [], "physics": []}
+    try:
+        for i in range(repeats):
+            ms = old.point_ms() if old is not None else None
+            if ms is not None:
+                times["old"].append(ms)
+            ms, ref_out = _ms(lambda: reference(model))
+            times["ref"].append(ms)
+            ms, fast_out = _ms(lambda: fast(model))
+            times["fast"].append(ms)
+            assert ref_out == fast_out, (ref_out, fast_out)
+            clock = 400e6 + 10e6 * i  # each round another clock: the placement is reused
+            times["physics"].append(_ms(lambda clock=clock: fast(model, clock))[0])
+    finally:
+        if old is not None:
+            old.close()
+    med = {k: statistics.median(v) if v else None for k, v in times.items()}
+    old_ms, ref_ms, fast_ms, physics_ms = med["old"], med["ref"], med["fast"], med["physics"]
     goal_ms = old_ms if old_ms is not None else ref_ms
     return {
         "design_point": f"{model} 4-bit, rank-16 LoRA, roma: plan + decode at {CONTEXTS} + TTFT at {PROMPT}",
         "decode_tokens_per_s": list(fast_out[:2]),
         "ttft_ms": fast_out[2],
         "old_code_ms": old_ms,
-        "old_code": old_note,
+        "old_code": old.note if old is not None else "not measured (--no-old-code)",
         "reference_ms": ref_ms,
         "fast_ms": fast_ms,
         "ratio_to_old_code": fast_ms / old_ms if old_ms is not None else None,
