@@ -56,8 +56,7 @@ class PhaseBuilder:
         count_events: bool = True,
     ) -> None:
         self.sim, self.chip, self.view = sim, chip, view
-        if not count_events:  # timing only (a design point's TTFT): `events` stay empty
-            self._count = self._noc_count = _ignore
+        self.counting = count_events  # False: timing only (a design point's TTFT), `events` stay empty
         self.rate = rates or ChipRates.of(chip)
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
         self.events: dict[EventKey, float] = {}  # counted events of the base model's ops (for energy)
@@ -134,7 +133,8 @@ class PhaseBuilder:
         """An LM head kept on the host (off_chip_all): its table crosses the host link every step (streamed
         in, or read by the host from the same memory: one cost either way), after the final norm."""
         nbytes = op.weight_bits_read / 8 + op.activation_bytes_in
-        self._count(op, {E.HOST_BITS: 8 * nbytes})
+        if self.counting:
+            self._count(op, {E.HOST_BITS: 8 * nbytes})
         cycles = self.rate.host_cycles(nbytes)
         st.ready = [self.sim.add(op.name, HOST, cycles, "host", after=st.ready, priority=prio, op=op.name)]
 
@@ -147,14 +147,15 @@ class PhaseBuilder:
         d, t = op.out_features, op.tokens
         off_chip = op.weight_off_chip or self.view.embedding() is None
         host_bytes = t * self.rate.token_io_bytes + (op.weight_bits_read / 8 if off_chip else 0)
-        self._count(
-            op,
-            {
-                E.ROM_BITS: 0 if off_chip else op.weight_bits_read,
-                E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out,
-                E.HOST_BITS: 8 * host_bytes,
-            },
-        )
+        if self.counting:
+            self._count(
+                op,
+                {
+                    E.ROM_BITS: 0 if off_chip else op.weight_bits_read,
+                    E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out,
+                    E.HOST_BITS: 8 * host_bytes,
+                },
+            )
         after = st.ready
         if self.rate.host_bytes_per_cycle > 0:  # token ids (and off-chip table rows) come over the host link
             cycles = self.rate.host_cycles(host_bytes)
@@ -172,7 +173,8 @@ class PhaseBuilder:
             after=after, priority=prio, op=op.name,
         )  # fmt: skip
         per_link = max(d * self.rate.partial_bytes, t * d * self.rate.partial_bytes / self.view.mesh.vector_units)
-        self._noc_count(op, t * d * self.rate.partial_bytes, "gather")
+        if self.counting:
+            self._noc_count(op, t * d * self.rate.partial_bytes, "gather")
         st.ready = [self._gather(f"{op.name}.to_vector", per_link, [look], op.name, prio, row=True)]
 
     def _projection(self, op: Op, st: _BatchState, prio: int) -> None:
@@ -180,7 +182,8 @@ class PhaseBuilder:
         if st.bcast is None:
             nbytes = op.in_features * op.tokens * self.rate.act_bytes
             st.bcast = self._broadcast(f"{op.name}.input", nbytes, st.ready, op.name, prio)
-            self._noc_count(op, nbytes, "broadcast")
+            if self.counting:
+                self._noc_count(op, nbytes, "broadcast")
         cycles, bound = l_unit_cycles(
             self.chip, tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max,
             rom_access_cycles=self.rate.rom_access_cycles,
@@ -200,7 +203,8 @@ class PhaseBuilder:
             op=op.name,
         )
         reads = math.ceil(op.tokens / self.rate.token_batch)
-        self._count(op, {E.ROM_BITS: tw.bits_total * reads, l_macs(tw.weight_bits): op.macs})
+        if self.counting:
+            self._count(op, {E.ROM_BITS: tw.bits_total * reads, l_macs(tw.weight_bits): op.macs})
         st.pending.append(_Pending(op, tw, [task]))
 
     def _lora_a(self, op: Op, st: _BatchState, prio: int) -> None:
@@ -220,9 +224,12 @@ class PhaseBuilder:
         r_bytes = op.out_features * op.tokens
         up = self._gather(f"{op.name}.gather", r_bytes * self.rate.partial_bytes, [a], op.name, prio, row=True)
         down = self._broadcast(f"{op.name}.share", r_bytes * self.rate.act_bytes, [up], op.name, prio)
-        self._noc_count(op, r_bytes * self.rate.partial_bytes, "gather")
-        self._noc_count(op, r_bytes * self.rate.act_bytes, "broadcast")
-        self._count(op, {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read})
+        if self.counting:
+            self._noc_count(op, r_bytes * self.rate.partial_bytes, "gather")
+        if self.counting:
+            self._noc_count(op, r_bytes * self.rate.act_bytes, "broadcast")
+        if self.counting:
+            self._count(op, {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read})
         base.lora_in = down
 
     def _lora_b(self, op: Op, st: _BatchState, prio: int) -> None:
@@ -241,7 +248,9 @@ class PhaseBuilder:
             priority=prio,
             op=op.name,
         )
-        self._count(op, {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read, E.VECTOR_OPS: op.vector_ops})
+        if self.counting:
+            events = {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read, E.VECTOR_OPS: op.vector_ops}
+            self._count(op, events)
         base.done.append(b)
 
     def _flush(self, st: _BatchState, prio: int) -> None:
@@ -256,19 +265,22 @@ class PhaseBuilder:
             if op.module == "v_proj":  # values need no RoPE: they go straight to their KV slots
                 nbytes = op.out_features * op.tokens * self.rate.kv_bytes
                 st.values = self._gather(f"{op.name}.to_kv", nbytes, p.done, op.name, prio, row=True)
-                self._noc_count(op, nbytes, "gather")
+                if self.counting:
+                    self._noc_count(op, nbytes, "gather")
                 continue
             gathers.append(self._gather(f"{op.name}.output", per_link, p.done, op.name, prio, row=False))
-            self._noc_count(op, op.out_features * op.tokens * self.rate.partial_bytes, "gather")
+            if self.counting:
+                self._noc_count(op, op.out_features * op.tokens * self.rate.partial_bytes, "gather")
         st.pending, st.bcast = [], None
         st.ready = gathers
 
     def _elementwise(self, op: Op, st: _BatchState, prio: int) -> None:
         task = self._vector(op, st.ready, prio)
-        self._count(
-            op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in,
-                 E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out},
-        )  # fmt: skip
+        if self.counting:
+            self._count(
+                op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in,
+                     E.VECTOR_SRAM_WRITE_BITS: 8 * op.activation_bytes_out},
+            )  # fmt: skip
         if op.kind == OpKind.NORM:  # the sum of squares is reduced along the vector row
             task = self._row_allreduce(f"{op.name}.allreduce", 4 * op.tokens, [task], op.name, prio)
         st.ready, st.bcast = [task], None
@@ -292,32 +304,36 @@ class PhaseBuilder:
         bound = "attention" if mac_cycles >= sram_cycles else "kv_sram"
         cycles = max(mac_cycles, sram_cycles) + self.rate.h_pipeline
         task = self.sim.add(op.name, f"H{g}", cycles, bound, after=after, priority=prio, op=op.name)
-        self._count(
-            op,
-            {
-                E.ATTENTION_MACS: op.macs,
-                E.H_SRAM_READ_BITS: 8 * op.kv_bytes_read,
-                E.H_SRAM_WRITE_BITS: 8 * op.kv_bytes_written,
-            },
-        )
+        if self.counting:
+            self._count(
+                op,
+                {
+                    E.ATTENTION_MACS: op.macs,
+                    E.H_SRAM_READ_BITS: 8 * op.kv_bytes_read,
+                    E.H_SRAM_WRITE_BITS: 8 * op.kv_bytes_written,
+                },
+            )
         return task, pairs_u
 
     def _score(self, op: Op, st: _BatchState, prio: int) -> None:
         s = op.heads * op.head_dim
         nbytes = (s + op.kv_heads * op.head_dim) * op.tokens * self.rate.act_bytes  # q, and k to its slot
         bcast = self._broadcast(f"{op.name}.qkv", nbytes, st.ready, op.name, prio)
-        self._noc_count(op, nbytes, "broadcast")
+        if self.counting:
+            self._noc_count(op, nbytes, "broadcast")
         after = [bcast] + ([self.prev_batch_attention[op.layer]] if op.layer in self.prev_batch_attention else [])
         task, pairs_u = self._h_attention(op, after, prio)
         self.prev_batch_attention[op.layer] = task
         per_link = self.view.mesh.column_units * op.heads * pairs_u * self.rate.partial_bytes
-        self._noc_count(op, op.macs // op.head_dim * self.rate.partial_bytes, "gather")
+        if self.counting:
+            self._noc_count(op, op.macs // op.head_dim * self.rate.partial_bytes, "gather")
         st.ready = [self._gather(f"{op.name}.scores", per_link, [task], op.name, prio, row=False)]
         st.attn_pairs_u = pairs_u
 
     def _softmax(self, op: Op, st: _BatchState, prio: int) -> None:
         task = self._vector(op, st.ready, prio)
-        self._count(op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in})
+        if self.counting:
+            self._count(op, {E.VECTOR_OPS: op.vector_ops, E.VECTOR_SRAM_READ_BITS: 8 * op.activation_bytes_in})
         red = self._row_allreduce(f"{op.name}.allreduce", 8 * op.heads * op.tokens, [task], op.name, prio)
         per_link = self.view.mesh.column_units * op.heads * st.attn_pairs_u * self.rate.act_bytes
         m, r = self.view.mesh, self.rate
@@ -325,13 +341,15 @@ class PhaseBuilder:
             f"{op.name}.probs", NOC_DOWN, r.link_cycles(per_link) + r.path_cycles(m.column_hops_max), "noc",
             after=[red], priority=prio, op=op.name,
         )  # fmt: skip
-        self._noc_count(op, op.activation_bytes_out, "gather")
+        if self.counting:
+            self._noc_count(op, op.activation_bytes_out, "gather")
         st.ready = [down]
 
     def _value(self, op: Op, st: _BatchState, prio: int) -> None:
         task, _ = self._h_attention(op, st.ready + ([st.values] if st.values is not None else []), prio)
         nbytes = op.heads * op.head_dim * op.tokens * self.rate.partial_bytes  # reduced in the network
-        self._noc_count(op, nbytes, "reduce")
+        if self.counting:
+            self._noc_count(op, nbytes, "reduce")
         st.ready = [self._gather(f"{op.name}.reduce", nbytes, [task], op.name, prio, row=True)]
         st.bcast = None
 
@@ -340,11 +358,8 @@ class PhaseBuilder:
         the mesh rows between the units and the vector row(s) once; a gather moves each byte over its own
         path (its unit's hops to the vector row, on average, plus half the vector row)."""
         hops = self._spanning_hops if pattern in ("broadcast", "reduce") else self._gather_hops
-        self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
-
-
-def _ignore(*_args: object) -> None:
-    """What `_count` and `_noc_count` do for a builder that only times (count_events=False)."""
+        if self.counting:
+            self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
 
 
 @dataclass
