@@ -323,10 +323,17 @@ class Simulator:
         while events:
             now, kind, _prio, _s, i = pop(events)
             r = res[i]
+            q = queues[r]
             if kind == _READY:
-                push(queues[r], (now, prio[i], i, i))
+                if not q and busy_until[r] <= now:  # an idle resource, nothing queued: it takes this task now
+                    k = i
+                else:
+                    push(q, (now, prio[i], i, i))
+                    k = -1
             else:
-                makespan = max(makespan, now)
+                k = -1
+                if now > makespan:
+                    makespan = now
                 for j in on_finish[i]:  # the dependents waiting for this task's end
                     t = now + lags[j]
                     if t >= ready_at[j]:
@@ -335,10 +342,10 @@ class Simulator:
                     if not waiting[j]:
                         push(events, (ready_at[j], _READY, prio[j], seq, j))
                         seq += 1
-            q = queues[r]
-            if not q or busy_until[r] > now:
-                continue
-            k = pop(q)[3]  # dispatch the resource's next ready task
+            if k < 0:
+                if not q or busy_until[r] > now:
+                    continue
+                k = pop(q)[3]  # dispatch the resource's next ready task
             start[k] = now
             if now > ready_at[k] and last_on[r] >= 0:  # it waited for its resource, not for its inputs
                 cause[k], cause_kind[k] = last_on[r], FINISH
