@@ -81,9 +81,14 @@ class PlacementView:
         n_t, n_u = len(placement.tensors), placement.units
         tiles_of = np.bincount(t["tensor"], minlength=n_t)
         bits = np.bincount(t["tensor"], weights=t["code_bits"] + t["scale_bits"] + t["zero_bits"], minlength=n_t)
-        at = t["tensor"] * n_u + t["unit"]  # per (tensor, unit): a unit's share of a tensor, its busiest unit
-        rows_max = np.bincount(at, weights=rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
-        rom_max = np.bincount(at, weights=macro_rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+        if sum(len(m) for m in members) == len(t["unit"]):  # one tile per (tensor, unit): the busiest tile
+            rows_max, rom_max = np.zeros(n_t, dtype=np.int64), np.zeros(n_t, dtype=np.int64)
+            np.maximum.at(rows_max, t["tensor"], rows)
+            np.maximum.at(rom_max, t["tensor"], macro_rows)
+        else:  # a unit's tiles of a tensor add up: per (tensor, unit), then the busiest unit
+            at = t["tensor"] * n_u + t["unit"]
+            rows_max = np.bincount(at, weights=rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+            rom_max = np.bincount(at, weights=macro_rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
         group = np.zeros(n_t, dtype=np.int64)
         if self.groups > 1:  # the group of the unit holding the tensor's first tile in table order
             first = np.full(n_t, len(t["unit"]), dtype=np.int64)
