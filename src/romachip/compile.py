@@ -236,7 +236,10 @@ def _kv_rings(placement: Placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     layers_on: dict[int, tuple[tuple[int, ...], list[int]]] = {}  # by id: equal unit sets are one tuple
     for t, units in zip(tensors, placement._tensor_units()[1], strict=True):
         if t.layer >= 0 and units:
-            layers_on.setdefault(id(units), (units, []))[1].append(t.layer)
+            on = layers_on.get(id(units))
+            if on is None:
+                on = layers_on[id(units)] = (units, [])
+            on[1].append(t.layer)
     for units, on in layers_on.values():
         held[np.ix_(on, units)] = True
     label = np.full(n, -1, dtype=np.int64)

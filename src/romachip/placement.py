@@ -15,6 +15,7 @@ A ROM word's place in the macros is the chip spec's `RomArray.word_location` (do
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -65,7 +66,7 @@ class TensorEntry:
     layer: int = -1
     kind: str = TensorKind.ATTENTION
 
-    @property
+    @functools.cached_property  # asked per tensor by every KV, adapter and timing rule
     def module(self) -> str:
         """`q_proj` ... for projections, else the kind."""
         parts = self.name.split(".")
