@@ -319,13 +319,14 @@ def _split_tensors(
     part = part[:, None] if unit_major else part[None, :]
     r, w1, w2 = per_tensor(rotate), per_tensor(w1), per_tensor(w2)
     extra = ((part >= r) & (part < r + w1)) | (part < w2)  # bool: the big int arrays are few (each costs)
-    counts = per_tensor(base) + extra
+    counts = per_tensor(base.astype(np.int32)) + extra  # int32: a tensor's rows (< 2**31); fewer new pages
     if not unit_major:
         counts[part >= per_tensor(parts)] = 0
     axis = 0 if unit_major else 1
-    start = np.cumsum(counts, axis=axis) - counts  # first row of a part: the rows of the parts before it
+    start = np.cumsum(counts, axis=axis, dtype=np.int32)  # first row of a part: the rows of the parts before
+    start -= counts
     keep = counts > 0
-    row_start = start[keep]
+    row_start = start[keep].astype(np.int64)
     index = np.arange(len(tensors), dtype=np.int64)
     if unit_major:
         unit, tensor = np.repeat(everyone, keep.sum(axis=1)), np.broadcast_to(index[None, :], keep.shape)[keep]
