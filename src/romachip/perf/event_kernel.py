@@ -297,6 +297,40 @@ class Simulator:
         g.op.append(op)
         return n
 
+    def task(
+        self,
+        name: str,
+        resource: str,
+        duration_cycles: int,
+        bound: str,
+        after: tuple[int, ...] | list[int],
+        stream: tuple[int, ...] | list[int],
+        lag_cycles: int,
+        end_lag_cycles: int,
+        priority: int,
+        op: str,
+    ) -> int:
+        """`add` with every argument in place and the dependencies taken as given: for the phase builder
+        (timing.py), whose ~2,500 tasks a design point depend only on ids this simulator returned."""
+        if duration_cycles < 0:
+            raise ValueError(f"task {name!r}: negative duration {duration_cycles}")
+        g = self.graph
+        r = g.res_id.get(resource)
+        if r is None:
+            r = g.res_id[resource] = len(g.resources)
+            g.resources.append(resource)
+        g.name.append(name)
+        g.res.append(r)
+        g.dur.append(int(duration_cycles))
+        g.bound.append(bound)
+        g.prio.append(priority)
+        g.after.append(tuple(after))
+        g.stream.append(tuple(stream))
+        g.lag.append(lag_cycles)
+        g.end_lag.append(end_lag_cycles)
+        g.op.append(op)
+        return len(g.name) - 1
+
     def run(self) -> Schedule:  # noqa: C901 - one event loop, kept whole so that its locals stay fast
         g = self.graph
         n, res, dur, prio, lags, end_lags, streams = len(g.name), g.res, g.dur, g.prio, g.lag, g.end_lag, g.stream

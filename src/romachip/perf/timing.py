@@ -77,13 +77,12 @@ class PhaseBuilder:
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
         """V -> every matrix unit: row all-gather, then multicast down each column (full vector per link)."""
         r = self.rate
-        row = self.sim.add(
-            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + self._row_path, "noc",
-            after=after, priority=prio, op=op,
-        )  # fmt: skip
-        return self.sim.add(
-            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + self._column_path, "noc",
-            stream=(row,), lag_cycles=1, end_lag_cycles=self._column_path, priority=prio, op=op,
+        row = self.sim.task(
+            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + self._row_path, "noc", after, (), 0, 0, prio, op
+        )
+        return self.sim.task(
+            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + self._column_path, "noc", (), (row,), 1,
+            self._column_path, prio, op,
         )  # fmt: skip
 
     def _first_flit(self) -> int:
@@ -93,15 +92,15 @@ class PhaseBuilder:
     def _gather(self, name: str, per_link_bytes: float, after: list[int], op: str, prio: int, row: bool) -> int:
         """Matrix units -> V up the columns (and along the vector row when the data changes owner)."""
         cycles = self.rate.link_cycles(per_link_bytes) + self._gather_path[row]
-        return self.sim.add(name, NOC_UP, cycles, "noc", after=after, priority=prio, op=op)
+        return self.sim.task(name, NOC_UP, cycles, "noc", after, (), 0, 0, prio, op)
 
     def _row_allreduce(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
         cycles = self.rate.link_cycles(nbytes) + self._row_path
-        return self.sim.add(name, NOC_ROW, cycles, "noc", after=after, priority=prio, op=op)
+        return self.sim.task(name, NOC_ROW, cycles, "noc", after, (), 0, 0, prio, op)
 
     def _vector(self, op: Op, after: list[int], prio: int) -> int:
         cycles = self.rate.vector_cycles(op.vector_ops)
-        return self.sim.add(op.name, "V", cycles, "vector", after=after, priority=prio, op=op.name)
+        return self.sim.task(op.name, "V", cycles, "vector", after, (), 0, 0, prio, op.name)
 
     def _count(self, op: Op, events: dict[E | EventKey, float]) -> None:
         """Add an op's events (an Event means EventKey(event); L-Unit MACs come keyed by weight width)."""
@@ -191,16 +190,8 @@ class PhaseBuilder:
         first_flit = self._first_flit()
         if st.pending:  # back to back with the previous projection on the same input: no new pipeline fill
             cycles -= self.rate.pipeline
-        task = self.sim.add(
-            op.name,
-            f"L{tw.group}",
-            cycles,
-            bound,
-            stream=[st.bcast],
-            lag_cycles=first_flit,
-            end_lag_cycles=self.rate.pipeline,
-            priority=prio,
-            op=op.name,
+        task = self.sim.task(
+            op.name, f"L{tw.group}", cycles, bound, (), (st.bcast,), first_flit, self.rate.pipeline, prio, op.name
         )
         reads = math.ceil(op.tokens / self.rate.token_batch)
         if self.counting:
@@ -216,10 +207,9 @@ class PhaseBuilder:
         cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
         # compile.py deals A rows round-robin over the units, module after module: the A ops of one
         # layer run on different H-Units, so each module gets its own representative unit
-        a = self.sim.add(
-            op.name, f"H{tw.group}.{op.module}", cycles + self.rate.h_pipeline, "lora",
-            stream=[st.bcast], lag_cycles=self._first_flit(), end_lag_cycles=self.rate.h_pipeline,
-            priority=prio, op=op.name,
+        a = self.sim.task(
+            op.name, f"H{tw.group}.{op.module}", cycles + self.rate.h_pipeline, "lora", (), (st.bcast,),
+            self._first_flit(), self.rate.h_pipeline, prio, op.name,
         )  # fmt: skip
         r_bytes = op.out_features * op.tokens
         up = self._gather(f"{op.name}.gather", r_bytes * self.rate.partial_bytes, [a], op.name, prio, row=True)
@@ -239,15 +229,9 @@ class PhaseBuilder:
         sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
         cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
         cycles += math.ceil(tw.rows_max * op.tokens / self.rate.lora_macs)  # add B(Ax) into the base outputs
-        b = self.sim.add(
-            op.name,
-            f"H{tw.group}",
-            cycles + self.rate.h_pipeline,
-            "lora",
-            after=[base.lora_in] if base.lora_in is not None else [],
-            priority=prio,
-            op=op.name,
-        )
+        after = (base.lora_in,) if base.lora_in is not None else ()
+        cycles += self.rate.h_pipeline
+        b = self.sim.task(op.name, f"H{tw.group}", cycles, "lora", after, (), 0, 0, prio, op.name)
         if self.counting:
             events = {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read, E.VECTOR_OPS: op.vector_ops}
             self._count(op, events)
@@ -303,7 +287,7 @@ class PhaseBuilder:
         sram_cycles = self.rate.h_sram_cycles(kv_bits_u)
         bound = "attention" if mac_cycles >= sram_cycles else "kv_sram"
         cycles = max(mac_cycles, sram_cycles) + self.rate.h_pipeline
-        task = self.sim.add(op.name, f"H{g}", cycles, bound, after=after, priority=prio, op=op.name)
+        task = self.sim.task(op.name, f"H{g}", cycles, bound, after, (), 0, 0, prio, op.name)
         if self.counting:
             self._count(
                 op,
