@@ -198,7 +198,7 @@ def with_workload(placement: Placement, *, kv: KvConfig, lora: LoraConfig | None
         lora_bytes=np.zeros(n, dtype=np.int64),
     )  # fmt: skip
     out._units_cache, out._rings_cache = placement._units_cache, cached  # the same tiles: these still hold
-    out._lora_cache, out._used_cache = placement._lora_cache, placement._used_cache  # the tiles' alone
+    out._lora_cache = placement._lora_cache  # what the tiles alone determine (the same tiles)
     if lora is not None and lora.enabled:
         shares = out._lora_cache.get(lora)
         if shares is None or shares[0] is not key[0] or shares[1] is not key[1]:

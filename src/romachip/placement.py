@@ -143,8 +143,9 @@ class Placement:
     _units_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)
     _rings_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # compile.with_workload
     _views: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # perf.mapping.PlacementView.of
-    _lora_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)  # compile.with_workload
-    _used_cache: tuple | None = field(default=None, init=False, repr=False, compare=False)  # unit_used_bits
+    # what the tiles alone determine, shared by the placements with_workload derives (the adapters' shares,
+    # keyed by LoraConfig; "used": unit_used_bits)
+    _lora_cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._by_name = {t.name: i for i, t in enumerate(self.tensors)}
@@ -194,10 +195,10 @@ class Placement:
     def unit_used_bits(self) -> np.ndarray:
         """[units] ROM bits each L-Unit uses, word padding included (counted once per tile table: the
         capacity plan and every fit check ask)."""
-        key, cached = (self.tiles["unit"], self.tiles["rom_span_bits"]), self._used_cache
+        key, cached = (self.tiles["unit"], self.tiles["rom_span_bits"]), self._lora_cache.get("used")
         if cached is None or cached[0] is not key[0] or cached[1] is not key[1]:
             used = np.bincount(key[0], weights=key[1], minlength=self.units).astype(np.int64)
-            self._used_cache = cached = (*key, used)
+            self._lora_cache["used"] = cached = (*key, used)
         return cached[2].copy()
 
     # -- the ROM fit verdict: a placement is computed whether or not it fits --------------------------------

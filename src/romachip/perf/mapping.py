@@ -121,15 +121,16 @@ class PlacementView:
         """Units that hold tiles of exactly the same layers form a group (one group for `spread`): units
         grouped by the last layer they hold, from the units each tensor's tiles are on."""
         group = np.zeros(placement.units, dtype=np.int64)
-        last_of: dict[int, tuple[tuple[int, ...], int]] = {}  # by id: equal unit sets are one tuple object
+        last_of: dict[int, int] = {}  # by id: equal unit sets are one tuple object
+        sets: dict[int, tuple[int, ...]] = {}
         for entry, units in zip(placement.tensors, placement._tensor_units()[1], strict=True):
-            if entry.layer >= 0 and units:
-                last_of[id(units)] = (units, max(entry.layer, last_of.get(id(units), ((), -1))[1]))
+            if entry.layer > last_of.get(id(units), -1) and units:
+                last_of[id(units)], sets[id(units)] = entry.layer, units
         if not last_of:
             return group
         last_layer = np.full(placement.units, -1, dtype=np.int64)
-        for units, layer in last_of.values():
-            at = np.asarray(units, dtype=np.int64)
+        for k, layer in last_of.items():
+            at = np.asarray(sets[k], dtype=np.int64)
             last_layer[at] = np.maximum(last_layer[at], layer)
         keys, inverse = np.unique(last_layer, return_inverse=True)
         return inverse.astype(np.int64) if len(keys) > 1 else group
