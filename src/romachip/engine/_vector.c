@@ -243,9 +243,9 @@ T512 static void encode_avx512(const float *x, void *out, double *scale, long lo
 PyObject *lunit_encode(PyObject *self, PyObject *args) {
     PyObject *xo, *oo, *so;
     long long rows, d;
-    int mode;
+    int mode, widest = AMX; /* widest: the widest vector path allowed (tests: 0 portable) */
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOLLi", &xo, &oo, &so, &rows, &d, &mode)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOLLi|i", &xo, &oo, &so, &rows, &d, &mode, &widest)) return NULL;
     if (rows < 0 || d < 1 || (mode != 0 && mode != 1)) {
         PyErr_SetString(PyExc_ValueError, "bad encode arguments");
         return NULL;
@@ -265,7 +265,7 @@ PyObject *lunit_encode(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS;
 #ifdef LUNIT_X86
-    if (lunit_cpu_level() >= AVX512)
+    if (lunit_cpu_level() >= AVX512 && widest >= AVX512)
         encode_avx512(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
     else
 #endif
