@@ -21,14 +21,21 @@ MAX_SPEC_BYTES = 1 * 2**20
 
 
 def preset_names(folder: str) -> list[str]:
+    return list(_shipped_names(folder))
+
+
+@lru_cache(maxsize=8)
+def _shipped_names(folder: str) -> tuple[str, ...]:
+    # listed once per process: the shipped folders do not change while it runs, and a sweep loads a
+    # chip, tech and host preset at every design point
     root = resources.files("romachip.spec") / folder
-    return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
+    return tuple(sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml")))
 
 
 def load_yaml_model(cls: type[T], name_or_path: str | Path, folder: str, kind: str) -> T:
     """Load a shipped preset by name, or a YAML file by path, into `cls`."""
     key = str(name_or_path)
-    if key in preset_names(folder):
+    if key in _shipped_names(folder):
         return _load_preset(cls, key, folder, kind)
     return _load_file(cls, key, folder, kind)
 
