@@ -223,3 +223,21 @@ def test_the_install_goes_on_without_a_c_compiler(tmp_path) -> None:
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "failed" in done.stdout + done.stderr and not list(tmp_path.rglob("*.so"))
+
+
+def test_a_native_module_built_from_other_sources_is_not_called():
+    # a checkout that pulled C changes without rebuilding keeps an old module: it must not be called
+    # (it may lack a function or take other arguments); the NumPy path runs instead, with a warning
+    probe = (
+        "import sys, types, warnings\n"
+        "sys.modules['romachip.engine._lunit'] = types.ModuleType('_lunit')  # no ABI: an old build\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    from romachip.engine import kernels\n"
+        "print(kernels.native_available(), kernels.default_kernel())\n"
+        "print(any('rebuild' in str(w.message) for w in caught))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ROMACHIP_KERNEL"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "numpy", "True"]

@@ -524,5 +524,10 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_lunit", "The L-Unit
                                     methods};
 
 PyMODINIT_FUNC PyInit__lunit(void) {
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "ABI", ROMACHIP_NATIVE_ABI) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

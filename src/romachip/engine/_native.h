@@ -19,6 +19,11 @@
 #define LUNIT_X86 1
 #endif
 
+/* The functions and arguments this module offers, as a number (the module's ABI attribute): bump it, and
+ * detmath.NATIVE_ABI with it, whenever a function is added or its arguments change, so that Python built
+ * against a stale module takes the NumPy path instead of calling what the module lacks. */
+#define ROMACHIP_NATIVE_ABI 2
+
 enum { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AMX = 3 };
 
 /* the widest vector path this CPU runs (AVX512: F, BW, VL, DQ and VNNI); every path gives the same bits */

@@ -8,14 +8,28 @@ folds (`numpy.add.accumulate`), never pairwise or threaded sums.
 
 from __future__ import annotations
 
+import warnings
 from decimal import Context, Decimal
 from math import factorial
 
 import numpy as np
 
+#: The native module's functions and arguments this code calls (ROMACHIP_NATIVE_ABI in _native.h).
+NATIVE_ABI = 2
+
 try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
     from romachip.engine import _lunit
 except ImportError:  # pragma: no cover - depends on the build
+    _lunit = None
+if _lunit is not None and getattr(_lunit, "ABI", None) != NATIVE_ABI:
+    # built from other sources (a checkout that pulled C changes without rebuilding): calling it could
+    # miss a function or pass the wrong arguments, so take the NumPy path, which gives the same bits
+    warnings.warn(
+        "romachip: the native kernel was built from other sources; rebuild it (`make`, or `python setup.py "
+        "build_ext --inplace`). The engine takes its NumPy path meanwhile (same results, slower).",
+        RuntimeWarning,
+        stacklevel=1,
+    )
     _lunit = None
 
 # Cody-Waite split of ln 2 (fdlibm): LN2_HI has trailing zero bits, so k * LN2_HI is exact for |k| < 2^11.

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from romachip.engine.detmath import seq_sum, to_bf16
+from romachip.engine.detmath import (
+    _lunit,  # None where it did not build, or was built from other sources
+    seq_sum,
+    to_bf16,
+)
 from romachip.engine.packed import (
     OUT_TILE,
     PACKED_WIDTHS,
@@ -35,11 +39,6 @@ from romachip.engine.packed import (
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError
 from romachip.quant.tensor import QuantizedTensor
-
-try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
-    from romachip.engine import _lunit
-except ImportError:  # pragma: no cover - depends on the build
-    _lunit = None
 
 KERNELS = ("native", "numpy")
 KERNEL_ENV = "ROMACHIP_KERNEL"  # "native" or "numpy" forces one implementation (tests, benchmarks)
