@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 # isort: off
-import romachip  # noqa: F401  (first: its OMP_WAIT_POLICY default must precede torch's libgomp)
+import romachip  # noqa: F401  (first: its OpenMP wait default must precede torch's libgomp)
 
 # isort: on
 import numpy as np
