@@ -140,6 +140,12 @@ def test_native_vector_steps_equal_numpy_bit_for_bit() -> None:
     g = (rng.standard_normal((7, 300)) * rng.choice([0.01, 1, 30, 800], (7, 300))).astype(np.float32)
     u = rng.standard_normal((7, 300)).astype(np.float32)
     np.testing.assert_array_equal(_bits(silu_mul(g, u)), _bits(silu_mul_numpy(g, u)))
+    # the fused gate/up output read in place (column slices), rows over 1 and 3 threads
+    y = (rng.standard_normal((300, 2 * 264)) * 5).astype(np.float32)
+    for threads in (1, 3):
+        with kernel_threads(threads):
+            got = silu_mul(y[:, :264], y[:, 264:])
+        np.testing.assert_array_equal(_bits(got), _bits(silu_mul_numpy(y[:, :264], y[:, 264:])))
 
 
 @native
@@ -189,6 +195,13 @@ def test_native_vector_encoding_equals_numpy_bit_for_bit(mode: str) -> None:
         got, got_scale = np.empty(x.shape), np.empty(x.shape[0])
         kernels._lunit.encode(x, got, got_scale, x.shape[0], x.shape[1], ("int8", "fp16").index(mode), widest)
         np.testing.assert_array_equal(got.view(np.uint64), ints.view(np.uint64))  # the sign of zero too
+        np.testing.assert_array_equal(got_scale.view(np.uint64), scale.view(np.uint64))
+    big = (rng.standard_normal((3001, 24)) * rng.choice([1e-6, 1.0, 7e4], (3001, 1))).astype(np.float32)
+    ints, scale = encode_vectors(big, mode)
+    for threads in (1, 3):  # chunks of rows over threads (past the size where threads engage)
+        with kernel_threads(threads):
+            got, got_scale = encode_vectors(big, mode, native=True)
+        np.testing.assert_array_equal(got.view(np.uint64), ints.view(np.uint64))
         np.testing.assert_array_equal(got_scale.view(np.uint64), scale.view(np.uint64))
 
 

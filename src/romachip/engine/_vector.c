@@ -55,25 +55,24 @@ T512 static void silu_x8(const float *g, const float *u, float *h, long long n) 
 }
 #endif
 
-/* SwiGLU: h = f32(f32(f64(g / f64(1 + exp64(-g)))) * u) */
-PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
-    PyObject *go, *uo, *ho;
-    long long n;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "OOOL", &go, &uo, &ho, &n)) return NULL;
-    Py_buffer gb, ub, hb;
-    if (lunit_get(go, &gb, 0, 4, n, "g") < 0) return NULL;
-    if (lunit_get(uo, &ub, 0, 4, n, "u") < 0) {
-        PyBuffer_Release(&gb);
-        return NULL;
+/* A float32 [rows, cols] view whose columns are adjacent (a slice of a fused projection's output is one);
+ * its row stride, in floats, goes to *ld. */
+static int get_rows(PyObject *o, Py_buffer *b, int writable, long long rows, long long cols, long long *ld,
+                    const char *what) {
+    if (PyObject_GetBuffer(o, b, PyBUF_STRIDES | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0)) < 0) return -1;
+    int ok = b->ndim == 2 && b->itemsize == 4 && b->format != NULL && strcmp(b->format, "f") == 0 &&
+             b->shape[0] == rows && b->shape[1] == cols && (cols < 2 || b->strides[1] == 4) &&
+             b->strides[0] % 4 == 0 && (rows < 2 || b->strides[0] >= 4 * cols);
+    if (!ok) {
+        PyBuffer_Release(b);
+        PyErr_Format(PyExc_ValueError, "%s must be float32 [rows, cols] with adjacent columns", what);
+        return -1;
     }
-    if (lunit_get(ho, &hb, 1, 4, n, "h") < 0) {
-        PyBuffer_Release(&ub), PyBuffer_Release(&gb);
-        return NULL;
-    }
-    const float *g = gb.buf, *u = ub.buf;
-    float *h = hb.buf;
-    Py_BEGIN_ALLOW_THREADS;
+    *ld = rows > 1 ? b->strides[0] / 4 : cols;
+    return 0;
+}
+
+static void silu_row(const float *g, const float *u, float *h, long long n) {
     long long i = 0;
 #ifdef LUNIT_X86
     if (lunit_cpu_level() >= AVX512) {
@@ -86,6 +85,37 @@ PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
         float silu = (float)(gd / (1.0 + exp64(-gd)));
         h[i] = silu * u[i];
     }
+}
+
+#define SILU_THREADED_MIN 65536 /* elements below which waking a second thread costs more than it saves */
+
+/* SwiGLU: h = f32(f32(f64(g / f64(1 + exp64(-g)))) * u), elementwise (rows over threads: the same bits) */
+PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
+    PyObject *go, *uo, *ho;
+    long long rows, cols, lg, lu, lh;
+    int threads = 1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OOOLL|i", &go, &uo, &ho, &rows, &cols, &threads)) return NULL;
+    if (rows < 0 || cols < 0) {
+        PyErr_SetString(PyExc_ValueError, "silu_mul: negative shape");
+        return NULL;
+    }
+    Py_buffer gb, ub, hb;
+    if (get_rows(go, &gb, 0, rows, cols, &lg, "g") < 0) return NULL;
+    if (get_rows(uo, &ub, 0, rows, cols, &lu, "u") < 0) {
+        PyBuffer_Release(&gb);
+        return NULL;
+    }
+    if (get_rows(ho, &hb, 1, rows, cols, &lh, "h") < 0) {
+        PyBuffer_Release(&ub), PyBuffer_Release(&gb);
+        return NULL;
+    }
+    const float *g = gb.buf, *u = ub.buf;
+    float *h = hb.buf;
+    Py_BEGIN_ALLOW_THREADS;
+#pragma omp parallel for num_threads(threads) if (threads > 1 && rows > 1 && rows * cols >= SILU_THREADED_MIN) \
+    schedule(static)
+    for (long long r = 0; r < rows; r++) silu_row(g + r * lg, u + r * lu, h + r * lh, cols);
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&hb), PyBuffer_Release(&ub), PyBuffer_Release(&gb);
     Py_RETURN_NONE;
@@ -240,12 +270,15 @@ T512 static void encode_avx512(const float *x, void *out, double *scale, long lo
 }
 #endif
 
+#define ENCODE_CHUNK_ROWS 16
+#define ENCODE_THREADED_MIN 65536 /* elements below which one thread encodes them all */
+
 PyObject *lunit_encode(PyObject *self, PyObject *args) {
     PyObject *xo, *oo, *so;
     long long rows, d;
-    int mode, widest = AMX; /* widest: the widest vector path allowed (tests: 0 portable) */
+    int mode, widest = AMX, threads = 1; /* widest: the widest vector path allowed (tests: 0 portable) */
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOLLi|i", &xo, &oo, &so, &rows, &d, &mode, &widest)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOLLi|ii", &xo, &oo, &so, &rows, &d, &mode, &widest, &threads)) return NULL;
     if (rows < 0 || d < 1 || (mode != 0 && mode != 1)) {
         PyErr_SetString(PyExc_ValueError, "bad encode arguments");
         return NULL;
@@ -263,13 +296,25 @@ PyObject *lunit_encode(PyObject *self, PyObject *args) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "encode: out must be int8, int32 or float64 [rows, d]");
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS;
+    int wide = 0;
 #ifdef LUNIT_X86
-    if (lunit_cpu_level() >= AVX512 && widest >= AVX512)
-        encode_avx512(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
-    else
+    wide = lunit_cpu_level() >= AVX512 && widest >= AVX512;
 #endif
-        encode_portable(xb.buf, ob.buf, sb.buf, rows, d, mode, itemsize);
+    long long chunks = (rows + ENCODE_CHUNK_ROWS - 1) / ENCODE_CHUNK_ROWS;
+    Py_BEGIN_ALLOW_THREADS;
+    /* each row is encoded on its own (its own scale): chunks of rows over threads give the same bits */
+#pragma omp parallel for num_threads(threads) if (threads > 1 && rows * d >= ENCODE_THREADED_MIN) schedule(static)
+    for (long long c = 0; c < chunks; c++) {
+        long long r0 = c * ENCODE_CHUNK_ROWS, n = rows - r0 < ENCODE_CHUNK_ROWS ? rows - r0 : ENCODE_CHUNK_ROWS;
+        const float *xc = (const float *)xb.buf + r0 * d;
+        char *oc = (char *)ob.buf + r0 * d * itemsize;
+        double *sc = (double *)sb.buf + r0;
+#ifdef LUNIT_X86
+        if (wide) encode_avx512(xc, oc, sc, n, d, mode, itemsize);
+        else
+#endif
+            encode_portable(xc, oc, sc, n, d, mode, itemsize);
+    }
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&sb), PyBuffer_Release(&ob), PyBuffer_Release(&xb);
     Py_RETURN_NONE;

@@ -9,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from romachip.engine.detmath import _lunit, to_fp16
-from romachip.engine.kernels import align_blocks, quantize_int8_rows
+from romachip.engine.kernels import NATIVE_PATHS, align_blocks, native_threads, quantize_int8_rows
 from romachip.errors import GenerationError
 
 #: the KV precisions the H-Units store; "fp32" exists only in the float mode
 HARDWARE_KV_MODES = ("int8", "fp16")
 KV_MODES = (*HARDWARE_KV_MODES, "fp32")
 MAX_CONTEXT_TOKENS = 1 << 15  # the PV product stays exact in binary64 below this (docs/numerics.md)
+WIDEST = len(NATIVE_PATHS) - 1  # the native encode's widest vector path: whatever the CPU has
 KV_WINDOW_BITS = 14  # fp16 vectors aligned to 2^(E-14): |vi| <= 2^15
 
 
@@ -27,7 +28,8 @@ def encode_vectors(
     if native and _lunit is not None and mode in HARDWARE_KV_MODES:
         x = np.ascontiguousarray(x, dtype=np.float32)
         out, scale = np.empty(x.shape, dtype=dtype), np.empty(x.shape[:-1])
-        _lunit.encode(x, out, scale, x.size // x.shape[-1], x.shape[-1], HARDWARE_KV_MODES.index(mode))
+        rows, d = x.size // x.shape[-1], x.shape[-1]
+        _lunit.encode(x, out, scale, rows, d, HARDWARE_KV_MODES.index(mode), WIDEST, native_threads())
         return out, scale
     if mode == "int8":
         xi, scale = quantize_int8_rows(x)

@@ -13,7 +13,7 @@ import numpy as np
 
 from romachip.engine.attention import attention
 from romachip.engine.detmath import _lunit, exp64, pow_f32, seq_sum, sincos64
-from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel, linear, lora_parts
+from romachip.engine.kernels import PreparedLinear, check_kernel, default_kernel, linear, lora_parts, native_threads
 from romachip.engine.kv import KVCache
 from romachip.engine.tap import NO_LAYER, LinearSite, Observer, OpKind, TapEvent
 from romachip.errors import GenerationError, ModelConfigError
@@ -84,12 +84,21 @@ def rms_norm_numpy(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 def silu_mul(g: np.ndarray, u: np.ndarray) -> np.ndarray:
     """SwiGLU: f32(f32(f64(g / f64(1 + exp64(-g)))) * u), in C where the native module was built."""
-    if _lunit is not None:
-        g, u = np.ascontiguousarray(g, dtype=np.float32), np.ascontiguousarray(u, dtype=np.float32)
-        h = np.empty(g.shape, dtype=np.float32)
-        _lunit.silu_mul(g, u, h, g.size)
-        return h
+    if _lunit is not None:  # g and u may be column slices of the fused gate/up output: read in place
+        g2, u2 = (_rows_view(a, g.shape) for a in (g, u))
+        h = np.empty(g2.shape, dtype=np.float32)
+        _lunit.silu_mul(g2, u2, h, *h.shape, native_threads())
+        return h.reshape(g.shape)
     return silu_mul_numpy(g, u)
+
+
+def _rows_view(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`a` as float32 [rows, last] with adjacent columns, without a copy where it already is one."""
+    a = np.asarray(a, dtype=np.float32)
+    a = a if a.ndim == 2 else a.reshape(-1, shape[-1])
+    rows, cols = a.shape
+    in_place = (cols < 2 or a.strides[1] == 4) and (rows < 2 or a.strides[0] >= 4 * cols)
+    return a if in_place else np.ascontiguousarray(a)
 
 
 def silu_mul_numpy(g: np.ndarray, u: np.ndarray) -> np.ndarray:
