@@ -281,21 +281,8 @@ class Simulator:
         for d in (*after, *stream):
             if not 0 <= d < n:
                 raise ValueError(f"task {name!r} depends on unknown task {d}")
-        r = g.res_id.get(resource)
-        if r is None:
-            r = g.res_id[resource] = len(g.resources)
-            g.resources.append(resource)
-        g.name.append(name)
-        g.res.append(r)
-        g.dur.append(int(duration_cycles))
-        g.bound.append(bound)
-        g.prio.append(priority)
-        g.after.append(tuple(after))
-        g.stream.append(tuple(stream))
-        g.lag.append(lag_cycles)
-        g.end_lag.append(int(end_lag_cycles))
-        g.op.append(op)
-        return n
+        return self.task(name, resource, duration_cycles, bound, after, stream, lag_cycles, int(end_lag_cycles),
+                         priority, op)  # fmt: skip
 
     def task(
         self,
