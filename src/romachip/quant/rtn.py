@@ -117,13 +117,19 @@ def _grouped(w: np.ndarray, g: int) -> np.ndarray:
     return w.reshape(out, groups, g)
 
 
-def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantizedTensor:
-    """Round-to-nearest quantization of a [out, in] float weight into `fmt` (see module docstring)."""
+def checked_weight(w: np.ndarray) -> np.ndarray:
+    """A [out, in] float32 weight, refused (FormatError) when empty, not 2-D, or holding inf or NaN."""
     w = np.asarray(w, dtype=np.float32)
     if w.ndim != 2 or 0 in w.shape:
         raise FormatError(f"expected a non-empty 2-D weight [out, in], got shape {w.shape}")
     if not np.all(np.isfinite(w)):
         raise FormatError("cannot quantize a weight holding inf or NaN")
+    return w
+
+
+def quantize_rtn(w: np.ndarray, fmt: WeightFormat) -> QuantizedTensor:
+    """Round-to-nearest quantization of a [out, in] float weight into `fmt` (see module docstring)."""
+    w = checked_weight(w)
     out, inp = w.shape
     g = fmt.group_len(inp)
     wg = _grouped(w, g)

@@ -24,7 +24,7 @@ import numpy as np
 
 from romachip.errors import FormatError
 from romachip.quant.formats import WeightFormat
-from romachip.quant.rtn import _grouped, group_params, quantize_codes, round_scale, scale_to_float32
+from romachip.quant.rtn import _grouped, checked_weight, group_params, quantize_codes, round_scale, scale_to_float32
 from romachip.quant.tensor import QuantizedTensor
 
 #: Range shrink factors tried per group (1.0 is plain RTN, tried first).
@@ -96,11 +96,7 @@ def quantize_rtn_search(
     `column_weights` [in] (non-negative) weighs each input column's squared error, e.g. by how large its
     activations are expected to be; None weighs them all 1.
     """
-    w = np.asarray(w, dtype=np.float32)
-    if w.ndim != 2 or 0 in w.shape:
-        raise FormatError(f"expected a non-empty 2-D weight [out, in], got shape {w.shape}")
-    if not np.all(np.isfinite(w)):
-        raise FormatError("cannot quantize a weight holding inf or NaN")
+    w = checked_weight(w)
     out, inp = w.shape
     wg = _grouped(w, fmt.group_len(inp))
     cw = np.ones(inp) if column_weights is None else np.asarray(column_weights, dtype=np.float64)
