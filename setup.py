@@ -1,7 +1,9 @@
-"""The optional native L-Unit kernel (src/romachip/engine/_lunit.c); everything else is in pyproject.toml.
+"""The optional native kernels: the engine's L-Unit kernel (src/romachip/engine/_lunit.c and its siblings)
+and the perf model's event loop (src/romachip/perf/_events.c); everything else is in pyproject.toml.
 
-`optional=True`: where no C compiler (or no Python headers) is found the install goes on without it and
-the engine takes its NumPy path, which gives the same bits (docs/numerics.md). One C file, a few seconds.
+`optional=True`: where no C compiler (or no Python headers) is found the install goes on without them;
+the engine then takes its NumPy path, which gives the same bits (docs/numerics.md), and the perf model
+its Python event loop, which gives the same schedules. A few C files, a few seconds.
 """
 
 from setuptools import Extension, setup
@@ -19,6 +21,13 @@ setup(
             extra_compile_args=FLAGS,
             extra_link_args=["-fopenmp"],
             optional=True,
-        )
+        ),
+        # one self-contained integer loop: no OpenMP, no float arithmetic
+        Extension(
+            "romachip.perf._events",
+            sources=["src/romachip/perf/_events.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+            optional=True,
+        ),
     ]
 )

@@ -5,7 +5,13 @@ import random
 
 import pytest
 
+from romachip.perf import event_kernel
 from romachip.perf.event_kernel import ReferenceSimulator, Simulator
+
+NATIVE = pytest.param(
+    "native", marks=pytest.mark.skipif(event_kernel._events is None, reason="the C event loop is not built here")
+)
+LOOPS = ("python", NATIVE)  # Simulator's two event loops
 
 
 def test_one_resource_serialises_and_two_overlap():
@@ -92,15 +98,40 @@ def _random_graph(sim, rng: random.Random, n: int) -> None:
                 priority=rng.randint(-1, 2), op=f"op{i % 7}")  # fmt: skip
 
 
+@pytest.mark.parametrize("kernel", LOOPS)
 @pytest.mark.parametrize("seed", range(20))
-def test_fast_kernel_matches_the_reference_task_for_task(seed):
-    """The column kernel (`Simulator`) gives the plain one's schedule: every task's start, end, cause and
-    stretch, the busy cycles (in the same order) and the critical path."""
+def test_fast_kernel_matches_the_reference_task_for_task(seed, kernel):
+    """The column kernel (`Simulator`, its Python loop and its C loop) gives the plain one's schedule: every
+    task's start, end, cause and stretch, the busy cycles (in the same order) and the critical path."""
     fast, ref = Simulator(), ReferenceSimulator()
     for sim in (fast, ref):
         _random_graph(sim, random.Random(seed), 120)
-    a, b = fast.run(), ref.run()
+    a, b = fast.run(kernel=kernel), ref.run()
     assert a.tasks == b.tasks
     assert a.makespan_cycles == b.makespan_cycles
     assert list(a.busy_cycles.items()) == list(b.busy_cycles.items())
     assert a.critical_bound_cycles() == b.critical_bound_cycles()
+
+
+@pytest.mark.parametrize("kernel", LOOPS)
+def test_a_cycle_is_refused_by_both_loops(kernel):
+    sim = Simulator()  # `task` takes ids as given: a depends on b, b on a
+    sim.task("a", "R", 1, "macs", (1,), (), 0, 0, 0, "")
+    sim.task("b", "R", 1, "macs", (0,), (), 0, 0, 0, "")
+    sim.task("c", "S", 2, "macs", (), (), 0, 0, 0, "")
+    with pytest.raises(RuntimeError, match="cycle or a missing dependency .* 'a'"):
+        sim.run(kernel=kernel)
+
+
+@pytest.mark.skipif(event_kernel._events is None, reason="the C event loop is not built here")
+def test_graphs_past_int64_take_the_python_loop():
+    """Numbers the C loop cannot hold (a float lag, a duration past int64) run in Python, with Python's
+    numbers, whatever loop is the default."""
+    big = Simulator()
+    a = big.add("a", "R", 2**70, "macs")
+    big.add("b", "R", 1, "macs", after=[a], lag_cycles=0.5)
+    s = big.run()
+    assert (s.tasks[1].start, s.tasks[1].end) == (2**70 + 0.5, 2**70 + 1.5)
+    assert event_kernel.KERNEL == "native"
+    with pytest.raises(ValueError, match="unknown event kernel"):
+        big.run(kernel="fortran")

@@ -14,14 +14,37 @@ on any machine. Independent tasks on different resources overlap; tasks on one r
 
 `Simulator` keeps the graph in columns (one list per field, resources numbered) and builds Task objects
 only when a caller reads `Schedule.tasks`: a design point runs ~2,500 tasks, and a sweep many design
-points. `ReferenceSimulator` is the same kernel written plainly, one Task object per task; tests hold
-the two to the same schedule, task for task.
+points. Its event loop runs in C (`romachip.perf._events`, built by setup.py where a C compiler exists)
+when the graph is one of int64 numbers, else in Python (`Simulator.run(kernel="python")`): the same loop,
+the same schedule. `ReferenceSimulator` is the same kernel written plainly, one Task object per task;
+tests hold both loops to it, task for task.
 """
 
 from __future__ import annotations
 
 import heapq
+import warnings
 from dataclasses import dataclass, field
+
+#: The C loop's functions and arguments this module calls (EVENTS_ABI in _events.c).
+EVENTS_ABI = 1
+
+try:  # optional (setup.py): without it the Python loop runs every graph, with the same schedule
+    from romachip.perf import _events
+except ImportError:  # pragma: no cover - depends on the build
+    _events = None
+if _events is not None and getattr(_events, "ABI", None) != EVENTS_ABI:  # pragma: no cover - a stale build
+    warnings.warn(
+        "romachip: the event kernel's C loop was built from other sources; rebuild it (`make`, or `python "
+        "setup.py build_ext --inplace`). The Python loop runs meanwhile (same schedules, slower).",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+    _events = None
+
+#: Which event loop `Simulator.run` takes by default: "native" (the C loop) where it is built, else "python".
+KERNEL = "native" if _events is not None else "python"
+KERNELS = ("native", "python")
 
 FINISH, STREAM = 0, 1
 _READY, _END = 0, 1  # event kinds; at equal times, ends are handled after readiness of the same priority
@@ -318,7 +341,29 @@ class Simulator:
         g.op.append(op)
         return len(g.name) - 1
 
-    def run(self) -> Schedule:  # noqa: C901 - one event loop, kept whole so that its locals stay fast
+    def run(self, *, kernel: str | None = None) -> Schedule:
+        """Run the graph once. `kernel`: "native" (the C loop; an error where it is not built), "python", or
+        None (the C loop where it is built and the graph is one of int64 numbers, else the Python loop)."""
+        if kernel not in (None, *KERNELS):
+            raise ValueError(f"unknown event kernel {kernel!r}; choose one of {', '.join(KERNELS)}")
+        if kernel == "native" and _events is None:
+            raise RuntimeError("the event kernel's C loop (romachip.perf._events) is not built here")
+        g = self.graph
+        out = None
+        if kernel != "python" and _events is not None:  # None: not an int64 graph, the Python loop takes it
+            out = _events.run(g.res, g.dur, g.prio, g.lag, g.end_lag, g.after, g.stream, len(g.resources))
+        if out is None:
+            out = self._loop()
+        start, end, cause, cause_kind, stretched_by, makespan, busy, first_use = out
+        if -1 in end:
+            stuck = g.name[end.index(-1)]
+            raise RuntimeError(f"task graph has a cycle or a missing dependency (first unscheduled: {stuck!r})")
+        busy_cycles = {g.resources[r]: busy[r] for r in first_use}
+        return Schedule(g, start, end, cause, cause_kind, stretched_by, makespan, busy_cycles)
+
+    def _loop(self) -> tuple:  # noqa: C901 - one event loop, kept whole so that its locals stay fast
+        """The event loop in Python (_events.c is the same loop): (start, end, cause, cause_kind, stretched_by,
+        makespan, busy cycles per resource id, resource ids in order of first use)."""
         g = self.graph
         n, res, dur, prio, lags, end_lags, streams = len(g.name), g.res, g.dur, g.prio, g.lag, g.end_lag, g.stream
         waiting = [len(a) + len(s) for a, s in zip(g.after, streams, strict=True)]
@@ -389,8 +434,4 @@ class Simulator:
                     seq += 1
             push(events, (e, _END, prio[k], seq, k))
             seq += 1
-        if -1 in end:
-            stuck = g.name[end.index(-1)]
-            raise RuntimeError(f"task graph has a cycle or a missing dependency (first unscheduled: {stuck!r})")
-        busy_cycles = {g.resources[r]: busy[r] for r in first_use}
-        return Schedule(g, start, end, cause, cause_kind, stretched_by, makespan, busy_cycles)
+        return start, end, cause, cause_kind, stretched_by, makespan, busy, first_use
