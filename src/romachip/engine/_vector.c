@@ -264,9 +264,68 @@ static void encode_portable(const float *x, void *out, double *scale, long long 
 }
 
 #ifdef LUNIT_X86
+/* to_fp16f on 16 lanes: the same clamp, the same integer rounding, the same 2^-24 grid below 2^-14 */
+T512 static inline __m512 to_fp16_x16(__m512 v) {
+    const __m512 top = _mm512_set1_ps(65504.0f), bottom = _mm512_set1_ps(-65504.0f);
+    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, top, _CMP_GT_OQ), v, top);
+    v = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, bottom, _CMP_LT_OQ), v, bottom);
+    __m512i u = _mm512_castps_si512(v);
+    __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 13), _mm512_set1_epi32(1));
+    u = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x0FFF)), odd);
+    __m512 normal = _mm512_castsi512_ps(_mm512_and_si512(u, _mm512_set1_epi32(~0x1FFF)));
+    __m512 tiny = _mm512_mul_ps(_mm512_roundscale_ps(_mm512_mul_ps(v, _mm512_set1_ps(0x1p24f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC),
+                                _mm512_set1_ps(0x1p-24f));
+    __mmask16 small = _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(0x1p-14f), _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(small, normal, tiny);
+}
+
+/* encode_body's steps, 16 values at a time: the max (order free: of magnitudes), one IEEE division or
+ * exact product per value, rne, the clamp (NaN to -127 as fmaxf gives it) */
 T512 static void encode_avx512(const float *x, void *out, double *scale, long long rows, long long d, int mode,
-                               int itemsize) { /* the same C, vectorized by the compiler (IEEE semantics kept) */
-    encode_body(x, out, scale, rows, d, mode, itemsize);
+                               int itemsize) {
+    const __m512 rne_lo = _mm512_set1_ps(-127.0f), rne_hi = _mm512_set1_ps(127.0f);
+    for (long long r = 0; r < rows; r++) {
+        const float *xr = x + r * d;
+        __m512 mx = _mm512_setzero_ps();
+        for (long long i = 0; i < d; i += 16) {
+            __mmask16 k = d - i >= 16 ? 0xffff : (__mmask16)((1u << (d - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(k, xr + i);
+            if (mode == 1) v = to_fp16_x16(v);
+            mx = _mm512_mask_max_ps(mx, k, _mm512_abs_ps(v), mx); /* a NaN lane keeps the max so far */
+        }
+        float m = _mm512_reduce_max_ps(mx);
+        __m512 by;
+        double s;
+        if (mode == 0) {
+            float sf = m > 0.0f ? m / 127.0f : 1.0f;
+            by = _mm512_set1_ps(sf), s = (double)sf;
+        } else {
+            int e = 0;
+            frexpf(m, &e);
+            uint32_t pb = (uint32_t)(15 - e + 127) << 23;
+            float pw;
+            memcpy(&pw, &pb, 4);
+            by = _mm512_set1_ps(pw), s = m > 0.0f ? ldexp(1.0, e - 15) : 1.0;
+        }
+        scale[r] = s;
+        for (long long i = 0; i < d; i += 16) {
+            __mmask16 k = d - i >= 16 ? 0xffff : (__mmask16)((1u << (d - i)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(k, xr + i), h;
+            if (mode == 0) {
+                h = _mm512_roundscale_ps(_mm512_div_ps(v, by), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                h = _mm512_min_ps(_mm512_max_ps(h, rne_lo), rne_hi);
+            } else {
+                h = _mm512_roundscale_ps(_mm512_mul_ps(to_fp16_x16(v), by), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            }
+            if (itemsize == 1) _mm_mask_storeu_epi8((int8_t *)out + r * d + i, k, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(h)));
+            else if (itemsize == 4) _mm512_mask_storeu_epi32((int32_t *)out + r * d + i, k, _mm512_cvtps_epi32(h));
+            else {
+                _mm512_mask_storeu_pd((double *)out + r * d + i, (__mmask8)k, _mm512_cvtps_pd(_mm512_castps512_ps256(h)));
+                _mm512_mask_storeu_pd((double *)out + r * d + i + 8, (__mmask8)(k >> 8),
+                                      _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(h), 1))));
+            }
+        }
+    }
 }
 #endif
 
