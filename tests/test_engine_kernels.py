@@ -156,9 +156,10 @@ def test_native_attention_equals_numpy_bit_for_bit(kv: str) -> None:
 
     rng = np.random.default_rng(21)
     # (kv heads, query heads, d, shares, start, tokens): a prefill, a later prefill chunk, decode steps; one
-    # key per unit, several, a global softmax, more units than keys
+    # key per unit (d 64 and 80: value rows in registers, four query rows together), several, a global softmax,
+    # more units than keys
     cases = [(2, 4, 16, 256, 0, 37), (1, 3, 24, 5, 6, 9), (3, 3, 8, 1, 0, 12), (2, 2, 16, 3, 30, 1),
-             (1, 2, 40, 256, 40, 1), (2, 6, 16, 7, 3, 20)]  # fmt: skip
+             (1, 2, 40, 256, 40, 1), (2, 6, 16, 7, 3, 20), (2, 6, 64, 256, 0, 23), (1, 3, 80, 256, 5, 6)]  # fmt: skip
     for kvh, heads, d, shares, start, tokens in cases:
         cache = KVCache(2, kvh, d, start + tokens + 3, kv)
         scale = rng.choice([1e-3, 1.0, 30.0], (start + tokens, kvh, 1)).astype(np.float32)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #define P_BITS 21
+#define PV_ROWS 4 /* query rows of one KV head attended together (one key per unit: each value load shared) */
 
 PyObject *hunit_attention(PyObject *self, PyObject *args);
 PyObject *hunit_scores(PyObject *self, PyObject *args);
@@ -123,10 +124,11 @@ static void att_row_portable(const att_t *a, int64_t h, int64_t r, const row_t *
 T512 static void att_row_avx512(const att_t *a, int64_t h, int64_t r, const row_t *w) { att_row(a, h, r, w); }
 
 /* One key per unit (the chip's spread placement up to 256 keys): e = 1 and Z_u = 1 for every visible key,
- * so unit j's terms are alpha_j and f64(alpha_j 2^(F_j - 21) P_j) v_j; eight keys at once. Returns 0
- * (having written nothing) when a score is not finite, for att_row to handle as the contract says. */
-T512 static int att_row_one_key(const att_t *a, int64_t h, int64_t r, const row_t *w) {
-    const int64_t keys = a->keys, pos = a->start + r % a->tokens, d = a->d;
+ * so unit j's terms are alpha_j and C_j = f64(alpha_j 2^(F_j - 21) P_j), C_j v_j; eight keys at once.
+ * Fills w->coef (C_j) and w->z (alpha_j) and returns the visible keys; 0 (having written nothing the row
+ * needs) when a score is not finite, for att_row to handle as the contract says. */
+T512 static int64_t one_key_coefs(const att_t *a, int64_t h, int64_t r, const row_t *w) {
+    const int64_t keys = a->keys, pos = a->start + r % a->tokens;
     const int64_t vis = pos + 1 < keys ? pos + 1 : keys;
     const double *dots = a->dots + (h * a->rows + r) * keys;
     const double *sk = a->sk + h * a->cap, *sv = a->sv + h * a->cap;
@@ -160,43 +162,104 @@ T512 static int att_row_one_key(const att_t *a, int64_t h, int64_t r, const row_
         _mm512_mask_storeu_pd(w->z + j, m, alpha);
         _mm512_mask_storeu_pd(w->coef + j, m, coef);
     }
-    double z = w->z[0];
-    for (int64_t j = 1; j < vis; j++) z = z + w->z[j];
-    double *acc = w->acc;
-    const double *v = a->vd + h * keys * d;
-    for (int64_t e0 = 0; e0 + 64 <= d; e0 += 64) { /* eight accumulators in registers over every key */
-        __m512d t[8];
-        const __m512d c0 = _mm512_set1_pd(w->coef[0]);
-        for (int k = 0; k < 8; k++) t[k] = _mm512_mul_pd(c0, _mm512_loadu_pd(v + e0 + 8 * k));
-        for (int64_t j = 1; j < vis; j++) {
-            const __m512d cj = _mm512_set1_pd(w->coef[j]);
-            const double *vj = v + j * d + e0;
-            for (int k = 0; k < 8; k++) t[k] = _mm512_add_pd(t[k], _mm512_mul_pd(cj, _mm512_loadu_pd(vj + 8 * k)));
+    return vis;
+}
+
+/* acc + C v over 8 lanes: one rounding either way where C v is exact (a fused multiply-add then gives the
+ * same bits as the product and the sum, each rounded), else the two IEEE steps */
+T512 static inline __m512d add_product(__m512d acc, __m512d coef, __m512d v, int exact) {
+    return exact ? _mm512_fmadd_pd(coef, v, acc) : _mm512_add_pd(acc, _mm512_mul_pd(coef, v));
+}
+
+#define PV_LANES 32 /* value columns a pass: 4 registers per row */
+
+/* O_d = sum_j C_j v_jd in key order for `n` rows, keys 0 .. common - 1 of all of them together (each value
+ * row loaded once for all), then each row's own remaining keys; out = f32(O / Z).
+ * C_j v_j is exact for int8 values: |C_j| has at most 24 + 22 significant bits (a float32 alpha times a
+ * power of two times P_j <= 2^22) and |v| <= 127 < 2^7, so the product needs fewer than 53 bits. */
+T512 static inline __attribute__((always_inline)) void one_key_body(const att_t *a, int64_t h, const int64_t *r,
+                                                               row_t *const *w, const int64_t *vis, const int n,
+                                                               const int exact) {
+    const int64_t d = a->d;
+    const double *v = a->vd + h * a->keys * d;
+    int64_t common = vis[0];
+    _Pragma("GCC unroll 8") for (int i = 1; i < n; i++) common = vis[i] < common ? vis[i] : common;
+    for (int64_t e0 = 0; e0 < d; e0 += PV_LANES) {
+        const int64_t lanes = d - e0 < PV_LANES ? d - e0 : PV_LANES;
+        __mmask8 mk[PV_LANES / 8];
+        _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) {
+            int64_t left = lanes - 8 * k;
+            mk[k] = left >= 8 ? 0xff : left > 0 ? (__mmask8)((1u << left) - 1) : 0;
         }
-        for (int k = 0; k < 8; k++) _mm512_storeu_pd(acc + e0 + 8 * k, t[k]);
+        __m512d t[PV_ROWS][PV_LANES / 8];
+        _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) { /* the first key: a product alone (C v may be -0) */
+            __m512d v0 = _mm512_maskz_loadu_pd(mk[k], v + e0 + 8 * k);
+            _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) t[i][k] = _mm512_mul_pd(_mm512_set1_pd(w[i]->coef[0]), v0);
+        }
+        for (int64_t j = 1; j < common; j++) {
+            const double *vj = v + j * d + e0;
+            __m512d c[PV_ROWS];
+            _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) c[i] = _mm512_set1_pd(w[i]->coef[j]);
+            _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) {
+                __m512d x = _mm512_maskz_loadu_pd(mk[k], vj + 8 * k);
+                _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) t[i][k] = add_product(t[i][k], c[i], x, exact);
+            }
+        }
+        _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) {
+            for (int64_t j = common; j < vis[i]; j++) {
+                const __m512d c = _mm512_set1_pd(w[i]->coef[j]);
+                _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++)
+                    t[i][k] = add_product(t[i][k], c, _mm512_maskz_loadu_pd(mk[k], v + j * d + e0 + 8 * k), exact);
+            }
+            _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) _mm512_mask_storeu_pd(w[i]->acc + e0 + 8 * k, mk[k], t[i][k]);
+        }
     }
-    const int64_t rest = d / 64 * 64;
-    for (int64_t e = rest; e < d; e++) acc[e] = w->coef[0] * v[e];
-    for (int64_t j = 1; j < vis && rest < d; j++) {
-        const double cj = w->coef[j];
-        for (int64_t e = rest; e < d; e++) acc[e] = acc[e] + cj * v[j * d + e];
+    _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) {
+        double z = w[i]->z[0];
+        for (int64_t j = 1; j < vis[i]; j++) z = z + w[i]->z[j];
+        float *out = a->out + (h * a->rows + r[i]) * d;
+        for (int64_t e = 0; e < d; e++) out[e] = (float)(w[i]->acc[e] / z);
     }
-    float *out = a->out + (h * a->rows + r) * d;
-    for (int64_t e = 0; e < d; e++) out[e] = (float)(acc[e] / z);
-    return 1;
+}
+
+/* one_key_body with its row count and exactness known to the compiler (the accumulators stay in registers) */
+T512 static void one_key_values(const att_t *a, int64_t h, const int64_t *r, row_t *const *w, const int64_t *vis,
+                                int n) {
+    const int exact = a->v_bytes == 1;
+    if (n == PV_ROWS) {
+        if (exact) one_key_body(a, h, r, w, vis, PV_ROWS, 1);
+        else one_key_body(a, h, r, w, vis, PV_ROWS, 0);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (exact) one_key_body(a, h, r + i, w + i, vis + i, 1, 1);
+        else one_key_body(a, h, r + i, w + i, vis + i, 1, 0);
+    }
 }
 #endif
 
-static void att_row_best(const att_t *a, int64_t h, int64_t r, const row_t *w, int level) {
+/* rows r0 .. r0 + n - 1 of KV head h, on the widest path allowed; w: one scratch per row */
+static void att_rows_best(const att_t *a, int64_t h, int64_t r0, int n, row_t *const *w, int level) {
 #ifdef LUNIT_X86
+    if (level >= AVX512 && a->vd) {
+        int64_t r[PV_ROWS], vis[PV_ROWS];
+        row_t *ws[PV_ROWS];
+        int m = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t v = one_key_coefs(a, h, r0 + i, w[m]);
+            if (v) r[m] = r0 + i, vis[m] = v, ws[m] = w[m], m++;
+            else att_row_avx512(a, h, r0 + i, w[m]);
+        }
+        if (m) one_key_values(a, h, r, ws, vis, m);
+        return;
+    }
     if (level >= AVX512) {
-        if (a->vd && att_row_one_key(a, h, r, w)) return;
-        att_row_avx512(a, h, r, w);
+        for (int i = 0; i < n; i++) att_row_avx512(a, h, r0 + i, w[0]);
         return;
     }
 #endif
     (void)level;
-    att_row_portable(a, h, r, w);
+    for (int i = 0; i < n; i++) att_row_portable(a, h, r0 + i, w[0]);
 }
 
 static int run_attention(att_t *a, int threads, int level) {
@@ -204,6 +267,7 @@ static int run_attention(att_t *a, int threads, int level) {
     int failed = 0;
     a->vd = level >= AVX512 && a->slots == 1 ? scratch(&vd_s, sizeof(double) * (size_t)(a->kvh * a->keys * a->d)) : NULL;
     if (level >= AVX512 && a->slots == 1 && !a->vd) return 1;
+    const int64_t blocks = (a->rows + PV_ROWS - 1) / PV_ROWS;
 #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         if (a->vd) {
@@ -213,20 +277,26 @@ static int run_attention(att_t *a, int threads, int level) {
                     a->vd[hj * a->d + e] = value_at(a, hj / a->keys, hj % a->keys, e);
         }
         const int64_t n = a->units, keys = a->keys, d = a->d;
-        char *mem = malloc((size_t)(keys * 4 + n * 4 + n * 16 + keys * 8 + d * 16 + n * sizeof(int) + 64));
-        row_t w = {0};
-        if (mem) {
-            double *dp = (double *)mem;
-            w.z = dp, w.coef = dp + n, w.p = dp + 2 * n, w.acc = dp + 2 * n + keys, w.ints = w.acc + d;
-            w.s = (float *)(w.ints + d), w.m = w.s + keys;
-            w.empty = (int *)(w.m + n);
-        } else {
+        const size_t row_bytes = (size_t)(keys * 4 + n * 4 + n * 16 + keys * 8 + d * 16 + n * sizeof(int) + 64) / 64 * 64;
+        char *mem = malloc(PV_ROWS * row_bytes);
+        row_t rows[PV_ROWS] = {{0}}, *w[PV_ROWS];
+        for (int i = 0; i < PV_ROWS && mem; i++) {
+            double *dp = (double *)(mem + i * row_bytes);
+            rows[i].z = dp, rows[i].coef = dp + n, rows[i].p = dp + 2 * n, rows[i].acc = dp + 2 * n + keys;
+            rows[i].ints = rows[i].acc + d;
+            rows[i].s = (float *)(rows[i].ints + d), rows[i].m = rows[i].s + keys;
+            rows[i].empty = (int *)(rows[i].m + n);
+            w[i] = &rows[i];
+        }
+        if (!mem) {
 #pragma omp atomic write
             failed = 1;
         }
-#pragma omp for schedule(dynamic, 16)
-        for (int64_t i = 0; i < a->kvh * a->rows; i++)
-            if (mem) att_row_best(a, i / a->rows, i % a->rows, &w, level);
+#pragma omp for schedule(dynamic, 4)
+        for (int64_t b = 0; b < a->kvh * blocks; b++) {
+            const int64_t h = b / blocks, r0 = b % blocks * PV_ROWS;
+            if (mem) att_rows_best(a, h, r0, a->rows - r0 < PV_ROWS ? (int)(a->rows - r0) : PV_ROWS, w, level);
+        }
         free(mem);
     }
     return failed;
@@ -283,6 +353,26 @@ PyObject *hunit_attention(PyObject *self, PyObject *args) {
 #define SCORE_D_MAX 256
 
 #ifdef LUNIT_X86
+#define SCORE_CHAINS 4 /* key blocks summed side by side (a vpdpwssd's latency is several of its issue slots) */
+
+/* the 16 int32 sums of keys j0.. as binary64 (exact), up to the last key */
+T512 static inline void store_scores(double *out, int64_t keys, int64_t j0, __m512i acc) {
+    int64_t n = keys - j0 < KEY_BLOCK ? keys - j0 : KEY_BLOCK;
+    __mmask8 m0 = n >= 8 ? 0xff : (__mmask8)((1u << n) - 1), m1 = n >= 16 ? 0xff : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
+    _mm512_mask_storeu_pd(out + j0, m0, _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc)));
+    _mm512_mask_storeu_pd(out + j0 + 8, m1, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(acc, 1)));
+}
+
+/* every |qi| < 2^15 (what the int16 pairs hold) */
+T512 static int q_fits_int16(const double *q, int64_t n) {
+    const __m512d lim = _mm512_set1_pd(32768.0);
+    __mmask8 bad = 0;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) bad |= _mm512_cmp_pd_mask(_mm512_abs_pd(_mm512_loadu_pd(q + i)), lim, _CMP_NLT_UQ);
+    for (; i < n; i++) bad |= !(fabs(q[i]) < 32768.0);
+    return !bad;
+}
+
 /* keys packed [kvh][key block][d / 2][16 keys][2] as int16 (zero past the last key), so that one vpdpwssd
  * adds q_e k_je + q_e+1 k_je+1 for 16 keys */
 T512 static void scores_avx512(const double *qi, const int8_t *k, double *dots, int64_t kvh, int64_t rows,
@@ -310,16 +400,26 @@ T512 static void scores_avx512(const double *qi, const int8_t *k, double *dots, 
                 pairs[e2] = (int32_t)(((uint32_t)hi << 16) | ((uint32_t)lo & 0xffffu));
             }
             double *out = dots + hr * keys;
-            for (int64_t j0 = 0; j0 < vis; j0 += KEY_BLOCK) {
-                const int16_t *kb = kp + (h * blocks + j0 / KEY_BLOCK) * d2 * KEY_BLOCK * 2;
+            const int16_t *kh = kp + h * blocks * d2 * KEY_BLOCK * 2;
+            const int64_t vis_blocks = (vis + KEY_BLOCK - 1) / KEY_BLOCK;
+            int64_t b = 0;
+            for (; b + SCORE_CHAINS <= vis_blocks; b += SCORE_CHAINS) { /* independent sums: no latency chain */
+                __m512i acc[SCORE_CHAINS];
+                for (int c = 0; c < SCORE_CHAINS; c++) acc[c] = _mm512_setzero_si512();
+                for (int64_t e2 = 0; e2 < d2; e2++) {
+                    const __m512i qp = _mm512_set1_epi32(pairs[e2]);
+                    for (int c = 0; c < SCORE_CHAINS; c++)
+                        acc[c] = _mm512_dpwssd_epi32(
+                            acc[c], _mm512_loadu_si512((const void *)(kh + ((b + c) * d2 + e2) * KEY_BLOCK * 2)), qp);
+                }
+                for (int c = 0; c < SCORE_CHAINS; c++) store_scores(out, keys, (b + c) * KEY_BLOCK, acc[c]);
+            }
+            for (; b < vis_blocks; b++) {
                 __m512i acc = _mm512_setzero_si512();
                 for (int64_t e2 = 0; e2 < d2; e2++)
-                    acc = _mm512_dpwssd_epi32(acc, _mm512_loadu_si512((const void *)(kb + e2 * KEY_BLOCK * 2)),
+                    acc = _mm512_dpwssd_epi32(acc, _mm512_loadu_si512((const void *)(kh + (b * d2 + e2) * KEY_BLOCK * 2)),
                                               _mm512_set1_epi32(pairs[e2]));
-                int64_t n = keys - j0 < KEY_BLOCK ? keys - j0 : KEY_BLOCK;
-                __mmask8 m0 = n >= 8 ? 0xff : (__mmask8)((1u << n) - 1), m1 = n >= 16 ? 0xff : n > 8 ? (__mmask8)((1u << (n - 8)) - 1) : 0;
-                _mm512_mask_storeu_pd(out + j0, m0, _mm512_cvtepi32_pd(_mm512_castsi512_si256(acc)));
-                _mm512_mask_storeu_pd(out + j0 + 8, m1, _mm512_cvtepi32_pd(_mm512_extracti64x4_epi64(acc, 1)));
+                store_scores(out, keys, b * KEY_BLOCK, acc);
             }
         }
     }
@@ -362,8 +462,8 @@ PyObject *hunit_scores(PyObject *self, PyObject *args) {
     }
     const double *q = qb.buf;
     int fits = 1, done = 0;
-    for (Py_ssize_t i = 0; i < kvh * rows * d; i++) fits &= q[i] > -32768.0 && q[i] < 32768.0;
 #ifdef LUNIT_X86
+    fits = q_fits_int16(q, kvh * rows * d);
     static __thread scratch_t kp_s;
     const int64_t blocks = (keys + KEY_BLOCK - 1) / KEY_BLOCK;
     int16_t *kp = fits ? scratch(&kp_s, sizeof(int16_t) * (size_t)(kvh * blocks * (d + 1) / 2 * KEY_BLOCK * 2 + 64)) : NULL;
