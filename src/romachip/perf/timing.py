@@ -66,7 +66,15 @@ class PhaseBuilder:
         # path latencies of the mesh, the same for every transfer of a phase
         self._row_path, self._column_path = r.path_cycles(m.row_hops_max), r.path_cycles(m.column_hops_max)
         self._gather_path = (self._column_path, r.path_cycles(m.column_hops_max + m.row_hops_max))  # [row]
-        self._flit = max(1, r.path_cycles(m.broadcast_hops))
+        self._flit = max(1, r.path_cycles(m.broadcast_hops))  # from a broadcast's start to its first flit at
+        # the farthest unit
+        # cycles by the numbers they depend on, once per phase: every layer (and most batches) of a phase
+        # asks the same few (the ops' shapes repeat); values as the helpers below compute them
+        self._bcast_cycles: dict[float, tuple[int, int]] = {}  # bytes -> (all-gather, multicast)
+        self._gather_cycles: tuple[dict[float, int], dict[float, int]] = ({}, {})  # [row] bytes per link ->
+        self._vector_cycles: dict[int, int] = {}  # vector ops -> cycles
+        self._l_cycles: dict[tuple, tuple[int, str]] = {}  # projection shape -> l_unit_cycles
+        self._lora_cycles: dict[tuple, int] = {}  # LoRA op shape -> H-Unit cycles
         self._ops = {
             OpKind.EMBEDDING: self._embedding, OpKind.PROJECTION: self._projection, OpKind.LORA_A: self._lora_a,
             OpKind.LORA_B: self._lora_b, OpKind.ATTENTION_SCORE: self._score, OpKind.SOFTMAX: self._softmax,
@@ -76,22 +84,21 @@ class PhaseBuilder:
     # -- NoC helpers -------------------------------------------------------------------------------
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
         """V -> every matrix unit: row all-gather, then multicast down each column (full vector per link)."""
-        r = self.rate
-        row = self.sim.task(
-            f"{name}.allgather", NOC_ROW, r.link_cycles(nbytes / 2) + self._row_path, "noc", after, (), 0, 0, prio, op
-        )
-        return self.sim.task(
-            f"{name}.multicast", NOC_DOWN, r.link_cycles(nbytes) + self._column_path, "noc", (), (row,), 1,
-            self._column_path, prio, op,
-        )  # fmt: skip
-
-    def _first_flit(self) -> int:
-        """Cycles from the start of a broadcast to its first flit at the farthest unit."""
-        return self._flit
+        cycles = self._bcast_cycles.get(nbytes)
+        if cycles is None:
+            r = self.rate
+            cycles = r.link_cycles(nbytes / 2) + self._row_path, r.link_cycles(nbytes) + self._column_path
+            self._bcast_cycles[nbytes] = cycles
+        task = self.sim.task
+        row = task(f"{name}.allgather", NOC_ROW, cycles[0], "noc", after, (), 0, 0, prio, op)
+        return task(f"{name}.multicast", NOC_DOWN, cycles[1], "noc", (), (row,), 1, self._column_path, prio, op)
 
     def _gather(self, name: str, per_link_bytes: float, after: list[int], op: str, prio: int, row: bool) -> int:
         """Matrix units -> V up the columns (and along the vector row when the data changes owner)."""
-        cycles = self.rate.link_cycles(per_link_bytes) + self._gather_path[row]
+        known = self._gather_cycles[row]
+        cycles = known.get(per_link_bytes)
+        if cycles is None:
+            cycles = known[per_link_bytes] = self.rate.link_cycles(per_link_bytes) + self._gather_path[row]
         return self.sim.task(name, NOC_UP, cycles, "noc", after, (), 0, 0, prio, op)
 
     def _row_allreduce(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
@@ -99,7 +106,9 @@ class PhaseBuilder:
         return self.sim.task(name, NOC_ROW, cycles, "noc", after, (), 0, 0, prio, op)
 
     def _vector(self, op: Op, after: list[int], prio: int) -> int:
-        cycles = self.rate.vector_cycles(op.vector_ops)
+        cycles = self._vector_cycles.get(op.vector_ops)
+        if cycles is None:
+            cycles = self._vector_cycles[op.vector_ops] = self.rate.vector_cycles(op.vector_ops)
         return self.sim.task(op.name, "V", cycles, "vector", after, (), 0, 0, prio, op.name)
 
     def _count(self, op: Op, events: dict[E | EventKey, float]) -> None:
@@ -183,15 +192,17 @@ class PhaseBuilder:
             st.bcast = self._broadcast(f"{op.name}.input", nbytes, st.ready, op.name, prio)
             if self.counting:
                 self._noc_count(op, nbytes, "broadcast")
-        cycles, bound = l_unit_cycles(
-            self.chip, tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max,
-            rom_access_cycles=self.rate.rom_access_cycles,
-        )  # fmt: skip
-        first_flit = self._first_flit()
+        shape = (tw.rows_max, tw.in_features, tw.weight_bits, op.tokens, tw.rom_rows_max)
+        known = self._l_cycles.get(shape)
+        if known is None:
+            known = self._l_cycles[shape] = l_unit_cycles(
+                self.chip, *shape, rom_access_cycles=self.rate.rom_access_cycles
+            )
+        cycles, bound = known
         if st.pending:  # back to back with the previous projection on the same input: no new pipeline fill
             cycles -= self.rate.pipeline
         task = self.sim.task(
-            op.name, f"L{tw.group}", cycles, bound, (), (st.bcast,), first_flit, self.rate.pipeline, prio, op.name
+            op.name, f"L{tw.group}", cycles, bound, (), (st.bcast,), self._flit, self.rate.pipeline, prio, op.name
         )
         reads = math.ceil(op.tokens / self.rate.token_batch)
         if self.counting:
@@ -201,15 +212,19 @@ class PhaseBuilder:
     def _lora_a(self, op: Op, st: _BatchState, prio: int) -> None:
         base = st.pending[-1]
         tw = base.tw
-        rows = math.ceil(op.out_features / tw.units)  # A rows go out one per unit (compile.py's split)
-        macs = rows * op.in_features * op.tokens
-        sram_bits = rows * op.in_features * self.rate.lora_bytes * 8
-        cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
+        shape = (op.out_features, op.in_features, op.tokens, tw.units)
+        cycles = self._lora_cycles.get(shape)
+        if cycles is None:
+            rows = math.ceil(op.out_features / tw.units)  # A rows go out one per unit (compile.py's split)
+            macs = rows * op.in_features * op.tokens
+            sram_bits = rows * op.in_features * self.rate.lora_bytes * 8
+            cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
+            cycles = self._lora_cycles[shape] = cycles + self.rate.h_pipeline
         # compile.py deals A rows round-robin over the units, module after module: the A ops of one
         # layer run on different H-Units, so each module gets its own representative unit
         a = self.sim.task(
-            op.name, f"H{tw.group}.{op.module}", cycles + self.rate.h_pipeline, "lora", (), (st.bcast,),
-            self._first_flit(), self.rate.h_pipeline, prio, op.name,
+            op.name, f"H{tw.group}.{op.module}", cycles, "lora", (), (st.bcast,), self._flit, self.rate.h_pipeline,
+            prio, op.name,
         )  # fmt: skip
         r_bytes = op.out_features * op.tokens
         up = self._gather(f"{op.name}.gather", r_bytes * self.rate.partial_bytes, [a], op.name, prio, row=True)
@@ -225,12 +240,15 @@ class PhaseBuilder:
     def _lora_b(self, op: Op, st: _BatchState, prio: int) -> None:
         base = st.pending[-1]
         tw = base.tw
-        macs = tw.rows_max * op.in_features * op.tokens
-        sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
-        cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
-        cycles += math.ceil(tw.rows_max * op.tokens / self.rate.lora_macs)  # add B(Ax) into the base outputs
+        shape = (tw.rows_max, op.in_features, op.tokens)  # B's shapes never meet A's: A's key has 4 numbers
+        cycles = self._lora_cycles.get(shape)
+        if cycles is None:
+            macs = tw.rows_max * op.in_features * op.tokens
+            sram_bits = tw.rows_max * op.in_features * self.rate.lora_bytes * 8
+            cycles = max(math.ceil(macs / self.rate.lora_macs), self.rate.h_sram_cycles(sram_bits))
+            cycles += math.ceil(tw.rows_max * op.tokens / self.rate.lora_macs)  # add B(Ax) into the base outputs
+            cycles = self._lora_cycles[shape] = cycles + self.rate.h_pipeline
         after = (base.lora_in,) if base.lora_in is not None else ()
-        cycles += self.rate.h_pipeline
         b = self.sim.task(op.name, f"H{tw.group}", cycles, "lora", after, (), 0, 0, prio, op.name)
         if self.counting:
             events = {E.LORA_MACS: op.macs, E.H_SRAM_READ_BITS: op.weight_bits_read, E.VECTOR_OPS: op.vector_ops}
