@@ -9,10 +9,11 @@ import yaml
 
 from romachip.cli.main import main
 from romachip.errors import CapacityError, FormatError, SpecError
+from romachip.graph import decode_ops
 from romachip.perf.area import chip_area, l_unit_logic_um2, l_unit_um2
 from romachip.perf.energy import Event, l_macs
 from romachip.perf.physics import chip_physics, operating_point
-from romachip.perf.simulate import ChipModel
+from romachip.perf.simulate import ChipModel, _drop_layer
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec, load_tech
 from romachip.tensor_bits import StoragePolicy
@@ -180,6 +181,31 @@ def test_prefill_composed_from_layers_equals_the_whole(small, roma):
         assert small.prefill(tokens).cycles == whole == small.prefill_cycles(tokens)  # the TTFT-only path too
     groups = ChipModel(roma, load_model_spec("smollm2-135m"), fmt=G128, lora=None, strategy="layer_groups")
     assert groups.view.groups > 1 and groups.prefill_cycles(40) == groups.prefill(40).cycles
+
+
+@pytest.mark.parametrize("phase", ["decode", "prefill"])
+def test_one_layer_graph_derived_from_the_two_layer_build_is_the_one_built_alone(small, phase):
+    """The composed phases take their one-layer graph from the two-layer build (Simulator.without): the same
+    tasks in the same order, the same dependencies, schedule and counted events as building it alone."""
+    two_layers = small.spec.model_copy(update={"num_layers": 2})
+    if phase == "decode":
+        two = [decode_ops(two_layers, 300, **small._graph_kwargs())]
+    else:
+        two = small._prefill_batches(two_layers, 700)
+        assert len(two) > 2  # batches that wait for the batch before the last
+    (derived, built_apart), (_, builder) = small._one_and_two_layers(two)
+    assert built_apart is None and builder.dropped  # derived, not built apart
+    alone, alone_builder = small._schedule([_drop_layer(ops, 1) for ops in two])
+    d, a = derived.graph, alone.graph
+    for column in ("name", "dur", "bound", "prio", "after", "stream", "lag", "end_lag", "op"):
+        assert getattr(d, column) == getattr(a, column), column
+    assert [d.resources[r] for r in d.res] == [a.resources[r] for r in a.res]
+    assert (derived.start, derived.end, derived.cause, derived.stretched_by) == (
+        alone.start, alone.end, alone.cause, alone.stretched_by
+    )  # fmt: skip
+    assert list(derived.busy_cycles.items()) == list(alone.busy_cycles.items())
+    assert list(builder.events_without.items()) == list(alone_builder.events.items())
+    assert list(builder.lora_events_without.items()) == list(alone_builder.lora_events.items())
 
 
 def test_any_weight_width_has_an_energy(roma, small):

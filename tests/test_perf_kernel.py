@@ -135,3 +135,17 @@ def test_graphs_past_int64_take_the_python_loop():
     assert event_kernel.KERNEL == "native"
     with pytest.raises(ValueError, match="unknown event kernel"):
         big.run(kernel="fortran")
+
+
+def test_without_drops_task_ranges_and_redirects_their_dependents_to_the_alias():
+    sim = Simulator()
+    a = sim.add("a", "R", 3, "macs")
+    b = sim.add("b", "R", 4, "macs", after=[a])  # dropped
+    sim.add("c", "S", 2, "noc", after=[b])  # waits for b: for a, once b is gone
+    sub = sim.without([(1, 2)], {b: a})
+    assert sub.graph.name == ["a", "c"] and sub.graph.after == [(), (0,)]
+    assert sub.run().end == [3, 5]
+    assert sim.run().end == [3, 7, 9]  # the graph itself is unchanged
+    assert sim.without([(1, 2)], {}) is None  # c waits for a dropped task that has no alias
+    with pytest.raises(ValueError, match="ascending and disjoint"):
+        sim.without([(2, 1)], {})

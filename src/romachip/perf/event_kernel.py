@@ -25,6 +25,7 @@ from __future__ import annotations
 import heapq
 import warnings
 from dataclasses import dataclass, field
+from itertools import chain
 
 #: The C loop's functions and arguments this module calls (EVENTS_ABI in _events.c).
 EVENTS_ABI = 1
@@ -340,6 +341,43 @@ class Simulator:
         g.end_lag.append(end_lag_cycles)
         g.op.append(op)
         return len(g.name) - 1
+
+    def without(self, ranges: list[tuple[int, int]], alias: dict[int, int]) -> Simulator | None:
+        """A new Simulator with this graph less the tasks of `ranges` ([start, stop) task ids, ascending,
+        disjoint), the others renumbered in order, a dependency on a dropped task `d` redirected to
+        `alias[d]`: the graph a build without those tasks' ops would have made, when what followed them
+        waited only for the aliased tasks. None when a kept task depends on a dropped one without an alias
+        (or the alias is itself dropped)."""
+        g, out = self.graph, Simulator()
+        n = len(g.name)
+        new_id, kept, dropped, at = [], [], 0, 0  # old id -> new id (-1: dropped); kept id slices
+        for start, stop in ranges:
+            if not at <= start <= stop <= n:
+                raise ValueError(f"task ranges must be ascending and disjoint within 0..{n}, got {ranges}")
+            new_id += range(at - dropped, start - dropped)
+            new_id += [-1] * (stop - start)
+            kept.append(slice(at, start))
+            dropped += stop - start
+            at = stop
+        new_id += range(at - dropped, n - dropped)
+        kept.append(slice(at, n))
+        for d, a in alias.items():  # a dropped task's dependents wait for its alias instead
+            if new_id[d] < 0:
+                if new_id[a] < 0:
+                    return None
+                new_id[d] = new_id[a]
+        h = out.graph
+        for name in ("name", "res", "dur", "bound", "prio", "lag", "end_lag", "op", "after", "stream"):
+            column = getattr(g, name)
+            setattr(h, name, list(chain.from_iterable([column[part] for part in kept])))
+        for deps in (h.after, h.stream):
+            for i, ds in enumerate(deps):
+                if ds:
+                    deps[i] = mapped = tuple([new_id[d] for d in ds])
+                    if -1 in mapped:
+                        return None
+        h.resources, h.res_id = list(g.resources), dict(g.res_id)
+        return out
 
     def run(self, *, kernel: str | None = None) -> Schedule:
         """Run the graph once. `kernel`: "native" (the C loop; an error where it is not built), "python", or

@@ -132,17 +132,41 @@ class ChipModel:
     def _schedule(self, batches: list[list[Op]], *, count_events: bool = True) -> tuple[Schedule, PhaseBuilder]:
         sim = Simulator()
         builder = PhaseBuilder(sim, self.chip, self.view, self.rates, count_events=count_events)
+        self._add_batches(builder, batches)
+        return sim.run(), builder
+
+    @staticmethod
+    def _add_batches(builder: PhaseBuilder, batches: list[list[Op]]) -> None:
         last: list[int] = []
         for i, ops in enumerate(batches):  # batch i reuses the activation buffer of batch i - BATCHES_IN_FLIGHT
             reuse = last[i - BATCHES_IN_FLIGHT] if i >= BATCHES_IN_FLIGHT else None
             last.append(builder.batch(ops, prio=i, after=[reuse] if reuse is not None else []))
-        return sim.run(), builder
 
     def _run(self, batches: list[list[Op]]) -> PhaseRun:
         schedule, builder = self._schedule(batches)
-        busy = {k: float(v) for k, v in schedule.busy_cycles.items()}
-        bound = {k: float(v) for k, v in schedule.critical_bound_cycles().items()}
-        return PhaseRun(schedule.makespan_cycles, bound, busy, builder.events, builder.lora_events, schedule)
+        return _phase_run(schedule, builder.events, builder.lora_events)
+
+    def _one_and_two_layers(
+        self, two: list[list[Op]], *, count_events: bool = True
+    ) -> tuple[tuple[Schedule, PhaseBuilder | None], tuple[Schedule, PhaseBuilder]]:
+        """The schedules of two-layer batches and of the same batches without layer 1 (the one-layer
+        graph), with the builders that counted their events (None: the two-layer builder's
+        `events_without`). The one-layer graph is derived from the two-layer build (`Simulator.without`:
+        the same tasks, in the same order, as building it alone gives; tests check it), else built apart."""
+        sim = Simulator()
+        builder = PhaseBuilder(sim, self.chip, self.view, self.rates, count_events=count_events, drop_layer=1)
+        self._add_batches(builder, two)
+        one = sim.without(builder.dropped, builder.alias) if builder.derivable else None
+        if one is None:
+            return self._schedule([_drop_layer(ops, 1) for ops in two], count_events=count_events), (sim.run(), builder)
+        return (one.run(), None), (sim.run(), builder)
+
+    def _composed(self, two: list[list[Op]], layers: int) -> PhaseRun:
+        """A phase of `layers` identical layers from the one- and two-layer runs of its batches."""
+        (one_s, one_b), (two_s, two_b) = self._one_and_two_layers(two)
+        one_events = (one_b.events, one_b.lora_events) if one_b else (two_b.events_without, two_b.lora_events_without)
+        one_run = _phase_run(one_s, *one_events)
+        return one_run.extend(_phase_run(two_s, two_b.events, two_b.lora_events), layers - 1)
 
     def energy(self, run: PhaseRun, *, lora_only: bool = False) -> EnergyReport:
         """Energy of a phase: its events x the energy model, plus leakage over its time."""
@@ -188,9 +212,7 @@ class ChipModel:
         layers = self.spec.num_layers
         if every_layer or self.view.groups > 1 or layers < 3:
             return self._run(self._prefill_batches(self.spec, tokens))
-        two = self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens)
-        one = [_drop_layer(ops, 1) for ops in two]
-        return self._run(one).extend(self._run(two), layers - 1)
+        return self._composed(self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens), layers)
 
     def prefill_cycles(self, tokens: int) -> int:
         """`prefill(tokens).cycles` (the TTFT) alone: the same simulations, composed the same way, without
@@ -200,10 +222,8 @@ class ChipModel:
         if self.view.groups > 1 or layers < 3:
             return self._schedule(self._prefill_batches(self.spec, tokens), count_events=False)[0].makespan_cycles
         two = self._prefill_batches(self.spec.model_copy(update={"num_layers": 2}), tokens)
-        one_c, two_c = (
-            self._schedule(b, count_events=False)[0].makespan_cycles for b in ([_drop_layer(o, 1) for o in two], two)
-        )
-        return one_c + (layers - 1) * (two_c - one_c)
+        (one, _), (two_s, _) = self._one_and_two_layers(two, count_events=False)
+        return one.makespan_cycles + (layers - 1) * (two_s.makespan_cycles - one.makespan_cycles)
 
     def _prefill_batches(self, spec: ModelSpec, tokens: int) -> list[list[Op]]:
         batch = self.prefill_token_batch(tokens)
@@ -237,7 +257,7 @@ class ChipModel:
         if every_layer or self.view.groups > 1 or layers < 3:
             return self._run([decode_ops(self.spec, context, **self._graph_kwargs())])
         two = decode_ops(self.spec.model_copy(update={"num_layers": 2}), context, **self._graph_kwargs())
-        return self._run([_drop_layer(two, 1)]).extend(self._run([two]), layers - 1)
+        return self._composed([two], layers)
 
     def schedules(self, prompt_tokens: int, generate_tokens: int) -> dict[str, Schedule]:
         """Whole-phase schedules of a request (prefill, first and last decode step), e.g. for a trace."""
@@ -253,6 +273,12 @@ class ChipModel:
         if sig not in self._decode_cache:
             self._decode_cache[sig] = self.decode(context)
         return self._decode_cache[sig].cycles
+
+
+def _phase_run(schedule: Schedule, events: dict, lora_events: dict) -> PhaseRun:
+    busy = {k: float(v) for k, v in schedule.busy_cycles.items()}
+    bound = {k: float(v) for k, v in schedule.critical_bound_cycles().items()}
+    return PhaseRun(schedule.makespan_cycles, bound, busy, events, lora_events, schedule)
 
 
 def _drop_layer(ops: list[Op], layer: int) -> list[Op]:

@@ -44,7 +44,15 @@ _MATRIX_KINDS = (OpKind.PROJECTION, OpKind.LM_HEAD, OpKind.LORA_A, OpKind.LORA_B
 
 
 class PhaseBuilder:
-    """Turns the ops of one token batch into tasks on a Simulator; call `ops` for each batch in order."""
+    """Turns the ops of one token batch into tasks on a Simulator; call `batch` for each batch in order.
+
+    `drop_layer`: also keep what the graph *without* that layer's ops needs (a one-layer graph from a
+    two-layer build, for the phases composed from both): the task ranges its ops made (`dropped`), the
+    task after which the next layer's ops start instead (`alias`: its last task -> the previous layer's),
+    and the events of the other ops (`events_without`, added in the same order as a build without the
+    layer would add them). `Simulator.without` then derives the graph; `derivable` is False when the
+    layer's ops did not start and end on one task each (the caller then builds the smaller graph itself).
+    """
 
     def __init__(
         self,
@@ -54,8 +62,15 @@ class PhaseBuilder:
         rates: ChipRates | None = None,
         *,
         count_events: bool = True,
+        drop_layer: int | None = None,
     ) -> None:
         self.sim, self.chip, self.view = sim, chip, view
+        self.drop_layer = drop_layer
+        self.dropped: list[tuple[int, int]] = []  # task id ranges [start, stop) of the dropped layer's ops
+        self.alias: dict[int, int] = {}  # the dropped layer's last task -> the task before the layer
+        self.derivable = True
+        self.events_without: dict[EventKey, float] = {}
+        self.lora_events_without: dict[EventKey, float] = {}
         self.counting = count_events  # False: timing only (a design point's TTFT), `events` stay empty
         self.rate = rates or ChipRates.of(chip)
         self.prev_batch_attention: dict[int, int] = {}  # layer -> score task of the previous batch
@@ -114,6 +129,8 @@ class PhaseBuilder:
     def _count(self, op: Op, events: dict[E | EventKey, float]) -> None:
         """Add an op's events (an Event means EventKey(event); L-Unit MACs come keyed by weight width)."""
         accs = (self.events, self.lora_events) if op.kind in LORA_KINDS else (self.events,)
+        if self.drop_layer is not None and op.layer != self.drop_layer:
+            accs += (self.events_without, self.lora_events_without)[: len(accs)]
         for k, v in events.items():
             key = _KEYS.get(k, k)
             for acc in accs:
@@ -126,16 +143,35 @@ class PhaseBuilder:
         st = _BatchState()
         st.ready = list(after)
         handlers, elementwise = self._ops, self._elementwise
+        drop, entered = self.drop_layer, None  # entered: (first task, tasks ready before) of the dropped layer
         for op in ops:
             kind = op.kind
             if kind not in _MATRIX_KINDS and st.pending:
                 self._flush(st, prio)
+            if drop is not None and (op.layer == drop) != (entered is not None):
+                entered = self._cross_dropped_layer(st, entered)
             if kind == OpKind.LM_HEAD:
                 (self._host_lm_head if op.weight_off_chip else self._projection)(op, st, prio)
             else:  # norm, rope, swiglu, residual on the vector units unless the kind has its own handler
                 handlers.get(kind, elementwise)(op, st, prio)
         self._flush(st, prio)
+        if entered is not None:
+            self._cross_dropped_layer(st, entered)
         return st.ready[-1] if st.ready else -1
+
+    def _cross_dropped_layer(self, st: _BatchState, entered: tuple[int, list[int]] | None) -> tuple | None:
+        """Mark where the dropped layer's tasks start (`entered` None) or end; return the new `entered`."""
+        n = len(self.sim.graph.name)
+        if entered is None:
+            self.derivable &= not st.pending  # the layer's first op flushes nothing of the previous one
+            return n, st.ready
+        start, before = entered
+        self.dropped.append((start, n))
+        if len(before) == 1 and len(st.ready) == 1 and before[0] < start:
+            self.alias[st.ready[0]] = before[0]
+        else:
+            self.derivable = False
+        return None
 
     def _host_lm_head(self, op: Op, st: _BatchState, prio: int) -> None:
         """An LM head kept on the host (off_chip_all): its table crosses the host link every step (streamed
