@@ -218,6 +218,23 @@ def test_native_rms_norm_equals_numpy_bit_for_bit() -> None:
         np.testing.assert_array_equal(_bits(rms_norm(x, w, 1e-5, native=True)), expected)
 
 
+@native
+def test_native_rope_equals_numpy_bit_for_bit() -> None:
+    rng = np.random.default_rng(24)
+    for tokens, heads, d in ((1, 3, 64), (37, 9, 64), (5, 2, 6)):  # lanes past the vector width too
+        x = (rng.standard_normal((tokens, heads, d)) * rng.choice([1e-30, 1.0, 1e30], (tokens, heads, 1))).astype(
+            np.float32
+        )
+        angles = rng.uniform(-40, 40, (tokens, d // 2))
+        c, s = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+        x1, x2 = x[..., : d // 2], x[..., d // 2 :]
+        cb, sb = c[:, None, :], s[:, None, :]
+        expected = np.concatenate([x1 * cb - x2 * sb, x2 * cb + x1 * sb], axis=-1)  # apply_rope's NumPy steps
+        got = np.empty_like(x)
+        kernels._lunit.rope(x, c, s, got, tokens, heads, d)
+        np.testing.assert_array_equal(_bits(got), _bits(expected))
+
+
 def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:
     tiny = make_tiny("untied_llama3_g48_2bit_sym", layers=1, vocab=41)
     ids = [3, 1, 4, 1, 5, 9, 2, 6]

@@ -124,7 +124,8 @@ PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
 #define NORM_ROWS 8 /* rows whose sequential sums run side by side (independent chains overlap) */
 
 /* RMSNorm: ss = Σseq f64(x_i)^2, r = f64(1 / sqrt(f64(ss / n) + eps)), y_i = f32(f32(x_i * f32(r)) * w_i) */
-static void rms_rows(const float *x, const float *w, float *y, long long r0, int m, long long n, double eps) {
+static inline __attribute__((always_inline)) void rms_rows_body(const float *x, const float *w, float *y, long long r0,
+                                                                int m, long long n, double eps) {
     double ss[NORM_ROWS];
     for (int k = 0; k < m; k++) ss[k] = 0.0; /* 0 + x_0^2 = x_0^2: the fold's first term, exactly */
     for (long long i = 0; i < n; i++)
@@ -139,6 +140,16 @@ static void rms_rows(const float *x, const float *w, float *y, long long r0, int
         for (long long i = 0; i < n; i++) yr[i] = (xr[i] * r) * w[i];
     }
 }
+
+/* the same steps compiled for the widest vector path (GCC's vectorizer, IEEE semantics kept) */
+static void rms_rows(const float *x, const float *w, float *y, long long r0, int m, long long n, double eps) {
+    rms_rows_body(x, w, y, r0, m, n, eps);
+}
+#ifdef LUNIT_X86
+T512 static void rms_rows_avx512(const float *x, const float *w, float *y, long long r0, int m, long long n, double eps) {
+    rms_rows_body(x, w, y, r0, m, n, eps);
+}
+#endif
 
 PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *yo;
@@ -161,14 +172,49 @@ PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS;
-    for (long long r = 0; r < rows; r += NORM_ROWS)
-        rms_rows(xb.buf, wb.buf, yb.buf, r, rows - r < NORM_ROWS ? (int)(rows - r) : NORM_ROWS, n, eps);
+    const int wide = lunit_cpu_level() >= AVX512;
+    for (long long r = 0; r < rows; r += NORM_ROWS) {
+        const int m = rows - r < NORM_ROWS ? (int)(rows - r) : NORM_ROWS;
+#ifdef LUNIT_X86
+        if (wide) {
+            rms_rows_avx512(xb.buf, wb.buf, yb.buf, r, m, n, eps);
+            continue;
+        }
+#endif
+        (void)wide;
+        rms_rows(xb.buf, wb.buf, yb.buf, r, m, n, eps);
+    }
     Py_END_ALLOW_THREADS;
     PyBuffer_Release(&yb), PyBuffer_Release(&wb), PyBuffer_Release(&xb);
     Py_RETURN_NONE;
 }
 
 /* RoPE, rotate_half layout: [f32(f32(x1 c) - f32(x2 s)), f32(f32(x2 c) + f32(x1 s))] per token and head */
+static inline __attribute__((always_inline)) void rope_body(const float *x, const float *c, const float *s, float *y,
+                                                            long long tokens, long long heads, long long d) {
+    const long long h2 = d / 2;
+    for (long long t = 0; t < tokens; t++)
+        for (long long h = 0; h < heads; h++) {
+            const float *x1 = x + (t * heads + h) * d, *x2 = x1 + h2, *ct = c + t * h2, *st = s + t * h2;
+            float *y1 = y + (t * heads + h) * d, *y2 = y1 + h2;
+            for (long long i = 0; i < h2; i++) {
+                y1[i] = x1[i] * ct[i] - x2[i] * st[i];
+                y2[i] = x2[i] * ct[i] + x1[i] * st[i];
+            }
+        }
+}
+
+static void rope_portable(const float *x, const float *c, const float *s, float *y, long long tokens, long long heads,
+                          long long d) {
+    rope_body(x, c, s, y, tokens, heads, d);
+}
+#ifdef LUNIT_X86
+T512 static void rope_avx512(const float *x, const float *c, const float *s, float *y, long long tokens,
+                             long long heads, long long d) { /* the same C, GCC's vectorizer on (IEEE kept) */
+    rope_body(x, c, s, y, tokens, heads, d);
+}
+#endif
+
 PyObject *lunit_rope(PyObject *self, PyObject *args) {
     PyObject *xo, *co, *so, *yo;
     long long tokens, heads, d;
@@ -188,17 +234,12 @@ PyObject *lunit_rope(PyObject *self, PyObject *args) {
     if (got == 4) {
         const float *x = b[0].buf, *c = b[1].buf, *s = b[2].buf;
         float *y = b[3].buf;
-        const long long h2 = d / 2;
         Py_BEGIN_ALLOW_THREADS;
-        for (long long t = 0; t < tokens; t++)
-            for (long long h = 0; h < heads; h++) {
-                const float *x1 = x + (t * heads + h) * d, *x2 = x1 + h2, *ct = c + t * h2, *st = s + t * h2;
-                float *y1 = y + (t * heads + h) * d, *y2 = y1 + h2;
-                for (long long i = 0; i < h2; i++) {
-                    y1[i] = x1[i] * ct[i] - x2[i] * st[i];
-                    y2[i] = x2[i] * ct[i] + x1[i] * st[i];
-                }
-            }
+#ifdef LUNIT_X86
+        if (lunit_cpu_level() >= AVX512) rope_avx512(x, c, s, y, tokens, heads, d);
+        else
+#endif
+            rope_portable(x, c, s, y, tokens, heads, d);
         Py_END_ALLOW_THREADS;
     }
     int failed = got < 4;
