@@ -42,7 +42,7 @@ def attention(
         _attention_rows(cache, layer, q[i : i + _QUERY_CHUNK], start + i, shares, observer, widest if native else None)
         for i in range(0, tokens, _QUERY_CHUNK)
     ]
-    out = np.concatenate(parts, axis=0).reshape(tokens, heads * d)
+    out = (parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)).reshape(tokens, heads * d)
     if observer is not None:
         observer(TapEvent(OpKind.ATTENTION, layer, f"model.layers.{layer}.self_attn", {"q": q, "y": out}))
     return out
