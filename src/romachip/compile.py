@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import replace
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -125,10 +125,18 @@ def compile_placement(
     lora: adapters whose share each H-Unit holds (None: no adapter). kv: KV cache dtype (None: the
     chip's KV precision). num_groups (layer_groups only) defaults to min(layers, matrix units).
     """
-    tensors = model_tensors(spec, fmt, policy=policy)
-    return place_tensors(
-        chip, tensors, strategy=strategy, num_groups=num_groups, lora=lora, kv=kv, spec=spec, policy=policy
-    )
+    pol = StoragePolicy.parse(policy)
+    return _place(
+        chip, model_tensors(spec, fmt, policy=pol), _model_rows(spec, fmt, pol), strategy=strategy,
+        num_groups=num_groups, lora=lora, kv=kv, spec=spec, policy=pol,
+    )  # fmt: skip
+
+
+@functools.lru_cache(maxsize=64)
+def _model_rows(spec: ModelSpec, fmt: WeightFormat, policy: StoragePolicy) -> _TensorRows:
+    """`_tensor_rows` of a model's tensors, once per (model, format, policy) and process: what the split
+    reads of the tensors alone, the same for every organisation a sweep places the model on."""
+    return _tensor_rows(list(_model_entries(spec, fmt, policy)))
 
 
 def place_tensors(
@@ -144,13 +152,29 @@ def place_tensors(
 ) -> Placement:
     """Place an explicit list of tensors (the formats of the tensors a model really has); never raises
     for a ROM overflow (see `compile_placement`)."""
+    return _place(chip, tensors, _tensor_rows(tensors), strategy=strategy, num_groups=num_groups, lora=lora,
+                  kv=kv, spec=spec, policy=policy)  # fmt: skip
+
+
+def _place(
+    chip: ChipSpec,
+    tensors: list[TensorEntry],
+    rows: _TensorRows,
+    *,
+    strategy: str,
+    num_groups: int | None,
+    lora: LoraConfig | None,
+    kv: KvConfig | None,
+    spec: ModelSpec | None,
+    policy: StoragePolicy | str,
+) -> Placement:
     if strategy not in STRATEGIES:
         raise FormatError(f"unknown placement strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     n = chip.matrix_units
     num_layers = spec.num_layers if spec is not None else max((t.layer for t in tensors), default=-1) + 1
     unit_sets = _unit_sets(n, tensors, strategy, num_groups, num_layers)
     word_bits, align_bits = rom_alignment(chip)
-    tiles, in_order = _split_tensors(tensors, unit_sets, word_bits, align_bits)
+    tiles, in_order = _split_tensors(tensors, rows, unit_sets, word_bits, align_bits)
     _assign_offsets(tiles, word_bits, align_bits, in_order=in_order)
     return assemble_placement(chip, tensors, tiles, strategy=strategy, policy=policy, spec=spec, kv=kv, lora=lora)
 
@@ -241,7 +265,11 @@ def _kv_rings(placement: Placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]
                 on = layers_on[id(units)] = (units, [])
             on[1].append(t.layer)
     for units, on in layers_on.values():
-        held[np.ix_(on, units)] = True
+        rows = list(dict.fromkeys(on))  # each layer once (its tensors on these units repeat it)
+        if len(units) == 1:  # a norm vector's one row: one column of the matrix
+            held[rows, units[0]] = True
+        else:
+            held[np.ix_(rows, units)] = True
     label = np.full(n, -1, dtype=np.int64)
     layer_label = np.full(layers, -1, dtype=np.int64)
     first_of: dict[bytes, int] = {}  # a layer on the units of an earlier layer changes no label
@@ -287,7 +315,7 @@ def _unit_sets(
 
 
 def _split_tensors(
-    tensors: list[TensorEntry], unit_sets: list[np.ndarray], word_bits: int, align_bits: int
+    tensors: list[TensorEntry], rows: _TensorRows, unit_sets: list[np.ndarray], word_bits: int, align_bits: int
 ) -> tuple[dict[str, np.ndarray], bool]:
     """The tile table before layout (offsets not yet assigned), and whether it is already in the layout's
     (unit, tensor) order: each tensor's output rows split over its units as evenly as possible, the
@@ -296,15 +324,18 @@ def _split_tensors(
     that get no row hold no tile. All tensors at once: one [units, tensors] array per column."""
     if not tensors:
         return {k: np.zeros(0, dtype=np.int64) for k in TILE_COLUMNS if k != "rom_offset_bits"}, True
-    out_f = np.array([t.shape[0] for t in tensors], dtype=np.int64)
-    in_f = np.array([t.shape[1] for t in tensors], dtype=np.int64)
+    out_f, in_f = rows.out_features, rows.in_features
     parts = np.array([len(u) for u in unit_sets], dtype=np.int64)
     rotation: dict[tuple[int, int, int], int] = {}
     rotations = []
-    for t, units, n in zip(tensors, unit_sets, parts.tolist(), strict=True):
-        key = (t.shape[1], int(units[0]), n)  # one rotation per input width and unit set
+    first_unit: dict[int, int] = {}  # by id: `spread` gives every tensor the same unit set
+    for out_rows, width, units, n in zip(rows.out_list, rows.in_list, unit_sets, parts.tolist(), strict=True):
+        first = first_unit.get(id(units))
+        if first is None:
+            first = first_unit[id(units)] = int(units[0])
+        key = (width, first, n)  # one rotation per input width and unit set
         rotations.append(r := rotation.get(key, 0))
-        rotation[key] = (r + t.shape[0] % n) % n
+        rotation[key] = (r + out_rows % n) % n
     rotate = np.array(rotations, dtype=np.int64)
     width = int(parts.max())
     base, rem = np.divmod(out_f, parts)
@@ -326,36 +357,60 @@ def _split_tensors(
     start = np.cumsum(counts, axis=axis, dtype=np.int32)  # first row of a part: the rows of the parts before
     start -= counts
     keep = counts > 0
-    row_start = start[keep].astype(np.int64)
-    index = np.arange(len(tensors), dtype=np.int64)
+    # the whole table in one block, its columns rows of it, filled in place: a new organisation's table
+    # is ~4 MB of fresh memory, and one block takes far fewer page faults than a dozen arrays and their
+    # temporaries (the layout fills rom_offset_bits; the keys in the layout's order)
+    names = [k for k in TILE_COLUMNS if k != "rom_offset_bits"] + ["rom_offset_bits"]
+    tiles = dict(zip(names, np.empty((len(names), int(np.count_nonzero(keep))), dtype=np.int64), strict=True))
+    tiles["row_start"][:] = start[keep]
     if unit_major:
-        unit, tensor = np.repeat(everyone, keep.sum(axis=1)), np.broadcast_to(index[None, :], keep.shape)[keep]
+        at_unit, tiles["tensor"][:] = np.nonzero(keep)  # row-major: in (unit, tensor) order
+        np.take(everyone, at_unit, out=tiles["unit"])
     else:
         unit_of = np.full((len(tensors), width), -1, dtype=np.int64)
         for ti, u in enumerate(unit_sets):
             unit_of[ti, : len(u)] = u
-        unit, tensor = unit_of[keep], np.repeat(index, keep.sum(axis=1))
+        tiles["unit"][:] = unit_of[keep]
+        tiles["tensor"][:] = np.repeat(np.arange(len(tensors), dtype=np.int64), keep.sum(axis=1))
+    tensor = tiles["tensor"]
     # a tensor's tiles have base or base + 1 rows: their bits and ROM spans from a [tensors, 2] table
-    variant = tensor * 2 + extra[keep]
+    variant = tensor * 2
+    variant += extra[keep]
     table_rows = base[:, None] + np.array([0, 1], dtype=np.int64)[None, :]
-    code, scale, zero = (table_rows * per_row[:, None] for per_row in _row_bits(tensors))
+    code, scale, zero = (table_rows * per_row[:, None] for per_row in (rows.code, rows.scale, rows.zero))
     span = tile_span_bits(code, scale, zero, word_bits, align_bits)
-    rows = table_rows.reshape(-1)[variant]
-    return {
-        "unit": unit.astype(np.int64, copy=False),
-        "tensor": tensor,
-        "row_start": row_start,
-        "row_stop": row_start + rows,
-        "col_start": np.zeros(len(rows), dtype=np.int64),
-        "col_stop": in_f[tensor],
-        "code_bits": code.reshape(-1)[variant],
-        "scale_bits": scale.reshape(-1)[variant],
-        "zero_bits": zero.reshape(-1)[variant],
-        "rom_span_bits": span.reshape(-1)[variant],
-    }, unit_major
+    for name, table in (("row_stop", table_rows), ("code_bits", code), ("scale_bits", scale), ("zero_bits", zero),
+                        ("rom_span_bits", span)):  # fmt: skip
+        np.take(table.reshape(-1), variant, out=tiles[name])
+    tiles["row_stop"] += tiles["row_start"]
+    tiles["col_start"][:] = 0
+    np.take(in_f, tensor, out=tiles["col_stop"])
+    return tiles, unit_major
 
 
-def _row_bits(tensors: list[TensorEntry]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+class _TensorRows(NamedTuple):
+    """What the split reads of the tensors alone: [tensors] shapes (arrays and lists) and the code (or FP16
+    value), scale and zero bits of one whole row of each tensor (read-only arrays: a model's are shared)."""
+
+    out_features: np.ndarray
+    in_features: np.ndarray
+    out_list: list[int]
+    in_list: list[int]
+    code: np.ndarray
+    scale: np.ndarray
+    zero: np.ndarray
+
+
+def _tensor_rows(tensors: list[TensorEntry]) -> _TensorRows:
+    out_list, in_list = [t.shape[0] for t in tensors], [t.shape[1] for t in tensors]
+    arrays = [np.array(x, dtype=np.int64) for x in (out_list, in_list, *_row_bits(tensors))]
+    for a in arrays:
+        a.flags.writeable = False
+    out_f, in_f, code, scale, zero = arrays
+    return _TensorRows(out_f, in_f, out_list, in_list, code, scale, zero)
+
+
+def _row_bits(tensors: list[TensorEntry]) -> tuple[list[int], list[int], list[int]]:
     """[tensors] code (or FP16 value), scale and zero bits of one whole row of each tensor."""
     code, scale, zero = [], [], []
     for t in tensors:
@@ -365,7 +420,7 @@ def _row_bits(tensors: list[TensorEntry]) -> tuple[np.ndarray, np.ndarray, np.nd
             continue
         groups = t.fmt.groups_per_row(in_f)
         code.append(in_f * t.fmt.bits), scale.append(groups * t.fmt.scale_bits), zero.append(groups * t.fmt.zero_bits)
-    return (np.array(x, dtype=np.int64) for x in (code, scale, zero))
+    return code, scale, zero
 
 
 def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: int, *, in_order: bool = False) -> None:
@@ -380,12 +435,16 @@ def _assign_offsets(tiles: dict[str, np.ndarray], word_bits: int, align_bits: in
     span = tiles.get("rom_span_bits")
     if span is None:
         span = tile_span_bits(tiles["code_bits"], tiles["scale_bits"], tiles["zero_bits"], word_bits, align_bits)
-    ends = np.cumsum(span)
-    starts = ends - span
+    starts = np.cumsum(span)
+    starts -= span
     first = np.ones(len(span), dtype=bool)
     first[1:] = tiles["unit"][1:] != tiles["unit"][:-1]
-    unit_base = np.maximum.accumulate(np.where(first, starts, 0))
-    tiles["rom_offset_bits"] = starts - unit_base
+    unit_base = np.where(first, starts, 0)
+    np.maximum.accumulate(unit_base, out=unit_base)
+    offset = tiles.get("rom_offset_bits")  # a column of the split's block (filled here), else a new one
+    if offset is None or offset.shape != span.shape:
+        tiles["rom_offset_bits"] = offset = np.empty_like(span)
+    np.subtract(starts, unit_base, out=offset)
     tiles["rom_span_bits"] = span
 
 

@@ -94,19 +94,21 @@ class PlacementView:
             first = np.full(n_t, len(t["unit"]), dtype=np.int64)
             np.minimum.at(first, t["tensor"], np.arange(len(t["unit"]), dtype=np.int64))
             group[tiles_of > 0] = group_of_unit[t["unit"][first[tiles_of > 0]]]
-        for ti, entry in enumerate(placement.tensors):  # sums of whole numbers far below 2**53: exact
-            if not tiles_of[ti]:
+        columns = zip(placement.tensors, tiles_of.tolist(), group.tolist(), members, rows_max.tolist(),
+                      rom_max.tolist(), bits.tolist(), strict=True)  # fmt: skip
+        for entry, tiles, g, units, rows_u, rom_u, bits_t in columns:  # sums of whole numbers below 2**53: exact
+            if not tiles:
                 continue
             self.tensors[entry.name] = TensorWork(
                 name=entry.name,
                 out_features=entry.shape[0],
                 in_features=entry.shape[1],
                 weight_bits=entry.fmt.bits if entry.fmt is not None else 16,
-                group=int(group[ti]),
-                units=len(members[ti]),
-                rows_max=int(rows_max[ti]),
-                rom_rows_max=int(rom_max[ti]),
-                bits_total=int(bits[ti]),
+                group=g,
+                units=len(units),
+                rows_max=int(rows_u),
+                rom_rows_max=int(rom_u),
+                bits_total=int(bits_t),
             )
         self.mesh = self._mesh_view(chip, placement)
         self._layer_group: dict[int, int] = {}
