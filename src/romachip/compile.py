@@ -264,12 +264,16 @@ def _kv_rings(placement: Placement) -> tuple[np.ndarray, np.ndarray, np.ndarray]
             if on is None:
                 on = layers_on[id(units)] = (units, [])
             on[1].append(t.layer)
+    single_layers: list[int] = []  # norm vectors' one row each: (layer, unit) pairs marked in one go
+    single_units: list[int] = []
     for units, on in layers_on.values():
         rows = list(dict.fromkeys(on))  # each layer once (its tensors on these units repeat it)
-        if len(units) == 1:  # a norm vector's one row: one column of the matrix
-            held[rows, units[0]] = True
+        if len(units) == 1:
+            single_layers += rows
+            single_units += units * len(rows)
         else:
             held[np.ix_(rows, units)] = True
+    held[single_layers, single_units] = True
     label = np.full(n, -1, dtype=np.int64)
     layer_label = np.full(layers, -1, dtype=np.int64)
     first_of: dict[bytes, int] = {}  # a layer on the units of an earlier layer changes no label

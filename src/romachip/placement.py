@@ -289,12 +289,15 @@ class Placement:
             if units not in distinct:
                 distinct[units] = tuple(np.flatnonzero(row).tolist())
             members.append(distinct[units])
-        first_row = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
-        np.minimum.at(first_row, t["tensor"], t["row_start"])
-        at_first = np.flatnonzero(t["row_start"] == first_row[t["tensor"]])
-        present, first = np.unique(t["tensor"][at_first], return_index=True)  # ties: the first in table order
+        # the tile of each tensor's first row: least (row_start, table index), one key (row_start < 2**31)
+        tiles = len(t["unit"])
+        key = t["row_start"] * tiles
+        key += np.arange(tiles, dtype=np.int64)
+        first = np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(first, t["tensor"], key)
+        present = first < np.iinfo(np.int64).max
         first_unit = np.full(n, -1, dtype=np.int64)
-        first_unit[present] = t["unit"][at_first[first]]
+        first_unit[present] = t["unit"][first[present] % max(tiles, 1)]
         self._units_cache = (key, (first_unit, members))
         return first_unit, members
 
