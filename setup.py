@@ -1,9 +1,11 @@
-"""The optional native kernels: the engine's L-Unit kernel (src/romachip/engine/_lunit.c and its siblings)
-and the perf model's event loop (src/romachip/perf/_events.c); everything else is in pyproject.toml.
+"""The optional native kernels: the engine's L-Unit kernel (src/romachip/engine/_lunit.c and its siblings),
+the perf model's event loop (src/romachip/perf/_events.c) and the tile table's sums (src/romachip/_tiles.c);
+everything else is in pyproject.toml.
 
 `optional=True`: where no C compiler (or no Python headers) is found the install goes on without them;
-the engine then takes its NumPy path, which gives the same bits (docs/numerics.md), and the perf model
-its Python event loop, which gives the same schedules. A few C files, a few seconds.
+the engine then takes its NumPy path, which gives the same bits (docs/numerics.md), the perf model its
+Python event loop, which gives the same schedules, and the placement its NumPy sums, the same numbers.
+A few C files, a few seconds.
 """
 
 from setuptools import Extension, setup
@@ -22,12 +24,14 @@ setup(
             extra_link_args=["-fopenmp"],
             optional=True,
         ),
-        # one self-contained integer loop: no OpenMP, no float arithmetic
+        # integer loops, no OpenMP, no float arithmetic: the event loop; sums over a placement's tile table
         Extension(
             "romachip.perf._events",
             sources=["src/romachip/perf/_events.c"],
             extra_compile_args=["-O2", "-std=c11"],
             optional=True,
         ),
+        Extension("romachip._tiles", sources=["src/romachip/_tiles.c"], extra_compile_args=["-O2", "-std=c11"],
+                  optional=True),  # fmt: skip
     ]
 )

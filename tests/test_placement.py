@@ -6,6 +6,7 @@ import time
 import numpy as np
 import pytest
 
+from romachip import placement as placement_rules
 from romachip.compile import (
     EMBED_NAME,
     HEAD_NAME,
@@ -16,6 +17,7 @@ from romachip.compile import (
     place_tensors,
 )
 from romachip.errors import CapacityError, FormatError
+from romachip.perf.mapping import PlacementView
 from romachip.quant.formats import WeightFormat
 from romachip.spec import load_chip, load_model_spec
 from romachip.spec.chip import MeshSpec, RomArray
@@ -219,3 +221,37 @@ def test_per_unit_view_agrees_with_the_capacity_planner(model, bits, strategy, p
     assert int(p.kv_bytes_per_token.max()) == r.sram.kv_unit_bytes_per_token_max
     assert int(p.lora_bytes.sum()) == r.sram.lora_bytes
     assert np.array_equal(p.lora_bytes, lora_unit_bytes(p, lora))
+
+
+@pytest.mark.skipif(placement_rules._tiles is None, reason="the tile table's C sums are not built here")
+@pytest.mark.parametrize("model,strategy", [("llama-3.2-1b", "spread"), ("smollm2-135m", "layer_groups")])
+def test_the_tile_sums_in_c_are_the_numpy_ones(model, strategy, monkeypatch):
+    """Each tensor's units and first-row unit, the adapters' shares and the timing view's busiest-unit figures
+    come out the same from the C sums (romachip/_tiles.c) and from their NumPy forms."""
+    spec = load_model_spec(model)
+
+    def placed():
+        p = compile_placement(ROMA, spec, WeightFormat(4, 128), strategy=strategy, lora=LoraConfig(rank=8))
+        return p, p._tensor_units(), PlacementView(ROMA, p)
+
+    native = placed()
+    monkeypatch.setattr(placement_rules, "_tiles", None)
+    plain = placed()
+    (p, (first, members), view), (q, (first_q, members_q), view_q) = native, plain
+    assert np.array_equal(first, first_q) and members == members_q
+    assert [members.index(m) for m in members] == [members_q.index(m) for m in members_q]
+    assert len({id(m) for m in members}) == len(set(members))  # equal unit sets are one tuple object
+    assert np.array_equal(p.lora_bytes, q.lora_bytes) and p.lora_bytes.sum() > 0
+    assert view.tensors == view_q.tensors and view.groups == view_q.groups
+    assert np.array_equal(view.group_units, view_q.group_units)
+
+
+@pytest.mark.skipif(placement_rules._tiles is None, reason="the tile table's C sums are not built here")
+def test_the_tile_sums_refuse_what_is_not_a_tile_table():
+    t = np.array([0, 1, 1], dtype=np.int64)
+    with pytest.raises(ValueError, match="tensor 1 out of range"):
+        placement_rules._tiles.tensor_units(t, t, t, 1, 2)
+    with pytest.raises(TypeError, match="int64"):
+        placement_rules._tiles.unit_row_sums(t.astype(np.int32), t, t, t, t, 2)
+    with pytest.raises(ValueError, match="different lengths"):
+        placement_rules._tiles.tensor_figures(t, t, t, t, t, t, t[:2], 2)

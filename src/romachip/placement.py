@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -28,6 +29,28 @@ from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.tensor_bits import DEFAULT_POLICY, TensorKind
 from romachip.workload import ALL_TARGETS, LoraConfig
+
+#: The C sums' functions and arguments this module and perf/mapping.py call (TILES_ABI in _tiles.c).
+TILES_ABI = 1
+
+try:  # optional (setup.py): without it the NumPy sums run, with the same numbers (tests hold them together)
+    from romachip import _tiles
+except ImportError:  # pragma: no cover - depends on the build
+    _tiles = None
+if _tiles is not None and getattr(_tiles, "ABI", None) != TILES_ABI:  # pragma: no cover - a stale build
+    warnings.warn(
+        "romachip: the tile table's C sums were built from other sources; rebuild them (`make`, or `python "
+        "setup.py build_ext --inplace`). Their NumPy forms run meanwhile (same numbers, slower).",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+    _tiles = None
+
+
+def _int64(column: np.ndarray) -> np.ndarray:
+    """A tile column as the C sums read it (no copy for the compiler's own columns)."""
+    return np.ascontiguousarray(column, dtype=np.int64)
+
 
 #: The KV-cache layouts a Placement can state (see the module docstring). The only one today.
 KV_TOKEN_ROUND_ROBIN = "token_round_robin"
@@ -241,9 +264,13 @@ class Placement:
         rank = np.array([ranks.get(x.name.removesuffix(".weight"), 0) if x.layer >= 0 else 0 for x in self.tensors])
         if not rank.any():
             return out
-        rows = t["row_stop"] - t["row_start"]
-        tile_bytes = rows * (rank.astype(np.int64) * e)[t["tensor"]]  # B rows beside their base rows
-        out += np.bincount(t["unit"], weights=tile_bytes, minlength=self.units).astype(np.int64)  # exact: < 2**53
+        per_row = rank.astype(np.int64) * e  # B rows beside their base rows
+        if _tiles is not None:  # the same sum in one pass (_tiles.c)
+            cols = (_int64(t[k]) for k in ("unit", "tensor", "row_start", "row_stop"))
+            out += np.array(_tiles.unit_row_sums(*cols, per_row, self.units), dtype=np.int64)
+        else:
+            tile_bytes = (t["row_stop"] - t["row_start"]) * per_row[t["tensor"]]
+            out += np.bincount(t["unit"], weights=tile_bytes, minlength=self.units).astype(np.int64)  # exact: < 2**53
         first_unit, members_of = self._tensor_units()
         adapted = np.flatnonzero(rank)
         r = rank[adapted].astype(np.int64)
@@ -275,11 +302,16 @@ class Placement:
     def _tensor_units(self) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(the unit holding each tensor's first row, the sorted units holding each tensor): derived from the
         tile table once per placement (the adapters' rule reads it for every tensor of every adapter)."""
-        key = tuple(self.tiles[k] for k in ("unit", "tensor", "row_start"))
+        key_names = ("tensor", "unit", "row_start")
+        key = tuple(self.tiles[k] for k in key_names)
         cached = self._units_cache
         if cached is not None and all(a is b for a, b in zip(cached[0], key, strict=True)):
             return cached[1]
         t, n = self.tiles, len(self.tensors)
+        if _tiles is not None:  # the same rule in one pass (_tiles.c)
+            first_unit, members = _tiles.tensor_units(*(_int64(t[k]) for k in key_names), n, self.units)
+            self._units_cache = (key, (np.array(first_unit, dtype=np.int64), members))
+            return self._units_cache[1]
         held = np.zeros((n, self.units), dtype=bool)  # tensor x unit: does the unit hold a tile of it
         held[t["tensor"], t["unit"]] = True
         distinct: dict[bytes, tuple[int, ...]] = {}  # tensors spread over the same units share one tuple

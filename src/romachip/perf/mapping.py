@@ -17,8 +17,11 @@ from typing import NamedTuple
 
 import numpy as np
 
+from romachip import placement as placement_rules
 from romachip.compile import EMBED_NAME, HEAD_NAME, Placement, linear_name
 from romachip.spec.chip import ChipSpec
+
+_FIGURE_COLUMNS = ("tensor", "row_start", "row_stop", "code_bits", "scale_bits", "zero_bits")  # _tiles.c's order
 
 
 class TensorWork(NamedTuple):
@@ -72,30 +75,24 @@ class PlacementView:
         words = -(-t["rom_span_bits"] // placement.word_bits)
         first = t["rom_offset_bits"] // placement.word_bits
         macro_rows = chip.l_unit.rom.macro_words_max(first, words)  # rows the busiest macro reads per tile
-        rows = t["row_stop"] - t["row_start"]
         group_of_unit = self._unit_groups(placement)
         self.groups = int(group_of_unit.max()) + 1 if len(group_of_unit) else 1
         self.group_units = np.bincount(group_of_unit, minlength=self.groups)
         self.tensors: dict[str, TensorWork] = {}
         members = placement._tensor_units()[1]
         n_t, n_u = len(placement.tensors), placement.units
-        tiles_of = np.bincount(t["tensor"], minlength=n_t)
-        bits = np.bincount(t["tensor"], weights=t["code_bits"] + t["scale_bits"] + t["zero_bits"], minlength=n_t)
-        if sum(len(m) for m in members) == len(t["unit"]):  # one tile per (tensor, unit): the busiest tile
-            rows_max, rom_max = np.zeros(n_t, dtype=np.int64), np.zeros(n_t, dtype=np.int64)
-            np.maximum.at(rows_max, t["tensor"], rows)
-            np.maximum.at(rom_max, t["tensor"], macro_rows)
-        else:  # a unit's tiles of a tensor add up: per (tensor, unit), then the busiest unit
-            at = t["tensor"] * n_u + t["unit"]
-            rows_max = np.bincount(at, weights=rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
-            rom_max = np.bincount(at, weights=macro_rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
-        group = np.zeros(n_t, dtype=np.int64)
+        one_tile = sum(len(m) for m in members) == len(t["unit"])  # one tile per (tensor, unit): the busiest tile
+        native = placement_rules._tiles if one_tile else None
+        if native is not None:  # the sums and maxima below in one pass (romachip/_tiles.c)
+            cols = [placement_rules._int64(x) for x in (*(t[k] for k in _FIGURE_COLUMNS), macro_rows)]
+            tiles_of, rows_max, rom_max, bits, first = native.tensor_figures(*cols, n_t)
+        else:
+            tiles_of, rows_max, rom_max, bits, first = self._figures(t, macro_rows, n_t, n_u, one_tile)
+        group = [0] * n_t
         if self.groups > 1:  # the group of the unit holding the tensor's first tile in table order
-            first = np.full(n_t, len(t["unit"]), dtype=np.int64)
-            np.minimum.at(first, t["tensor"], np.arange(len(t["unit"]), dtype=np.int64))
-            group[tiles_of > 0] = group_of_unit[t["unit"][first[tiles_of > 0]]]
-        columns = zip(placement.tensors, tiles_of.tolist(), group.tolist(), members, rows_max.tolist(),
-                      rom_max.tolist(), bits.tolist(), strict=True)  # fmt: skip
+            unit_of_first = t["unit"][np.maximum(np.asarray(first, dtype=np.int64), 0)].tolist()
+            group = [int(group_of_unit[u]) if k else 0 for u, k in zip(unit_of_first, tiles_of, strict=True)]
+        columns = zip(placement.tensors, tiles_of, group, members, rows_max, rom_max, bits, strict=True)
         for entry, tiles, g, units, rows_u, rom_u, bits_t in columns:  # sums of whole numbers below 2**53: exact
             if not tiles:
                 continue
@@ -117,6 +114,26 @@ class PlacementView:
         for entry in placement.tensors:
             if entry.layer >= 0 and entry.name in self.tensors:
                 self._layer_group.setdefault(entry.layer, self.tensors[entry.name].group)
+
+    @staticmethod
+    def _figures(t: dict[str, np.ndarray], macro_rows: np.ndarray, n_t: int, n_u: int, one_tile: bool) -> tuple:
+        """Per tensor (lists): tiles, most output rows and most macro rows on one unit, bits, first tile in
+        table order (-1: none). `one_tile`: every unit holds at most one tile of a tensor."""
+        rows = t["row_stop"] - t["row_start"]
+        tiles_of = np.bincount(t["tensor"], minlength=n_t)
+        bits = np.bincount(t["tensor"], weights=t["code_bits"] + t["scale_bits"] + t["zero_bits"], minlength=n_t)
+        if one_tile:
+            rows_max, rom_max = np.zeros(n_t, dtype=np.int64), np.zeros(n_t, dtype=np.int64)
+            np.maximum.at(rows_max, t["tensor"], rows)
+            np.maximum.at(rom_max, t["tensor"], macro_rows)
+        else:  # a unit's tiles of a tensor add up: per (tensor, unit), then the busiest unit
+            at = t["tensor"] * n_u + t["unit"]
+            rows_max = np.bincount(at, weights=rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+            rom_max = np.bincount(at, weights=macro_rows, minlength=n_t * n_u).reshape(n_t, n_u).max(axis=1, initial=0)
+        first = np.full(n_t, len(t["unit"]), dtype=np.int64)
+        np.minimum.at(first, t["tensor"], np.arange(len(t["unit"]), dtype=np.int64))
+        first[tiles_of == 0] = -1
+        return tuple(x.tolist() for x in (tiles_of, rows_max, rom_max, bits, first))
 
     @staticmethod
     def _unit_groups(placement: Placement) -> np.ndarray:
