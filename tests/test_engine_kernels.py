@@ -245,10 +245,11 @@ def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:
 
 def test_the_install_goes_on_without_a_c_compiler(tmp_path) -> None:
     root = Path(__file__).resolve().parents[1]
-    (tmp_path / "src/romachip/engine").mkdir(parents=True)
     shutil.copy(root / "setup.py", tmp_path)
-    for source in (root / "src/romachip/engine").glob("_*.[ch]"):
-        shutil.copy(source, tmp_path / "src/romachip/engine")
+    for folder in ("src/romachip", "src/romachip/engine", "src/romachip/perf"):  # every native module's sources
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        for source in (root / folder).glob("_*.[ch]"):
+            shutil.copy(source, tmp_path / folder)
     env = {**os.environ, "CC": str(tmp_path / "no-such-cc")}
     done = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
