@@ -96,17 +96,11 @@ class PlacementView:
         for entry, tiles, g, units, rows_u, rom_u, bits_t in columns:  # sums of whole numbers below 2**53: exact
             if not tiles:
                 continue
-            self.tensors[entry.name] = TensorWork(
-                name=entry.name,
-                out_features=entry.shape[0],
-                in_features=entry.shape[1],
-                weight_bits=entry.fmt.bits if entry.fmt is not None else 16,
-                group=g,
-                units=len(units),
-                rows_max=int(rows_u),
-                rom_rows_max=int(rom_u),
-                bits_total=int(bits_t),
-            )
+            weight_bits = entry.fmt.bits if entry.fmt is not None else 16
+            self.tensors[entry.name] = TensorWork(  # in field order (positional: 254 of them per view)
+                entry.name, entry.shape[0], entry.shape[1], weight_bits, g, len(units), int(rows_u), int(rom_u),
+                int(bits_t),
+            )  # fmt: skip
         self.mesh = self._mesh_view(chip, placement)
         self._layer_group: dict[int, int] = {}
         self._kv_keys: dict[tuple[int, int], tuple[int, int]] = {}  # kv_keys, once per (layer, keys)
@@ -148,9 +142,12 @@ class PlacementView:
         if not last_of:
             return group
         last_layer = np.full(placement.units, -1, dtype=np.int64)
+        at: list[int] = []  # every (unit, layer) pair at once (a norm vector's unit set is one unit)
+        layers: list[int] = []
         for k, layer in last_of.items():
-            at = np.asarray(sets[k], dtype=np.int64)
-            last_layer[at] = np.maximum(last_layer[at], layer)
+            at += sets[k]
+            layers += [layer] * len(sets[k])
+        np.maximum.at(last_layer, at, layers)
         keys, inverse = np.unique(last_layer, return_inverse=True)
         return inverse.astype(np.int64) if len(keys) > 1 else group
 
