@@ -109,7 +109,7 @@ class Schedule:
         dur, bound = self.graph.dur, self.graph.bound
         if not end:
             return out
-        i = max(range(len(end)), key=lambda k: (end[k], k))
+        i = len(end) - 1 - end[::-1].index(max(end))  # the last task to end (ties: the latest added)
         cursor = end[i]
         while i >= 0 and cursor > 0:
             if stretched[i] >= 0 and cursor > start[i] + dur[i]:
