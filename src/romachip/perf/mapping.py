@@ -12,6 +12,7 @@ token's K/V (`Placement.kv_tokens`, token round robin over the layer's KV ring).
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -65,12 +66,14 @@ class PlacementView:
         key = (chip.l_unit.rom.model_dump_json(), chip.mesh.model_dump_json())
         views = placement._views
         if key not in views or views[key][0] is not placement.tiles:
-            views[key] = (placement.tiles, cls(chip, placement))
+            view = cls(chip, placement)
+            view._strong = None  # the placement keeps the view: a strong reference back would make a cycle,
+            views[key] = (placement.tiles, view)  # and a dropped placement (4 MB of tiles) wait for the collector
         return views[key][1]
 
     def __init__(self, chip: ChipSpec, placement: Placement) -> None:
         self.chip = chip
-        self.placement = placement
+        self._placement, self._strong = weakref.ref(placement), placement
         t = placement.tiles
         words = -(-t["rom_span_bits"] // placement.word_bits)
         first = t["rom_offset_bits"] // placement.word_bits
@@ -170,6 +173,14 @@ class PlacementView:
         nv = max(len(placement.vector_mesh_row), 1)
         spanning = rows * chip.mesh.cols - 1  # the mesh rows a broadcast crosses, every column, as a tree
         return MeshView(chip.mesh.cols, nv, column_hops, per_side, max(chip.mesh.cols - 1, 0), spanning, column_mean)
+
+    @property
+    def placement(self) -> Placement:
+        """The placement this view reads (a view from `of` lives on it, and refers back weakly)."""
+        placement = self._placement()
+        if placement is None:  # pragma: no cover - only a view taken from `of` and kept past its placement
+            raise RuntimeError("this PlacementView's placement is gone; keep the placement as long as its view")
+        return placement
 
     def tensor(self, name: str) -> TensorWork:
         return self.tensors[name]

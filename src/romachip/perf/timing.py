@@ -90,11 +90,6 @@ class PhaseBuilder:
         self._vector_cycles: dict[int, int] = {}  # vector ops -> cycles
         self._l_cycles: dict[tuple, tuple[int, str]] = {}  # projection shape -> l_unit_cycles
         self._lora_cycles: dict[tuple, int] = {}  # LoRA op shape -> H-Unit cycles
-        self._ops = {
-            OpKind.EMBEDDING: self._embedding, OpKind.PROJECTION: self._projection, OpKind.LORA_A: self._lora_a,
-            OpKind.LORA_B: self._lora_b, OpKind.ATTENTION_SCORE: self._score, OpKind.SOFTMAX: self._softmax,
-            OpKind.ATTENTION_VALUE: self._value,
-        }  # fmt: skip
 
     # -- NoC helpers -------------------------------------------------------------------------------
     def _broadcast(self, name: str, nbytes: float, after: list[int], op: str, prio: int) -> int:
@@ -142,7 +137,8 @@ class PhaseBuilder:
         `after` (e.g. the batch whose activation buffer this one reuses); return its last task."""
         st = _BatchState()
         st.ready = list(after)
-        handlers, elementwise = self._ops, self._elementwise
+        handlers, elementwise = _HANDLERS, PhaseBuilder._elementwise  # functions: bound methods kept on the
+        # builder would make a cycle (and its graph wait for the cyclic collector)
         drop, entered = self.drop_layer, None  # entered: (first task, tasks ready before) of the dropped layer
         for op in ops:
             kind = op.kind
@@ -153,7 +149,7 @@ class PhaseBuilder:
             if kind == OpKind.LM_HEAD:
                 (self._host_lm_head if op.weight_off_chip else self._projection)(op, st, prio)
             else:  # norm, rope, swiglu, residual on the vector units unless the kind has its own handler
-                handlers.get(kind, elementwise)(op, st, prio)
+                handlers.get(kind, elementwise)(self, op, st, prio)
         self._flush(st, prio)
         if entered is not None:
             self._cross_dropped_layer(st, entered)
@@ -398,6 +394,14 @@ class PhaseBuilder:
         hops = self._spanning_hops if pattern in ("broadcast", "reduce") else self._gather_hops
         if self.counting:
             self._count(op, {E.NOC_BIT_HOPS: 8 * nbytes * hops})
+
+
+_HANDLERS = {
+    OpKind.EMBEDDING: PhaseBuilder._embedding, OpKind.PROJECTION: PhaseBuilder._projection,
+    OpKind.LORA_A: PhaseBuilder._lora_a, OpKind.LORA_B: PhaseBuilder._lora_b,
+    OpKind.ATTENTION_SCORE: PhaseBuilder._score, OpKind.SOFTMAX: PhaseBuilder._softmax,
+    OpKind.ATTENTION_VALUE: PhaseBuilder._value,
+}  # fmt: skip  # the op kinds with their own handler; the others run on the vector units (_elementwise)
 
 
 @dataclass
