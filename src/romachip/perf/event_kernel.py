@@ -13,7 +13,7 @@ Events are (time, priority, seq) tuples on a heap, so two runs of the same graph
 on any machine. Independent tasks on different resources overlap; tasks on one resource serialise.
 
 `Simulator` keeps the graph in columns (one list per field, resources numbered) and builds Task objects
-only when a caller reads `Schedule.tasks`: a design point runs ~2,500 tasks, and a sweep many design
+only when a caller reads `Schedule.tasks`: a design point runs ~1,500 tasks, and a sweep many design
 points. Its event loop runs in C (`romachip.perf._events`, built by setup.py where a C compiler exists)
 when the graph is one of int64 numbers, else in Python (`Simulator.run(kernel="python")`): the same loop,
 the same schedule. `ReferenceSimulator` is the same kernel written plainly, one Task object per task;
@@ -322,7 +322,7 @@ class Simulator:
         op: str,
     ) -> int:
         """`add` with every argument in place and the dependencies taken as given: for the phase builder
-        (timing.py), whose ~2,500 tasks a design point depend only on ids this simulator returned."""
+        (timing.py), whose ~1,500 tasks a design point depend only on ids this simulator returned."""
         if duration_cycles < 0:
             raise ValueError(f"task {name!r}: negative duration {duration_cycles}")
         g = self.graph
