@@ -11,6 +11,9 @@ and every observed run, since the tap reports its intermediates). Every float st
 
 from __future__ import annotations
 
+import math
+import threading
+
 import numpy as np
 import torch
 
@@ -72,7 +75,7 @@ def _attention_rows(
         qi, sq = encode_vectors(qg, "fp16", native=widest is not None)  # q at 16 bits, whatever the cache holds
         dots = None
         if widest is not None and cache.mode == "int8":  # the visible products in C (exact int32 sums)
-            dots = np.empty((kvh, rep * tokens, keys))
+            dots = _scratch((kvh, rep * tokens, keys))
             qi = np.ascontiguousarray(qi)
             args = (kvh, rep * tokens, keys, d, tokens, start, native_threads(), widest)
             if not _lunit.scores(qi, cache.k[layer], dots, *args):
@@ -92,6 +95,19 @@ def _attention_rows(
         out = _split_softmax_values(s, v, cache.v_scale[layer, :, :keys], shares, _Tap(observer, layer, start, rep))
     # back to [tokens, heads, d] with head = kv * rep + r
     return out.reshape(kvh, rep, tokens, d).transpose(2, 0, 1, 3).reshape(tokens, heads, d)
+
+
+_SCRATCH = threading.local()
+
+
+def _scratch(shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 array of `shape` reused from call to call by this thread (the q.k products live only
+    within one attention call; a fresh one of several MB took its pages from the OS each layer)."""
+    size = math.prod(shape)
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.size < size:
+        buf = _SCRATCH.buf = np.empty(size)
+    return buf[:size].reshape(shape)
 
 
 def _causal(s: np.ndarray, start: int, tokens: int, rep: int) -> np.ndarray:
