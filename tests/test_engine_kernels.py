@@ -211,17 +211,19 @@ def test_native_rms_norm_equals_numpy_bit_for_bit() -> None:
     from romachip.engine.model import rms_norm
 
     rng = np.random.default_rng(22)
-    for rows, n in ((1, 64), (13, 576), (9, 7)):
+    for rows, n in ((1, 64), (13, 576), (9, 7), (300, 576)):  # the last past the size where threads engage
         x = (rng.standard_normal((rows, n)) * rng.choice([1e-20, 1.0, 1e15], (rows, 1))).astype(np.float32)
         w = rng.standard_normal(n).astype(np.float32)
         expected = _bits(rms_norm(x, w, 1e-5, native=False))
-        np.testing.assert_array_equal(_bits(rms_norm(x, w, 1e-5, native=True)), expected)
+        for threads in (1, 3):
+            with kernel_threads(threads):
+                np.testing.assert_array_equal(_bits(rms_norm(x, w, 1e-5, native=True)), expected)
 
 
 @native
 def test_native_rope_equals_numpy_bit_for_bit() -> None:
     rng = np.random.default_rng(24)
-    for tokens, heads, d in ((1, 3, 64), (37, 9, 64), (5, 2, 6)):  # lanes past the vector width too
+    for tokens, heads, d in ((1, 3, 64), (37, 9, 64), (5, 2, 6), (120, 9, 64)):  # odd lanes; threads engage
         x = (rng.standard_normal((tokens, heads, d)) * rng.choice([1e-30, 1.0, 1e30], (tokens, heads, 1))).astype(
             np.float32
         )
@@ -230,9 +232,12 @@ def test_native_rope_equals_numpy_bit_for_bit() -> None:
         x1, x2 = x[..., : d // 2], x[..., d // 2 :]
         cb, sb = c[:, None, :], s[:, None, :]
         expected = np.concatenate([x1 * cb - x2 * sb, x2 * cb + x1 * sb], axis=-1)  # apply_rope's NumPy steps
-        got = np.empty_like(x)
-        kernels._lunit.rope(x, c, s, got, tokens, heads, d)
-        np.testing.assert_array_equal(_bits(got), _bits(expected))
+        wide = np.zeros((tokens, heads * d + 40), dtype=np.float32)  # x as rows of a wider array, read in place
+        wide[:, 8 : 8 + heads * d] = x.reshape(tokens, -1)
+        for rows, threads in itertools.product((x.reshape(tokens, -1), wide[:, 8 : 8 + heads * d]), (1, 3)):
+            got = np.empty_like(x)
+            kernels._lunit.rope(rows, c, s, got, tokens, heads, d, threads)
+            np.testing.assert_array_equal(_bits(got), _bits(expected))
 
 
 def test_an_engine_without_the_unpacked_weights_gives_the_same_bits() -> None:

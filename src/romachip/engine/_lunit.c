@@ -505,11 +505,11 @@ static PyMethodDef methods[] = {
      "y = the L-Unit product of docs/numerics.md (mode 0 int8, 1 bf16)"},
     {"exp64", lunit_exp64, METH_VARARGS, "exp64(x, out): detmath.exp64 of float64 x into out, the same bits"},
     {"silu_mul", lunit_silu_mul, METH_VARARGS, "silu_mul(g, u, h, rows, cols[, threads]): SwiGLU of float32 [rows, cols] g, u (adjacent columns) into h"},
-    {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps): RMSNorm of float32 rows"},
+    {"rms_norm", lunit_rms_norm, METH_VARARGS, "rms_norm(x, weight, y, rows, n, eps[, threads]): RMSNorm of float32 rows"},
     {"encode", lunit_encode, METH_VARARGS,
      "encode(x, out, scale, rows, d, mode[, widest, threads]): kv.encode_vectors of float32 rows (mode 0 int8, 1 fp16) into int8, "
      "int32 or float64 out and float64 scale"},
-    {"rope", lunit_rope, METH_VARARGS, "rope(x, cos, sin, y, tokens, heads, d): RoPE of float32 x [tokens, heads, d]"},
+    {"rope", lunit_rope, METH_VARARGS, "rope(x, cos, sin, y, tokens, heads, d[, threads]): RoPE of float32 x [tokens, heads, d]"},
     {"attention", hunit_attention, METH_VARARGS,
      "attention(dots, sq, k_scale, v, v_scale, out, kv_heads, rows, keys, d, tokens, start, units, c, threads, widest): "
      "split-softmax attention after the q.k products (attention.py)"},

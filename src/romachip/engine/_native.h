@@ -22,7 +22,7 @@
 /* The functions and arguments this module offers, as a number (the module's ABI attribute): bump it, and
  * detmath.NATIVE_ABI with it, whenever a function is added or its arguments change, so that Python built
  * against a stale module takes the NumPy path instead of calling what the module lacks. */
-#define ROMACHIP_NATIVE_ABI 3
+#define ROMACHIP_NATIVE_ABI 4
 
 enum { PORTABLE = 0, AVX2 = 1, AVX512 = 2, AMX = 3 };
 

@@ -122,6 +122,7 @@ PyObject *lunit_silu_mul(PyObject *self, PyObject *args) {
 }
 
 #define NORM_ROWS 8 /* rows whose sequential sums run side by side (independent chains overlap) */
+#define ROWS_THREADED_MIN 32768 /* elements below which one thread does a whole RMSNorm or RoPE (decode) */
 
 /* RMSNorm: ss = Σseq f64(x_i)^2, r = f64(1 / sqrt(f64(ss / n) + eps)), y_i = f32(f32(x_i * f32(r)) * w_i) */
 static inline __attribute__((always_inline)) void rms_rows_body(const float *x, const float *w, float *y, long long r0,
@@ -155,8 +156,9 @@ PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
     PyObject *xo, *wo, *yo;
     long long rows, n;
     double eps;
+    int threads = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOLLd", &xo, &wo, &yo, &rows, &n, &eps)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOLLd|i", &xo, &wo, &yo, &rows, &n, &eps, &threads)) return NULL;
     if (rows < 0 || n < 1) {
         PyErr_SetString(PyExc_ValueError, "bad RMSNorm arguments");
         return NULL;
@@ -173,6 +175,8 @@ PyObject *lunit_rms_norm(PyObject *self, PyObject *args) {
     }
     Py_BEGIN_ALLOW_THREADS;
     const int wide = lunit_cpu_level() >= AVX512;
+    /* each row's sum is its own: blocks of rows over threads give the same bits */
+#pragma omp parallel for num_threads(threads) if (threads > 1 && rows * n >= ROWS_THREADED_MIN) schedule(static)
     for (long long r = 0; r < rows; r += NORM_ROWS) {
         const int m = rows - r < NORM_ROWS ? (int)(rows - r) : NORM_ROWS;
 #ifdef LUNIT_X86
@@ -218,8 +222,9 @@ T512 static void rope_avx512(const float *x, const float *c, const float *s, flo
 PyObject *lunit_rope(PyObject *self, PyObject *args) {
     PyObject *xo, *co, *so, *yo;
     long long tokens, heads, d;
+    int threads = 1;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOOOLLL", &xo, &co, &so, &yo, &tokens, &heads, &d)) return NULL;
+    if (!PyArg_ParseTuple(args, "OOOOLLL|i", &xo, &co, &so, &yo, &tokens, &heads, &d, &threads)) return NULL;
     if (tokens < 0 || heads < 1 || d < 2 || d % 2) {
         PyErr_SetString(PyExc_ValueError, "bad RoPE arguments");
         return NULL;
@@ -228,18 +233,28 @@ PyObject *lunit_rope(PyObject *self, PyObject *args) {
     PyObject *objs[4] = {xo, co, so, yo};
     Py_ssize_t items[4] = {tokens * heads * d, tokens * d / 2, tokens * d / 2, tokens * heads * d};
     const char *names[4] = {"x", "cos", "sin", "y"};
-    int got = 0;
-    for (; got < 4; got++)
+    long long ldx = heads * d; /* x may be rows of a wider array (q or k inside the fused q/k/v output) */
+    int got = get_rows(xo, &b[0], 0, tokens, heads * d, &ldx, "x") < 0 ? 0 : 1;
+    for (; got && got < 4; got++)
         if (lunit_get(objs[got], &b[got], got == 3, 4, items[got], names[got]) < 0) break;
     if (got == 4) {
         const float *x = b[0].buf, *c = b[1].buf, *s = b[2].buf;
         float *y = b[3].buf;
         Py_BEGIN_ALLOW_THREADS;
+        const int wide = lunit_cpu_level() >= AVX512;
+        const long long per = heads * d, half = d / 2;
+        /* tokens over threads: each element is its own (the same bits) */
+#pragma omp parallel for num_threads(threads) if (threads > 1 && tokens * per >= ROWS_THREADED_MIN) schedule(static)
+        for (long long t = 0; t < tokens; t++) {
 #ifdef LUNIT_X86
-        if (lunit_cpu_level() >= AVX512) rope_avx512(x, c, s, y, tokens, heads, d);
-        else
+            if (wide) {
+                rope_avx512(x + t * ldx, c + t * half, s + t * half, y + t * per, 1, heads, d);
+                continue;
+            }
 #endif
-            rope_portable(x, c, s, y, tokens, heads, d);
+            (void)wide;
+            rope_portable(x + t * ldx, c + t * half, s + t * half, y + t * per, 1, heads, d);
+        }
         Py_END_ALLOW_THREADS;
     }
     int failed = got < 4;

@@ -15,7 +15,7 @@ from math import factorial
 import numpy as np
 
 #: The native module's functions and arguments this code calls (ROMACHIP_NATIVE_ABI in _native.h).
-NATIVE_ABI = 3
+NATIVE_ABI = 4
 
 try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
     from romachip.engine import _lunit

@@ -70,7 +70,8 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float, *, native: bool | No
     if native if native is not None else _lunit is not None:
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.empty_like(x)
-        _lunit.rms_norm(x, np.ascontiguousarray(weight, dtype=np.float32), y, x.size // x.shape[-1], x.shape[-1], eps)
+        w = np.ascontiguousarray(weight, dtype=np.float32)
+        _lunit.rms_norm(x, w, y, x.size // x.shape[-1], x.shape[-1], eps, native_threads())
         return y
     return rms_norm_numpy(x, weight, eps)
 
@@ -183,7 +184,8 @@ class EngineModel:
         if self.kernel == "native":  # the same float32 steps in C
             y = np.empty(x.shape, dtype=np.float32)
             c, s = cos_t[start : start + tokens], sin_t[start : start + tokens]
-            _lunit.rope(np.ascontiguousarray(x, dtype=np.float32), c, s, y, tokens, x.shape[1], d)
+            rows = _rows_view(x.reshape(tokens, x.shape[1] * d), (tokens, x.shape[1] * d))  # q, k read in place
+            _lunit.rope(rows, c, s, y, tokens, x.shape[1], d, native_threads())
             return y
         c = cos_t[start : start + tokens, None, :]
         s = sin_t[start : start + tokens, None, :]
