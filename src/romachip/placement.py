@@ -271,10 +271,34 @@ class Placement:
         else:
             tile_bytes = (t["row_stop"] - t["row_start"]) * per_row[t["tensor"]]
             out += np.bincount(t["unit"], weights=tile_bytes, minlength=self.units).astype(np.int64)  # exact: < 2**53
-        first_unit, members_of = self._tensor_units()
+        first_unit = self._tensor_units()[0]
+        adapted, r, a_unit = self._lora_a_units(rank)
+        a_bytes = np.repeat(np.array([self.tensors[i].shape[1] * e for i in adapted.tolist()], dtype=np.int64), r)
+        out += np.bincount(a_unit, weights=a_bytes, minlength=self.units).astype(np.int64)
+        scale = cfg.scale_bytes_per_matrix  # A's and B's scale words, with each matrix's first row
+        np.add.at(out, first_unit[adapted], scale)
+        np.add.at(out, a_unit[np.cumsum(r) - r], scale)
+        return out
+
+    def lora_a_units(self, ranks: Mapping[str, int]) -> dict[str, np.ndarray]:
+        """Module name -> [rank] the unit holding each row of its A matrix (`lora_unit_bytes`'s rule)."""
+        rank = np.array([ranks.get(x.name.removesuffix(".weight"), 0) if x.layer >= 0 else 0 for x in self.tensors])
+        adapted, r, a_unit = self._lora_a_units(rank)
+        ends = np.cumsum(r).tolist()
+        return {
+            self.tensors[i].name.removesuffix(".weight"): a_unit[end - ri : end]
+            for i, ri, end in zip(adapted.tolist(), r.tolist(), ends, strict=True)
+        }
+
+    def _lora_a_units(self, rank: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(adapted tensors, their ranks, the unit of every A row in module order): the rank rows of A are
+        dealt round-robin over the units holding the module, each module starting where the previous
+        module on the same units stopped."""
+        members_of = self._tensor_units()[1]
         adapted = np.flatnonzero(rank)
         r = rank[adapted].astype(np.int64)
-        # A rows round-robin: each module starts where the previous module on the same units stopped
+        if not len(adapted):
+            return adapted, r, np.zeros(0, dtype=np.int64)
         sets: dict[int, int] = {}  # by id: `_tensor_units` gives equal unit sets as one tuple object
         set_of, start, next_unit = [], [], {}
         for i, ri in zip(adapted.tolist(), r.tolist(), strict=True):
@@ -291,13 +315,7 @@ class Placement:
         set_of, start = np.array(set_of, dtype=np.int64), np.array(start, dtype=np.int64)
         row_set, row_start = np.repeat(set_of, r), np.repeat(start, r)  # one entry per A row
         row_k = np.arange(int(r.sum()), dtype=np.int64) - np.repeat(np.cumsum(r) - r, r)
-        a_unit = table[row_set, (row_start + row_k) % size[row_set]]
-        a_bytes = np.repeat(np.array([self.tensors[i].shape[1] * e for i in adapted.tolist()], dtype=np.int64), r)
-        out += np.bincount(a_unit, weights=a_bytes, minlength=self.units).astype(np.int64)
-        scale = cfg.scale_bytes_per_matrix  # A's and B's scale words, with each matrix's first row
-        np.add.at(out, first_unit[adapted], scale)
-        np.add.at(out, table[set_of, start], scale)
-        return out
+        return adapted, r, table[row_set, (row_start + row_k) % size[row_set]]
 
     def _tensor_units(self) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """(the unit holding each tensor's first row, the sorted units holding each tensor): derived from the

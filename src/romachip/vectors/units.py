@@ -53,20 +53,8 @@ def unit_tiles(placement: Placement, unit: int, tensor: str) -> list[UnitTile]:
 
 
 def lora_a_rows(placement: Placement, ranks: dict[str, int]) -> dict[str, np.ndarray]:
-    """Module name -> [rank] the unit holding each row of its A matrix (the round-robin rule above)."""
-    out: dict[str, np.ndarray] = {}
-    next_unit: dict[tuple[int, ...], int] = {}
-    t = placement.tiles
-    for entry in placement.tensors:
-        module = entry.name.removesuffix(".weight")
-        r = ranks.get(module, 0)
-        if entry.layer < 0 or r == 0:
-            continue
-        members = tuple(np.unique(t["unit"][placement.tile_indices(tensor=entry.name)]).tolist())
-        start = next_unit.get(members, 0)
-        out[module] = np.asarray(members, dtype=np.int64)[(start + np.arange(r)) % len(members)]
-        next_unit[members] = (start + r) % len(members)
-    return out
+    """Module name -> [rank] the unit holding each row of its A matrix (the Placement's rule)."""
+    return placement.lora_a_units(ranks)
 
 
 def kv_positions(placement: Placement, unit: int, layer: int, length: int) -> np.ndarray:
