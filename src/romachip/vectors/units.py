@@ -3,8 +3,8 @@ with the capacity planner and the adapter bank):
 
 - L-Unit tiles: whole output rows of each tensor (compile.py);
 - LoRA B rows beside the base rows they add to; the rank rows of A dealt round-robin over the units that
-  hold the module, continuing from one module to the next (Placement.lora_unit_bytes counts bytes
-  by the same rule; tests/test_vectors.py checks the two agree);
+  hold the module, continuing from one module to the next (Placement.lora_a_units, the rule
+  Placement.lora_unit_bytes counts bytes by);
 - KV: token t of layer l in the unit of rank t mod n of the layer's ring (Placement.kv_unit_of).
 """
 
