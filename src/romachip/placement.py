@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from romachip.errors import CapacityError
+from romachip.native import optional_module
 from romachip.quant.formats import WeightFormat
 from romachip.spec.chip import ChipSpec
 from romachip.tensor_bits import DEFAULT_POLICY, TensorKind
@@ -33,18 +33,10 @@ from romachip.workload import ALL_TARGETS, LoraConfig
 #: The C sums' functions and arguments this module and perf/mapping.py call (TILES_ABI in _tiles.c).
 TILES_ABI = 1
 
-try:  # optional (setup.py): without it the NumPy sums run, with the same numbers (tests hold them together)
-    from romachip import _tiles
-except ImportError:  # pragma: no cover - depends on the build
-    _tiles = None
-if _tiles is not None and getattr(_tiles, "ABI", None) != TILES_ABI:  # pragma: no cover - a stale build
-    warnings.warn(
-        "romachip: the tile table's C sums were built from other sources; rebuild them (`make`, or `python "
-        "setup.py build_ext --inplace`). Their NumPy forms run meanwhile (same numbers, slower).",
-        RuntimeWarning,
-        stacklevel=1,
-    )
-    _tiles = None
+# optional (setup.py): without it the NumPy sums run, with the same numbers (tests hold them together)
+_tiles = optional_module(
+    "romachip._tiles", TILES_ABI, "the tile table's C sums", "Their NumPy forms run meanwhile (same numbers, slower)."
+)
 
 
 def _int64(column: np.ndarray) -> np.ndarray:

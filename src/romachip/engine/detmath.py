@@ -8,29 +8,23 @@ folds (`numpy.add.accumulate`), never pairwise or threaded sums.
 
 from __future__ import annotations
 
-import warnings
 from decimal import Context, Decimal
 from math import factorial
 
 import numpy as np
 
+from romachip.native import optional_module
+
 #: The native module's functions and arguments this code calls (ROMACHIP_NATIVE_ABI in _native.h).
 NATIVE_ABI = 4
 
-try:  # the native module (setup.py) is optional: without it every step runs on the NumPy path (same bits)
-    from romachip.engine import _lunit
-except ImportError:  # pragma: no cover - depends on the build
-    _lunit = None
-if _lunit is not None and getattr(_lunit, "ABI", None) != NATIVE_ABI:
-    # built from other sources (a checkout that pulled C changes without rebuilding): calling it could
-    # miss a function or pass the wrong arguments, so take the NumPy path, which gives the same bits
-    warnings.warn(
-        "romachip: the native kernel was built from other sources; rebuild it (`make`, or `python setup.py "
-        "build_ext --inplace`). The engine takes its NumPy path meanwhile (same results, slower).",
-        RuntimeWarning,
-        stacklevel=1,
-    )
-    _lunit = None
+# optional (setup.py): without it every step runs on the NumPy path (same bits)
+_lunit = optional_module(
+    "romachip.engine._lunit",
+    NATIVE_ABI,
+    "the native kernel",
+    "The engine takes its NumPy path meanwhile (same results, slower).",
+)
 
 # Cody-Waite split of ln 2 (fdlibm): LN2_HI has trailing zero bits, so k * LN2_HI is exact for |k| < 2^11.
 LN2_HI = 6.93147180369123816490e-01

@@ -23,25 +23,21 @@ tests hold both loops to it, task for task.
 from __future__ import annotations
 
 import heapq
-import warnings
 from dataclasses import dataclass, field
 from itertools import chain
+
+from romachip.native import optional_module
 
 #: The C loop's functions and arguments this module calls (EVENTS_ABI in _events.c).
 EVENTS_ABI = 1
 
-try:  # optional (setup.py): without it the Python loop runs every graph, with the same schedule
-    from romachip.perf import _events
-except ImportError:  # pragma: no cover - depends on the build
-    _events = None
-if _events is not None and getattr(_events, "ABI", None) != EVENTS_ABI:  # pragma: no cover - a stale build
-    warnings.warn(
-        "romachip: the event kernel's C loop was built from other sources; rebuild it (`make`, or `python "
-        "setup.py build_ext --inplace`). The Python loop runs meanwhile (same schedules, slower).",
-        RuntimeWarning,
-        stacklevel=1,
-    )
-    _events = None
+# optional (setup.py): without it the Python loop runs every graph, with the same schedule
+_events = optional_module(
+    "romachip.perf._events",
+    EVENTS_ABI,
+    "the event kernel's C loop",
+    "The Python loop runs meanwhile (same schedules, slower).",
+)
 
 #: Which event loop `Simulator.run` takes by default: "native" (the C loop) where it is built, else "python".
 KERNEL = "native" if _events is not None else "python"
