@@ -183,38 +183,49 @@ T512 static inline __attribute__((always_inline)) void one_key_body(const att_t 
     const int64_t d = a->d;
     const double *v = a->vd + h * a->keys * d;
     int64_t common = vis[0];
-    _Pragma("GCC unroll 8") for (int i = 1; i < n; i++) common = vis[i] < common ? vis[i] : common;
+    _Pragma("GCC unroll 8")
+    for (int i = 1; i < n; i++) common = vis[i] < common ? vis[i] : common;
     for (int64_t e0 = 0; e0 < d; e0 += PV_LANES) {
         const int64_t lanes = d - e0 < PV_LANES ? d - e0 : PV_LANES;
         __mmask8 mk[PV_LANES / 8];
-        _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) {
+        _Pragma("GCC unroll 8")
+        for (int k = 0; k < PV_LANES / 8; k++) {
             int64_t left = lanes - 8 * k;
             mk[k] = left >= 8 ? 0xff : left > 0 ? (__mmask8)((1u << left) - 1) : 0;
         }
         __m512d t[PV_ROWS][PV_LANES / 8];
-        _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) { /* the first key: a product alone (C v may be -0) */
+        _Pragma("GCC unroll 8")
+        for (int k = 0; k < PV_LANES / 8; k++) { /* the first key: a product alone (C v may be -0) */
             __m512d v0 = _mm512_maskz_loadu_pd(mk[k], v + e0 + 8 * k);
-            _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) t[i][k] = _mm512_mul_pd(_mm512_set1_pd(w[i]->coef[0]), v0);
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < n; i++) t[i][k] = _mm512_mul_pd(_mm512_set1_pd(w[i]->coef[0]), v0);
         }
         for (int64_t j = 1; j < common; j++) {
             const double *vj = v + j * d + e0;
             __m512d c[PV_ROWS];
-            _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) c[i] = _mm512_set1_pd(w[i]->coef[j]);
-            _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) {
+            _Pragma("GCC unroll 8")
+            for (int i = 0; i < n; i++) c[i] = _mm512_set1_pd(w[i]->coef[j]);
+            _Pragma("GCC unroll 8")
+            for (int k = 0; k < PV_LANES / 8; k++) {
                 __m512d x = _mm512_maskz_loadu_pd(mk[k], vj + 8 * k);
-                _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) t[i][k] = add_product(t[i][k], c[i], x, exact);
+                _Pragma("GCC unroll 8")
+                for (int i = 0; i < n; i++) t[i][k] = add_product(t[i][k], c[i], x, exact);
             }
         }
-        _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) {
+        _Pragma("GCC unroll 8")
+        for (int i = 0; i < n; i++) {
             for (int64_t j = common; j < vis[i]; j++) {
                 const __m512d c = _mm512_set1_pd(w[i]->coef[j]);
-                _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++)
+                _Pragma("GCC unroll 8")
+                for (int k = 0; k < PV_LANES / 8; k++)
                     t[i][k] = add_product(t[i][k], c, _mm512_maskz_loadu_pd(mk[k], v + j * d + e0 + 8 * k), exact);
             }
-            _Pragma("GCC unroll 8") for (int k = 0; k < PV_LANES / 8; k++) _mm512_mask_storeu_pd(w[i]->acc + e0 + 8 * k, mk[k], t[i][k]);
+            _Pragma("GCC unroll 8")
+            for (int k = 0; k < PV_LANES / 8; k++) _mm512_mask_storeu_pd(w[i]->acc + e0 + 8 * k, mk[k], t[i][k]);
         }
     }
-    _Pragma("GCC unroll 8") for (int i = 0; i < n; i++) {
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < n; i++) {
         double z = w[i]->z[0];
         for (int64_t j = 1; j < vis[i]; j++) z = z + w[i]->z[j];
         float *out = a->out + (h * a->rows + r[i]) * d;
@@ -243,14 +254,13 @@ static void att_rows_best(const att_t *a, int64_t h, int64_t r0, int n, row_t *c
 #ifdef LUNIT_X86
     if (level >= AVX512 && a->vd) {
         int64_t r[PV_ROWS], vis[PV_ROWS];
-        row_t *ws[PV_ROWS];
-        int m = 0;
+        int m = 0; /* rows kept for the shared pass, in w[0 .. m - 1] */
         for (int i = 0; i < n; i++) {
             int64_t v = one_key_coefs(a, h, r0 + i, w[m]);
-            if (v) r[m] = r0 + i, vis[m] = v, ws[m] = w[m], m++;
+            if (v) r[m] = r0 + i, vis[m] = v, m++;
             else att_row_avx512(a, h, r0 + i, w[m]);
         }
-        if (m) one_key_values(a, h, r, ws, vis, m);
+        if (m) one_key_values(a, h, r, w, vis, m);
         return;
     }
     if (level >= AVX512) {
