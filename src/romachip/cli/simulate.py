@@ -74,7 +74,11 @@ def simulate(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Named model (see `romachip models`) or a config.json."),
     bits: int = typer.Option(DEFAULT_FORMAT.bits, "--bits", min=1, help="Weight code width."),
     group_size: int = typer.Option(
-        DEFAULT_FORMAT.group_size, "--group-size", min=0, help="Weights per group; 0 = a row."
+        DEFAULT_FORMAT.group_size,
+        "--group-size",
+        min=0,
+        help="Weights per group; 0 = a row. The default is the paper's format; `fit` and `burn` may choose 32 "
+        "(see their note) - pass it here to simulate that.",
     ),
     lora_rank: int = typer.Option(DEFAULT_LORA.rank, "--lora-rank", min=0, help="LoRA rank (0: no adapters)."),
     lora_targets: str = typer.Option("all", "--lora-targets", help="Comma-separated modules to adapt, or 'all'."),
@@ -83,7 +87,9 @@ def simulate(
         256, "--generate", min=1, help="Tokens to generate (the first comes from the prefill)."
     ),
     storage_policy: str = typer.Option(
-        DEFAULT_POLICY.value, "--storage-policy", help="rom_weight, rom_int8, off_chip or off_chip_all."
+        DEFAULT_POLICY.value,
+        "--storage-policy",
+        help="rom_weight, rom_int8, off_chip or off_chip_all (`fit` and `burn` choose rom_int8 where it fits).",
     ),
     strategy: str = typer.Option(DEFAULT_STRATEGY, "--strategy", help="Placement: spread or layer_groups."),
     trace: str = typer.Option(None, "--trace", help="Write a Chrome/Perfetto trace (JSON) of the timeline here."),
