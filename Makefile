@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 # The native kernels (a few C files, seconds). Optional: without a C compiler setup.py only warns, the
 # engine takes its NumPy path (the same bits) and the perf model its Python event loop (the same
 # schedules). Rebuilt in place when any of their C sources changes.
-$(KERNEL): $(wildcard src/romachip/engine/_*.c src/romachip/engine/_*.h src/romachip/perf/_*.c src/romachip/_*.c) setup.py $(STAMP)
+$(KERNEL): $(wildcard src/romachip/engine/_*.c src/romachip/engine/_*.h src/romachip/perf/_*.c src/romachip/_*.c src/romachip/_*.h) setup.py $(STAMP)
 	$(BIN)/python setup.py -q build_ext --inplace
 	mkdir -p build && touch $@
 

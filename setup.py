@@ -28,10 +28,11 @@ setup(
         Extension(
             "romachip.perf._events",
             sources=["src/romachip/perf/_events.c"],
+            depends=["src/romachip/_pyints.h"],
             extra_compile_args=["-O2", "-std=c11"],
             optional=True,
         ),
-        Extension("romachip._tiles", sources=["src/romachip/_tiles.c"], extra_compile_args=["-O2", "-std=c11"],
-                  optional=True),  # fmt: skip
+        Extension("romachip._tiles", sources=["src/romachip/_tiles.c"], depends=["src/romachip/_pyints.h"],
+                  extra_compile_args=["-O2", "-std=c11"], optional=True),  # fmt: skip
     ]
 )

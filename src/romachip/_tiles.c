@@ -14,6 +14,8 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#include "_pyints.h"
 #include <string.h>
 
 #define TILES_ABI 1
@@ -63,20 +65,6 @@ static int check_index(const Column *c, Py_ssize_t bound, const char *name) {
             return -1;
         }
     return 0;
-}
-
-static PyObject *int_list(const int64_t *x, Py_ssize_t n) {
-    PyObject *out = PyList_New(n);
-    if (!out) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromLongLong(x[i]);
-        if (!v) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
-    return out;
 }
 
 static PyObject *tensor_figures(PyObject *self, PyObject *args) {

@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 
+#include "../_pyints.h"
+
 #define EVENTS_ABI 1
 enum { FINISH = 0, STREAM = 1 };
 enum { READY = 0, END = 1 }; /* at equal times, ends come after readiness of the same priority */
@@ -134,20 +136,6 @@ static int invert(Py_ssize_t n, const Py_ssize_t *off, const int64_t *ids, Py_ss
     free(fill);
     *inv_off = o, *inv = v;
     return 0;
-}
-
-static PyObject *int_list(const int64_t *x, Py_ssize_t n) {
-    PyObject *out = PyList_New(n);
-    if (!out) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromLongLong(x[i]);
-        if (!v) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, v);
-    }
-    return out;
 }
 
 #define ADD(a, b, out)                                                                                       \
